@@ -1,0 +1,272 @@
+"""Cases, dataset layouts and the PyTorch dataset that reads them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from .io import IMAGE_EXTENSIONS, ImageReadError, read_image, read_mask
+
+__all__ = [
+    "Case",
+    "DatasetLayoutError",
+    "SegmentationDataset",
+    "register_layout",
+    "list_layouts",
+    "find_cases",
+    "detect_layout",
+    "pair_by_id",
+    "index_images",
+    "load_case",
+    "resize_pair",
+]
+
+
+class DatasetLayoutError(ValueError):
+    """A data root that does not match the expected layout; the message says what is missing."""
+
+
+@dataclass(frozen=True)
+class Case:
+    """One image with its (optional) lesion mask.
+
+    Attributes:
+        id: identifier unique within the dataset (file stem, e.g. ``IMD003``), used by split files.
+        image: path of the image.
+        mask: path of the binary mask, or None for unlabelled images.
+        mask_threshold: mask values above it are lesion (0 for clean masks, 127 for JPEG masks).
+        meta: extra fields of the layout (diagnosis, official subset, ...).
+    """
+
+    id: str
+    image: Path
+    mask: Path | None = None
+    mask_threshold: int = 0
+    meta: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+
+@dataclass(frozen=True)
+class _Layout:
+    name: str
+    find: Callable[[Path], list[Case]]
+    detect: Callable[[Path], bool]
+    description: str
+
+
+_LAYOUTS: dict[str, _Layout] = {}
+
+
+def register_layout(name: str, detect: Callable[[Path], bool], description: str = ""):
+    """Register ``find(root) -> list[Case]`` for a dataset layout, with a ``detect(root)`` predicate."""
+
+    def wrap(fn: Callable[[Path], list[Case]]) -> Callable[[Path], list[Case]]:
+        if name in _LAYOUTS:
+            raise ValueError(f"layout {name!r} registered twice")
+        _LAYOUTS[name] = _Layout(name, fn, detect, description or (fn.__doc__ or "").strip().splitlines()[0])
+        return fn
+
+    return wrap
+
+
+def list_layouts() -> dict[str, str]:
+    """Known layouts and a one-line description of each."""
+    return {name: layout.description for name, layout in sorted(_LAYOUTS.items())}
+
+
+def detect_layout(root: str | Path) -> str:
+    """Name of the first layout whose ``detect`` accepts ``root``; generic ``folder`` last."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetLayoutError(f"{root}: data root is not a directory")
+    for name, layout in _LAYOUTS.items():
+        if name != "folder" and layout.detect(root):
+            return name
+    if "folder" in _LAYOUTS and _LAYOUTS["folder"].detect(root):
+        return "folder"
+    raise DatasetLayoutError(f"{root}: no known dataset layout found; known: {', '.join(sorted(_LAYOUTS))}")
+
+
+def find_cases(root: str | Path, layout: str | None = None) -> list[Case]:
+    """All cases under ``root`` in ``layout`` (detected when None), sorted by id."""
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise DatasetLayoutError(f"{root}: data root is not a directory")
+    name = layout or detect_layout(root)
+    if name not in _LAYOUTS:
+        raise ValueError(f"unknown layout {name!r}; known layouts: {', '.join(sorted(_LAYOUTS))}")
+    cases = _LAYOUTS[name].find(root)
+    if not cases:
+        raise DatasetLayoutError(f"{root}: no cases found in the {name} layout")
+    ids = [c.id for c in cases]
+    if len(set(ids)) != len(ids):
+        dup = sorted({i for i in ids if ids.count(i) > 1})
+        raise DatasetLayoutError(f"{root}: duplicate case ids {dup[:5]}")
+    return sorted(cases, key=lambda c: c.id)
+
+
+def index_images(folder: Path, strip_suffixes: Sequence[str] = ()) -> dict[str, Path]:
+    """Map id -> path for the image files of ``folder`` (not recursive).
+
+    The id is the file stem with the first matching suffix of ``strip_suffixes`` removed (e.g. ``_segmentation``).
+    Two files with the same id (``a.png`` and ``a.jpg``) are an error.
+    """
+    out: dict[str, Path] = {}
+    for p in sorted(folder.iterdir()):
+        if not p.is_file() or p.suffix.lower() not in IMAGE_EXTENSIONS or p.name.startswith("."):
+            continue
+        stem = p.stem
+        for suffix in strip_suffixes:
+            if stem.endswith(suffix):
+                stem = stem[: -len(suffix)]
+                break
+        if stem in out:
+            raise DatasetLayoutError(f"{folder}: two files for id {stem!r}: {out[stem].name} and {p.name}")
+        out[stem] = p
+    return out
+
+
+def pair_by_id(
+    images: dict[str, Path],
+    masks: dict[str, Path] | None,
+    mask_threshold: int = 0,
+    require_masks: bool = True,
+    meta: Callable[[str], dict[str, Any]] | None = None,
+) -> list[Case]:
+    """Pair images and masks by id (never by listing order).
+
+    Raises:
+        DatasetLayoutError: when ``require_masks`` and some image has no mask (the first ids are named).
+    """
+    masks = masks or {}
+    missing = sorted(set(images) - set(masks))
+    if require_masks and missing:
+        examples = ", ".join(str(images[i]) for i in missing[:3])
+        raise DatasetLayoutError(f"{len(missing)} image(s) without a mask, e.g. {examples}")
+    return [
+        Case(
+            id=i,
+            image=images[i],
+            mask=masks.get(i),
+            mask_threshold=mask_threshold,
+            meta=meta(i) if meta else {},
+        )
+        for i in sorted(images)
+    ]
+
+
+def load_case(case: Case, channels: int = 3) -> tuple[np.ndarray, np.ndarray | None]:
+    """Read a case at native resolution: image uint8 (H, W, C), mask uint8 (H, W) {0, 1} or None.
+
+    Raises:
+        ImageReadError: a file is unreadable, or image and mask sizes differ (both files named).
+    """
+    image = read_image(case.image, channels)
+    if case.mask is None:
+        return image, None
+    mask = read_mask(case.mask, case.mask_threshold)
+    if mask.shape != image.shape[:2]:
+        raise ImageReadError(
+            f"{case.mask}: mask size {mask.shape[1]}x{mask.shape[0]} differs from image {case.image} size "
+            f"{image.shape[1]}x{image.shape[0]}"
+        )
+    return image, mask
+
+
+def resize_pair(
+    image: np.ndarray, mask: np.ndarray | None, size: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Resize to ``size`` = (H, W): area/linear for the image, nearest for the mask."""
+    h, w = size
+    if image.shape[:2] == (h, w):
+        return image, mask
+    shrink = image.shape[0] > h and image.shape[1] > w
+    out = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+    if out.ndim == 2:
+        out = out[..., None]
+    if mask is not None:
+        mask = cv2.resize(mask, (w, h), interpolation=cv2.INTER_NEAREST)
+    return out, mask
+
+
+class SegmentationDataset(Dataset):
+    """Cases resized to a working size, optionally cached in memory, then transformed per sample.
+
+    Yields ``(image float32 (C, H, W), mask float32 {0, 1} (1, H, W), id)``. Decoding a large image costs
+    10-400 ms, so with ``cache=True`` each case is decoded and resized once and kept as uint8.
+
+    Args:
+        cases: cases with masks.
+        size: working size (H, W) every sample is resized to before augmentation.
+        transform: callable ``(image uint8 HWC, mask uint8 HW, rng) -> (image, mask)`` drawing fresh
+            random parameters from ``rng`` for every sample; None for none.
+        mean: per-channel mean in [0, 1] units for normalisation.
+        std: per-channel std in [0, 1] units.
+        in_channels: 3 (RGB) or 1 (grayscale).
+        cache: keep decoded, resized cases in memory.
+    """
+
+    def __init__(
+        self,
+        cases: Iterable[Case],
+        size: tuple[int, int] = (256, 256),
+        transform: Callable[..., tuple[np.ndarray, np.ndarray]] | None = None,
+        mean: Sequence[float] = (0.485, 0.456, 0.406),
+        std: Sequence[float] = (0.229, 0.224, 0.225),
+        in_channels: int = 3,
+        cache: bool = True,
+    ) -> None:
+        self.cases = list(cases)
+        if not self.cases:
+            raise ValueError("SegmentationDataset got no cases")
+        for case in self.cases:
+            if case.mask is None:
+                raise ValueError(f"case {case.id} ({case.image}) has no mask")
+        if len(mean) != in_channels or len(std) != in_channels:
+            mean = tuple(mean[:1]) * in_channels if in_channels == 1 else mean
+            std = tuple(std[:1]) * in_channels if in_channels == 1 else std
+        self.size = (int(size[0]), int(size[1]))
+        self.transform = transform
+        self.in_channels = in_channels
+        self.mean = np.asarray(mean, dtype=np.float32).reshape(-1, 1, 1)
+        self.std = np.asarray(std, dtype=np.float32).reshape(-1, 1, 1)
+        self.cache = cache
+        self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def __len__(self) -> int:
+        return len(self.cases)
+
+    @property
+    def ids(self) -> list[str]:
+        return [c.id for c in self.cases]
+
+    def load_resized(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """The case at the working size, uint8, before any augmentation."""
+        if index in self._cache:
+            return self._cache[index]
+        image, mask = load_case(self.cases[index], self.in_channels)
+        image, mask = resize_pair(image, mask, self.size)
+        assert mask is not None
+        if self.cache:
+            self._cache[index] = (image, mask)
+        return image, mask
+
+    def normalize(self, image: np.ndarray) -> torch.Tensor:
+        x = image.transpose(2, 0, 1).astype(np.float32) / 255.0
+        return torch.from_numpy((x - self.mean) / self.std)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, str]:
+        image, mask = self.load_resized(index)
+        if self.transform is not None:
+            # Seeded from torch's generator, so the trainer's seed and DataLoader worker seeding govern every draw.
+            rng = np.random.default_rng(int(torch.randint(0, 2**62, ()).item()))
+            image, mask = self.transform(image, mask, rng)
+        x = self.normalize(np.ascontiguousarray(image))
+        y = torch.from_numpy(np.ascontiguousarray(mask)).unsqueeze(0).float()
+        return x, y, self.cases[index].id

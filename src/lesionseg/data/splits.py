@@ -1,0 +1,200 @@
+"""Seeded, stored splits: train/val/test id lists, repeated 80:20 hold-outs and k-folds.
+
+A split is drawn once by :func:`make_split` and stored as JSON (ids, seed, how it was drawn); training and evaluation
+read the stored lists and never re-draw them. The validation ids come out of the training part, so a checkpoint is
+never selected on the test ids.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "Split",
+    "make_split",
+    "repeated_holdout",
+    "kfold",
+    "load_split",
+    "save_split",
+    "builtin_splits",
+]
+
+
+@dataclass
+class Split:
+    """Disjoint train/val/test id lists plus how they were drawn.
+
+    Attributes:
+        train: training ids.
+        val: validation ids (drawn from the training part; used for checkpoint selection).
+        test: held-out ids, used only for the final evaluation.
+        info: dataset name, seed, fractions, stratification; stored with the lists.
+    """
+
+    train: list[str]
+    val: list[str]
+    test: list[str]
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        parts = {"train": set(self.train), "val": set(self.val), "test": set(self.test)}
+        for a, b in (("train", "val"), ("train", "test"), ("val", "test")):
+            common = parts[a] & parts[b]
+            if common:
+                raise ValueError(f"split parts {a} and {b} share ids, e.g. {sorted(common)[:3]}")
+
+    def subset(self, name: str) -> list[str]:
+        if name not in ("train", "val", "test"):
+            raise ValueError(f"unknown split subset {name!r}; use train, val or test")
+        return list(getattr(self, name))
+
+    @property
+    def all_ids(self) -> set[str]:
+        return set(self.train) | set(self.val) | set(self.test)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"info": self.info, "train": sorted(self.train), "val": sorted(self.val), "test": sorted(self.test)}
+
+
+def _stratified_take(ids: Sequence[str], strata: Mapping[str, Any] | None, frac: float, rng: np.random.Generator):
+    """Split ``ids`` into (taken, rest) with ``frac`` taken from each stratum (rounded, at least one if frac > 0)."""
+    groups: dict[Any, list[str]] = {}
+    for i in sorted(ids):
+        groups.setdefault(strata.get(i) if strata else None, []).append(i)
+    taken: list[str] = []
+    for key in sorted(groups, key=str):
+        members = groups[key]
+        perm = rng.permutation(len(members))
+        n = int(round(frac * len(members)))
+        if frac > 0 and n == 0 and len(members) > 1:
+            n = 1
+        taken.extend(members[j] for j in perm[:n])
+    taken_set = set(taken)
+    return sorted(taken), [i for i in sorted(ids) if i not in taken_set]
+
+
+def make_split(
+    ids: Sequence[str],
+    test_fraction: float = 0.2,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    strata: Mapping[str, Any] | None = None,
+    name: str = "",
+) -> Split:
+    """Draw a seeded train/val/test split.
+
+    Args:
+        ids: all case ids.
+        test_fraction: fraction of all ids held out for test.
+        val_fraction: fraction of all ids taken from the training part for validation.
+        seed: seed of the draw.
+        strata: optional id -> class (e.g. PH2 diagnosis) to stratify every part by.
+        name: dataset name stored in ``info``.
+    """
+    if not 0 <= test_fraction < 1 or not 0 <= val_fraction < 1 or test_fraction + val_fraction >= 1:
+        raise ValueError(f"bad fractions test={test_fraction} val={val_fraction}")
+    if len(set(ids)) != len(ids):
+        raise ValueError("ids contain duplicates")
+    rng = np.random.default_rng(seed)
+    test, rest = _stratified_take(ids, strata, test_fraction, rng)
+    val, train = _stratified_take(rest, strata, val_fraction / (1 - test_fraction), rng)
+    info = {
+        "dataset": name,
+        "seed": seed,
+        "test_fraction": test_fraction,
+        "val_fraction": val_fraction,
+        "stratified_by": "diagnosis" if strata else None,
+        "generator": "lesionseg.data.splits.make_split",
+    }
+    return Split(train=train, val=val, test=test, info=info)
+
+
+def repeated_holdout(
+    ids: Sequence[str],
+    repeats: int = 3,
+    test_fraction: float = 0.2,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    strata: Mapping[str, Any] | None = None,
+    name: str = "",
+) -> list[Split]:
+    """``repeats`` independent 80:20-style splits with seeds ``seed, seed + 1, ...``."""
+    return [make_split(ids, test_fraction, val_fraction, seed + r, strata, name) for r in range(repeats)]
+
+
+def kfold(
+    ids: Sequence[str],
+    k: int = 5,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    strata: Mapping[str, Any] | None = None,
+    name: str = "",
+) -> list[Split]:
+    """K folds: each fold's test part is one k-th of the ids (stratified if given), val drawn from the rest."""
+    if k < 2 or k > len(ids):
+        raise ValueError(f"k must be in [2, {len(ids)}], got {k}")
+    rng = np.random.default_rng(seed)
+    groups: dict[Any, list[str]] = {}
+    for i in sorted(ids):
+        groups.setdefault(strata.get(i) if strata else None, []).append(i)
+    folds: list[list[str]] = [[] for _ in range(k)]
+    offset = 0
+    for key in sorted(groups, key=str):
+        members = [groups[key][j] for j in rng.permutation(len(groups[key]))]
+        for j, member in enumerate(members):
+            folds[(j + offset) % k].append(member)
+        offset += len(members)
+    splits = []
+    for f in range(k):
+        test = sorted(folds[f])
+        rest = sorted(i for g in range(k) if g != f for i in folds[g])
+        val, train = _stratified_take(rest, strata, val_fraction * len(ids) / len(rest), rng)
+        info = {
+            "dataset": name,
+            "seed": seed,
+            "fold": f,
+            "k": k,
+            "val_fraction": val_fraction,
+            "stratified_by": "diagnosis" if strata else None,
+            "generator": "lesionseg.data.splits.kfold",
+        }
+        splits.append(Split(train=train, val=val, test=test, info=info))
+    return splits
+
+
+def save_split(split: Split, path: str | Path) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(split.to_dict(), indent=1) + "\n")
+
+
+def builtin_splits() -> list[str]:
+    """Names of the splits shipped with the package (``lesionseg/splits/*.json``)."""
+    return sorted(
+        p.name[:-5] for p in resources.files("lesionseg").joinpath("splits").iterdir() if p.name.endswith(".json")
+    )
+
+
+def load_split(name_or_path: str | Path) -> Split:
+    """Load a stored split: a shipped name (``ph2``, ``kvasir_seg``) or a JSON path."""
+    path = Path(name_or_path)
+    if path.suffix == ".json" or path.exists():
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such split file")
+        text = path.read_text()
+    else:
+        res = resources.files("lesionseg").joinpath("splits", f"{name_or_path}.json")
+        if not res.is_file():
+            raise ValueError(f"unknown split {name_or_path!r}; shipped splits: {', '.join(builtin_splits())}")
+        text = res.read_text()
+    try:
+        d = json.loads(text)
+        return Split(train=d["train"], val=d["val"], test=d["test"], info=d.get("info", {}))
+    except (KeyError, json.JSONDecodeError) as err:
+        raise ValueError(f"{name_or_path}: not a split file ({err})") from err

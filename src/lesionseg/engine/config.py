@@ -1,0 +1,285 @@
+"""Typed run configuration: dataclasses loaded from YAML, ``--set key=value`` overrides, saved resolved."""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..data.transforms import AugmentConfig
+
+__all__ = [
+    "DataConfig",
+    "ModelConfig",
+    "LossConfig",
+    "OptimConfig",
+    "TrainConfig",
+    "RunConfig",
+    "load_config",
+    "apply_overrides",
+    "config_from_dict",
+    "config_to_dict",
+    "save_config",
+]
+
+
+@dataclass
+class DataConfig:
+    """Where the data is and how samples are made.
+
+    Attributes:
+        layout: dataset layout name (``ph2``, ``kvasir_seg``, ``isic2018``, ``folder``, ...); None detects it.
+        root: data root in that layout.
+        split: shipped split name (``ph2``) or a split JSON path.
+        image_size: working size (H, W) for training and the default evaluation.
+        in_channels: 3 (RGB) or 1 (grayscale).
+        mean: normalisation mean in [0, 1] units.
+        std: normalisation std in [0, 1] units.
+        batch_size: training batch size.
+        num_workers: DataLoader workers (0 = in the main process; cached datasets need none).
+        cache: keep decoded, resized images in memory.
+        augment: training augmentation.
+    """
+
+    layout: str | None = None
+    root: str = "../shared/data/ph2"
+    split: str = "ph2"
+    image_size: tuple[int, int] = (256, 256)
+    in_channels: int = 3
+    mean: tuple[float, ...] = (0.485, 0.456, 0.406)
+    std: tuple[float, ...] = (0.229, 0.224, 0.225)
+    batch_size: int = 8
+    num_workers: int = 0
+    cache: bool = True
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+
+@dataclass
+class ModelConfig:
+    """A registered model and its constructor options (module switches, widths)."""
+
+    name: str = "unet_small"
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class LossConfig:
+    """A registered loss and its options; ``deep_supervision`` weights (main first) wrap it for side outputs."""
+
+    name: str = "bce_dice"
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    deep_supervision: tuple[float, ...] | None = None
+
+
+@dataclass
+class OptimConfig:
+    """Optimiser and learning-rate schedule.
+
+    Attributes:
+        name: ``adam``, ``adamw`` or ``sgd``.
+        lr: peak learning rate.
+        weight_decay: weight decay (decoupled for AdamW).
+        betas: Adam betas.
+        momentum: SGD momentum.
+        scheduler: ``cosine`` (to ``min_lr`` over the run, by steps or by wall-clock when a budget is set),
+            ``poly`` or ``constant``.
+        min_lr: final learning rate of the cosine schedule.
+        warmup_epochs: linear warm-up length.
+        grad_clip: max gradient norm; 0 disables clipping.
+    """
+
+    name: str = "adamw"
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    momentum: float = 0.9
+    scheduler: str = "cosine"
+    min_lr: float = 1e-5
+    warmup_epochs: float = 0.0
+    grad_clip: float = 0.0
+
+
+@dataclass
+class TrainConfig:
+    """Length, precision, checkpointing.
+
+    Attributes:
+        epochs: maximum number of epochs.
+        time_budget_min: wall-clock budget in minutes (training stops at the first epoch end past it and the
+            schedule is stretched over it); None for epochs only.
+        seed: seed of torch, numpy and Python.
+        precision: ``fp32`` or ``bf16`` (autocast; on CPU bf16 halves the step time of our models).
+        channels_last: use the channels-last memory format.
+        threads: torch intra-op threads; 0 keeps torch's default.
+        val_every: validate every this many epochs.
+        checkpoint_every: write the resumable ``last`` checkpoint every this many epochs.
+        threshold: probability threshold for the binary mask.
+        monitor: validation score that selects the best checkpoint (``dice_per_image`` or ``dice_global``).
+        out_dir: parent folder of run folders.
+        name: run folder name; empty = config file stem.
+    """
+
+    epochs: int = 100
+    time_budget_min: float | None = None
+    seed: int = 0
+    precision: str = "fp32"
+    channels_last: bool = False
+    threads: int = 0
+    val_every: int = 1
+    checkpoint_every: int = 1
+    threshold: float = 0.5
+    monitor: str = "dice_per_image"
+    out_dir: str = "runs"
+    name: str = ""
+
+
+@dataclass
+class RunConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        if self.train.precision not in ("fp32", "bf16"):
+            raise ValueError(f"train.precision must be fp32 or bf16, got {self.train.precision!r}")
+        if self.optim.name not in ("adam", "adamw", "sgd"):
+            raise ValueError(f"optim.name must be adam, adamw or sgd, got {self.optim.name!r}")
+        if self.optim.scheduler not in ("cosine", "poly", "constant"):
+            raise ValueError(f"optim.scheduler must be cosine, poly or constant, got {self.optim.scheduler!r}")
+        if self.train.monitor not in ("dice_per_image", "dice_global"):
+            raise ValueError(f"train.monitor must be dice_per_image or dice_global, got {self.train.monitor!r}")
+        if self.data.batch_size < 1 or self.train.epochs < 1:
+            raise ValueError("data.batch_size and train.epochs must be >= 1")
+
+
+def _convert(tp: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(arg, value, where)
+            except (TypeError, ValueError) as err:
+                errors.append(str(err))
+        raise ValueError(f"{where}: {value!r} fits none of {tp}: {'; '.join(errors)}")
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ValueError(f"{where}: expected a mapping, got {value!r}")
+        return _from_dict(tp, value, where)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"{where}: expected a list, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_convert(args[0], v, where) for v in value)
+        if len(args) != len(value):
+            raise ValueError(f"{where}: expected {len(args)} values, got {value!r}")
+        return tuple(_convert(a, v, where) for a, v in zip(args, value))
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise ValueError(f"{where}: expected a mapping, got {value!r}")
+        return dict(value)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"{where}: expected true/false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, str):
+            # YAML 1.1 reads "1e-4" (no dot) as a string.
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ValueError(f"{where}: expected a string, got {value!r}")
+        return value
+    return value
+
+
+def _from_dict(cls: type, data: dict[str, Any], where: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(data) - names
+    if unknown:
+        raise ValueError(f"{where or 'config'}: unknown key(s) {sorted(unknown)}; known: {sorted(names)}")
+    kwargs = {k: _convert(hints[k], v, f"{where}.{k}" if where else k) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def config_from_dict(data: dict[str, Any]) -> RunConfig:
+    """Build a :class:`RunConfig`, checking every key and type; unknown keys raise ``ValueError``."""
+    return _from_dict(RunConfig, data or {}, "")
+
+
+def config_to_dict(cfg: Any) -> dict[str, Any]:
+    """Plain-data form (tuples as lists) fit for YAML/JSON."""
+
+    def plain(v: Any) -> Any:
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        return v
+
+    return plain(dataclasses.asdict(cfg))
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``key.sub=value`` overrides (values parsed as YAML) to a config mapping, in place."""
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"override {item!r} is not key=value")
+        key, raw = item.split("=", 1)
+        parts = key.strip().split(".")
+        node = data
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"override {item!r}: {p} is not a section")
+        node[parts[-1]] = yaml.safe_load(raw)
+    return data
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:
+    """Load a YAML config (None = defaults), apply overrides, validate, and fill ``train.name``."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such config file")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ValueError(f"{path}: invalid YAML ({err})") from err
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: a config must be a mapping at the top level")
+    apply_overrides(data, overrides or [])
+    cfg = config_from_dict(data)
+    if not cfg.train.name:
+        cfg.train.name = path.stem if path is not None else cfg.model.name
+    return cfg
+
+
+def save_config(cfg: RunConfig, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))

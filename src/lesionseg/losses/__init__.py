@@ -1,0 +1,24 @@
+"""Segmentation losses on logits: a functional core plus ``nn.Module`` wrappers and a name-based factory."""
+
+from __future__ import annotations
+
+from lesionseg.losses.bce import BCELoss
+from lesionseg.losses.compound import BCEDiceLoss, CompoundLoss
+from lesionseg.losses.deep_supervision import DeepSupervisionLoss
+from lesionseg.losses.dice import DiceLoss
+from lesionseg.losses.factory import available_losses, build_loss, register_loss
+from lesionseg.losses.functional import bce_loss, check_logits_target, soft_dice_loss
+
+__all__ = [
+    "BCEDiceLoss",
+    "BCELoss",
+    "CompoundLoss",
+    "DeepSupervisionLoss",
+    "DiceLoss",
+    "available_losses",
+    "bce_loss",
+    "build_loss",
+    "check_logits_target",
+    "register_loss",
+    "soft_dice_loss",
+]
