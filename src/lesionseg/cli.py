@@ -35,7 +35,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .engine import Trainer, load_config
 
     if args.resume:
-        trainer = Trainer.from_run_dir(args.resume, progress=not args.no_progress)
+        trainer = Trainer.from_run_dir(args.resume, args.set, progress=not args.no_progress)
         summary = trainer.fit(resume=True)
     else:
         if not args.config and not args.set:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import folder, kvasir, ph2  # noqa: F401  (register the layouts)
+from . import cvc, folder, isic, kvasir, montgomery, ph2  # noqa: F401  (register the layouts)
 from .base import (
     Case,
     DatasetLayoutError,

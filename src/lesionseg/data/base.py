@@ -164,18 +164,23 @@ def pair_by_id(
 def load_case(case: Case, channels: int = 3) -> tuple[np.ndarray, np.ndarray | None]:
     """Read a case at native resolution: image uint8 (H, W, C), mask uint8 (H, W) {0, 1} or None.
 
+    Masks listed in ``case.meta["extra_masks"]`` (e.g. Montgomery's right lung) are OR-combined with ``case.mask``.
+
     Raises:
         ImageReadError: a file is unreadable, or image and mask sizes differ (both files named).
     """
     image = read_image(case.image, channels)
     if case.mask is None:
         return image, None
-    mask = read_mask(case.mask, case.mask_threshold)
-    if mask.shape != image.shape[:2]:
-        raise ImageReadError(
-            f"{case.mask}: mask size {mask.shape[1]}x{mask.shape[0]} differs from image {case.image} size "
-            f"{image.shape[1]}x{image.shape[0]}"
-        )
+    mask: np.ndarray | None = None
+    for path in (case.mask, *case.meta.get("extra_masks", ())):
+        part = read_mask(path, case.mask_threshold)
+        if part.shape != image.shape[:2]:
+            raise ImageReadError(
+                f"{path}: mask size {part.shape[1]}x{part.shape[0]} differs from image {case.image} size "
+                f"{image.shape[1]}x{image.shape[0]}"
+            )
+        mask = part if mask is None else np.maximum(mask, part)
     return image, mask
 
 

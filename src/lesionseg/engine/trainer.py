@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import math
 import random
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -278,8 +279,14 @@ class Trainer:
         budget = self.cfg.train.time_budget_min
         return self.epoch >= self.cfg.train.epochs or bool(budget and self.elapsed >= 60.0 * budget)
 
-    def fit(self, resume: bool = False) -> dict[str, Any]:
-        """Train until the epoch count or the time budget is reached; returns a summary."""
+    def fit(self, resume: bool = False, stop_after: int | None = None) -> dict[str, Any]:
+        """Train until the epoch count or the time budget is reached; returns a summary.
+
+        Args:
+            resume: continue from the run folder's ``last`` checkpoint.
+            stop_after: leave after this many epochs of this call (the run stays resumable), e.g. to time-slice.
+        """
+        epochs_this_call = 0
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if resume:
             self.resume()
@@ -318,6 +325,9 @@ class Trainer:
             if self.epoch % t.checkpoint_every == 0 or self.finished():
                 self.save_last()
             self._log(row)
+            epochs_this_call += 1
+            if stop_after is not None and epochs_this_call >= stop_after:
+                break
         return {
             "run_dir": str(self.run_dir),
             "epochs": self.epoch,
@@ -340,10 +350,16 @@ class Trainer:
             parts.append(f"val Dice per-image {row['val_dice_per_image']:.4f} global {row['val_dice_global']:.4f}")
         parts.append(f"{row['epoch_seconds']:.1f}s (elapsed {row['elapsed_seconds'] / 60:.1f} min)")
         tqdm.write(" | ".join(parts))
+        sys.stdout.flush()
 
     @classmethod
-    def from_run_dir(cls, run_dir: str | Path, progress: bool = True) -> Trainer:
-        """A trainer for an existing run folder, with the run's saved config (for ``--resume``)."""
+    def from_run_dir(cls, run_dir: str | Path, overrides: list[str] | None = None, progress: bool = True) -> Trainer:
+        """A trainer for an existing run folder, with the run's saved config (for ``--resume``).
+
+        ``overrides`` (``key=value``) may change what does not alter the model, e.g. ``train.epochs`` to extend a run.
+        """
         run_dir = Path(run_dir)
-        cfg = load_config(run_dir / "config.yaml")
+        if not (run_dir / "config.yaml").is_file():
+            raise FileNotFoundError(f"{run_dir}: no config.yaml; not a run folder")
+        cfg = load_config(run_dir / "config.yaml", overrides)
         return cls(cfg, run_dir=run_dir, progress=progress)

@@ -1,0 +1,173 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from data_fixtures import case_image, case_mask, write_image, write_mask
+from PIL import Image
+
+from lesionseg.data import Case, ImageReadError, load_case, read_image, read_mask
+
+H, W = 8, 10
+
+
+def test_rgb(tmp_path) -> None:
+    arr = case_image(0)
+    p = write_image(tmp_path / "a.png", arr)
+    out = read_image(p)
+    assert out.dtype == np.uint8 and out.shape == (H, W, 3) and out.flags.c_contiguous
+    np.testing.assert_array_equal(out, arr)
+    gray = read_image(p, channels=1)
+    assert gray.shape == (H, W, 1)
+    np.testing.assert_array_equal(gray[..., 0], np.asarray(Image.fromarray(arr).convert("L")))
+
+
+def test_rgba_drops_alpha(tmp_path) -> None:
+    arr = case_image(1)
+    rgba = np.concatenate([arr, np.zeros((H, W, 1), np.uint8)], axis=2)  # fully transparent: alpha ignored
+    p = write_image(tmp_path / "a.png", rgba)
+    assert Image.open(p).mode == "RGBA"
+    np.testing.assert_array_equal(read_image(p), arr)
+
+
+def test_grayscale(tmp_path) -> None:
+    arr = case_image(2)[..., 0]
+    p = write_image(tmp_path / "g.png", arr)
+    assert Image.open(p).mode == "L"
+    rgb = read_image(p)
+    assert rgb.shape == (H, W, 3)
+    for c in range(3):
+        np.testing.assert_array_equal(rgb[..., c], arr)
+    np.testing.assert_array_equal(read_image(p, channels=1)[..., 0], arr)
+
+
+def test_16_bit(tmp_path) -> None:
+    arr16 = (np.arange(H * W, dtype=np.uint32).reshape(H, W) * 65535 // (H * W - 1)).astype(np.uint16)
+    p = tmp_path / "x16.png"
+    Image.fromarray(arr16).save(p)
+    assert Image.open(p).mode.startswith("I")
+    out = read_image(p)
+    assert out.dtype == np.uint8 and out.shape == (H, W, 3)
+    assert out[0, 0, 0] == 0 and out[-1, -1, 0] == 255
+    np.testing.assert_allclose(out[..., 0].astype(float), arr16 / 257.0, atol=1)
+    assert read_image(p, channels=1).shape == (H, W, 1)
+
+
+def test_palette(tmp_path) -> None:
+    idx = (np.arange(H * W).reshape(H, W) % 3).astype(np.uint8)
+    img = Image.fromarray(idx, mode="P")
+    img.putpalette([0, 0, 0, 255, 0, 0, 0, 0, 255] + [0] * (256 * 3 - 9))
+    p = tmp_path / "p.png"
+    img.save(p)
+    out = read_image(p)
+    colours = np.array([[0, 0, 0], [255, 0, 0], [0, 0, 255]], np.uint8)
+    np.testing.assert_array_equal(out, colours[idx])
+
+
+def test_exif_orientation_is_applied(tmp_path) -> None:
+    arr = np.zeros((H, W, 3), np.uint8)
+    arr[:, :3] = 255  # bright left columns
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW to display"
+    p = tmp_path / "rot.jpg"
+    Image.fromarray(arr).save(p, exif=exif.tobytes(), quality=95)
+    out = read_image(p)
+    assert out.shape == (W, H, 3)  # transposed
+    assert out[:3].mean() > 200 and out[4:].mean() < 50  # the left columns are now the top rows
+    mask = read_mask(p, 127)
+    assert mask.shape == (W, H) and mask[:3].all() and not mask[4:].any()
+
+
+def test_mask_any_nonzero_is_lesion(tmp_path) -> None:
+    arr = np.zeros((H, W), np.uint8)
+    arr[0, :5] = [1, 2, 50, 128, 255]
+    p = write_image(tmp_path / "m.png", arr)
+    out = read_mask(p)
+    assert out.dtype == np.uint8 and out.shape == (H, W)
+    assert out.sum() == 5 and out[0, :5].all()
+    assert read_mask(p, 127)[0, :5].tolist() == [0, 0, 0, 1, 1]
+
+
+def test_palette_mask_read_by_index(tmp_path) -> None:
+    idx = case_mask(3)
+    img = Image.fromarray(idx, mode="P")
+    img.putpalette([0, 0, 0, 0, 0, 0] + [0] * (256 * 3 - 6))  # index 1 is also black: must still be lesion
+    p = tmp_path / "pm.png"
+    img.save(p)
+    np.testing.assert_array_equal(read_mask(p), idx)
+
+
+@pytest.mark.parametrize("mode", ["RGB", "1", "L"])
+def test_binary_masks(tmp_path, mode) -> None:
+    m = case_mask(4)
+    p = write_mask(tmp_path / f"m_{mode}.png", m, mode=mode)
+    out = read_mask(p)
+    assert set(np.unique(out)) <= {0, 1}
+    np.testing.assert_array_equal(out, m)
+
+
+def test_jpeg_mask_threshold(tmp_path) -> None:
+    m = np.zeros((32, 32), np.uint8)
+    m[8:24, 10:20] = 1
+    p = write_mask(tmp_path / "m.jpg", m)
+    noisy = read_mask(p, 0)
+    clean = read_mask(p, 127)
+    assert (clean == m).mean() > 0.98
+    assert noisy.sum() >= clean.sum()
+
+
+def test_corrupt_file_names_the_path(tmp_path) -> None:
+    p = tmp_path / "x.png"
+    p.write_bytes(b"\x89PNG this is not an image at all")
+    for reader in (read_image, read_mask):
+        with pytest.raises(ImageReadError) as err:
+            reader(p)
+        assert str(p) in str(err.value)
+
+
+def test_truncated_file(tmp_path) -> None:
+    p = write_image(tmp_path / "t.png", case_image(5))
+    p.write_bytes(p.read_bytes()[:60])
+    with pytest.raises(ImageReadError, match="t.png"):
+        read_image(p)
+
+
+def test_missing_file(tmp_path) -> None:
+    p = tmp_path / "absent.png"
+    with pytest.raises(ImageReadError, match="no such file") as err:
+        read_image(p)
+    assert str(p) in str(err.value)
+    with pytest.raises(ImageReadError):
+        read_mask(p)
+
+
+def test_bad_channels(tmp_path) -> None:
+    p = write_image(tmp_path / "a.png", case_image(0))
+    with pytest.raises(ValueError, match="channels"):
+        read_image(p, channels=2)
+
+
+def test_load_case_size_mismatch_names_both(tmp_path: Path) -> None:
+    image = write_image(tmp_path / "img.png", case_image(0))
+    mask = write_mask(tmp_path / "msk.png", np.ones((H + 1, W), np.uint8))
+    with pytest.raises(ImageReadError) as err:
+        load_case(Case("a", image, mask))
+    assert str(image) in str(err.value) and str(mask) in str(err.value)
+
+
+def test_load_case_without_mask(tmp_path: Path) -> None:
+    image = write_image(tmp_path / "img.png", case_image(0))
+    out, mask = load_case(Case("a", image))
+    assert out.shape == (H, W, 3) and mask is None
+
+
+def test_load_case_extra_masks_are_or_combined(tmp_path: Path) -> None:
+    image = write_image(tmp_path / "img.png", case_image(0))
+    a, b = np.zeros((H, W), np.uint8), np.zeros((H, W), np.uint8)
+    a[:2] = 1
+    b[-3:] = 1
+    pa, pb = write_mask(tmp_path / "a.png", a), write_mask(tmp_path / "b.png", b)
+    _, mask = load_case(Case("a", image, pa, meta={"extra_masks": (pb,)}))
+    np.testing.assert_array_equal(mask, a | b)
+    assert set(np.unique(mask)) == {0, 1}

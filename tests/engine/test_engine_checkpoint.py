@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lesionseg.engine.checkpoint import (
+    CheckpointError,
+    load_model,
+    load_record,
+    pack_state,
+    save_checkpoint,
+    unpack_state,
+)
+from lesionseg.models import create_model
+
+
+def test_save_load_round_trip(tmp_path):
+    model = create_model("unet_small", channels=(4, 8))
+    rec = {"model": "unet_small", "model_kwargs": {"channels": [4, 8]}, "image_size": [32, 32], "threshold": 0.4}
+    stem = save_checkpoint(tmp_path / "best", model, rec)
+    assert (tmp_path / "best.safetensors").is_file() and (tmp_path / "best.json").is_file()
+    loaded, record = load_model(tmp_path / "best.json")
+    assert record["threshold"] == 0.4
+    for (k, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
+        assert torch.equal(a, b), k
+    assert load_record(stem)["format_version"] == 1
+
+
+def test_optimizer_state_packs_without_pickle():
+    model = torch.nn.Linear(3, 2)
+    opt = torch.optim.AdamW(model.parameters(), lr=0.1)
+    model(torch.randn(4, 3)).sum().backward()
+    opt.step()
+    tensors: dict = {}
+    packed = pack_state({"optimizer": opt.state_dict(), "rng": torch.get_rng_state()}, "state", tensors)
+    restored = unpack_state(packed, tensors)
+    opt2 = torch.optim.AdamW(model.parameters(), lr=0.5)
+    opt2.load_state_dict(restored["optimizer"])
+    assert opt2.param_groups[0]["lr"] == 0.1
+    assert torch.equal(opt2.state_dict()["state"][0]["exp_avg"], opt.state_dict()["state"][0]["exp_avg"])
+
+
+def test_missing_files_are_named(tmp_path):
+    with pytest.raises(CheckpointError, match="nothing.json"):
+        load_record(tmp_path / "nothing")
+    model = create_model("unet_small", channels=(4, 8))
+    save_checkpoint(tmp_path / "c", model, {"model": "unet_small", "model_kwargs": {"channels": [4, 8, 16]}})
+    with pytest.raises(CheckpointError, match="do not match"):
+        load_model(tmp_path / "c")
+    (tmp_path / "c.safetensors").unlink()
+    with pytest.raises(CheckpointError, match="c.safetensors"):
+        load_model(tmp_path / "c")

@@ -1,0 +1,81 @@
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+import torch
+
+from lesionseg.engine import Trainer, load_model
+from lesionseg.engine.config import config_from_dict
+
+
+def _cfg(d: dict, **train):
+    d = {**d, "train": {**d["train"], **train}}
+    cfg = config_from_dict(d)
+    return cfg
+
+
+def _rows(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_fit_writes_the_run_folder(tiny_config):
+    cfg = _cfg(tiny_config)
+    summary = Trainer(cfg, progress=False).fit()
+    run = cfg.train.out_dir + "/tiny"
+    assert summary["epochs"] == 2
+    for name in (
+        "config.yaml",
+        "metrics.csv",
+        "curves.png",
+        "best.safetensors",
+        "best.json",
+        "last.json",
+        "last.state.safetensors",
+    ):
+        assert (Path(run) / name).is_file(), name
+    rows = _rows(Path(run) / "metrics.csv")
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    assert all(0 <= float(r["val_dice_per_image"]) <= 1 for r in rows)
+    model, record = load_model(f"{run}/best")
+    assert record["model"] == "unet_small" and record["image_size"] == [32, 32]
+    assert record["metrics"]["val"]["epoch"] == summary["best_epoch"]
+
+
+def test_resume_continues_exactly(tiny_config, tmp_path):
+    """Two epochs in one go == one epoch, kill, resume for the second (same weights to float precision)."""
+    full = Trainer(_cfg(tiny_config, name="full"), progress=False)
+    full.fit()
+    part = Trainer(_cfg(tiny_config, name="part"), progress=False)
+    assert part.fit(stop_after=1)["epochs"] == 1
+    resumed = Trainer(_cfg(tiny_config, name="part"), progress=False)
+    resumed.fit(resume=True)
+    assert resumed.epoch == 2
+    for (k, a), (_, b) in zip(full.model.state_dict().items(), resumed.model.state_dict().items()):
+        assert torch.allclose(a.float(), b.float(), atol=1e-6), k
+    rows = _rows(resumed.run_dir / "metrics.csv")
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+
+
+def test_time_budget_stops_early(tiny_config):
+    trainer = Trainer(_cfg(tiny_config, epochs=1000, time_budget_min=0.0001), progress=False)
+    summary = trainer.fit()
+    assert summary["epochs"] == 1
+    assert trainer.progress_fraction() == 1.0
+
+
+def test_bf16_and_channels_last_train(tiny_config):
+    trainer = Trainer(_cfg(tiny_config, epochs=1, precision="bf16", channels_last=True), progress=False)
+    assert trainer.fit()["epochs"] == 1
+
+
+def test_split_ids_missing_from_root_are_an_error(tiny_config, tmp_path):
+    import json
+
+    split = tmp_path / "bad.json"
+    split.write_text(json.dumps({"train": ["nope"], "val": [], "test": []}))
+    bad = {**tiny_config, "data": {**tiny_config["data"], "split": str(split)}}
+    with pytest.raises(ValueError, match="missing from the data root"):
+        Trainer(config_from_dict(bad), progress=False)
