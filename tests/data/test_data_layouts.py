@@ -80,7 +80,6 @@ def test_ph2_png_images_accepted(tmp_path) -> None:
     assert [c.image.suffix for c in find_cases(tmp_path)] == [".png"] * len(built.ids)
 
 
-@pytest.mark.xfail(strict=True, reason="ph2.read_ph2_diagnoses does not parse the official '||' table")
 def test_ph2_official_txt_table(tmp_path) -> None:
     build_ph2(tmp_path, txt="official")
     assert {c.id: c.meta.get("diagnosis") for c in find_cases(tmp_path)} == PH2_DIAGNOSES

@@ -39,6 +39,24 @@ def _detect(root: Path) -> bool:
     return d is not None and any(d.glob("IMD*/IMD*_Dermoscopic_Image"))
 
 
+def _parse_ph2_txt(text: str) -> dict[str, int]:
+    """Parse ``PH2_dataset.txt``: the release's ``|| Name || Histological Diagnosis || Clinical Diagnosis || ...``
+    table, or a tab/space separated copy; the column is found by its header ``Clinical Diagnosis``."""
+    column = None
+    out: dict[str, int] = {}
+    for line in text.splitlines():
+        cells = [c.strip() for c in (line.split("||") if "||" in line else re.split(r"\t|\s{2,}", line.strip()))]
+        if column is None and "Clinical Diagnosis" in cells:
+            column = cells.index("Clinical Diagnosis")
+            continue
+        names = [c for c in cells if re.fullmatch(r"IMD\d+", c)]
+        if column is None or not names or column >= len(cells):
+            continue
+        if cells[column].isdigit():
+            out[names[0]] = int(cells[column])
+    return out
+
+
 def read_ph2_diagnoses(root: Path) -> dict[str, int]:
     """Clinical diagnosis per case id from ``PH2_dataset.txt`` (whitespace or tab separated) or ``.csv``."""
     for base in (root, root / "PH2Dataset", root.parent):
@@ -48,12 +66,7 @@ def read_ph2_diagnoses(root: Path) -> dict[str, int]:
                 rows = list(csv.reader(f))
             return {r[0].strip(): int(r[1]) for r in rows[1:] if len(r) > 1 and r[1].strip().isdigit()}
         if txt.is_file():
-            out = {}
-            for line in txt.read_text(encoding="utf-8-sig", errors="replace").splitlines():
-                m = re.match(r"\s*(IMD\d+)\s+(\d)", line)
-                if m:
-                    out[m.group(1)] = int(m.group(2))
-            return out
+            return _parse_ph2_txt(txt.read_text(encoding="utf-8-sig", errors="replace"))
     return {}
 
 

@@ -2,6 +2,17 @@
 
 from __future__ import annotations
 
+from .attention import ChannelAttention, ExternalAttention, SpatialAttention, StripConvAttention
 from .conv import ConvNormAct, DoubleConv
+from .multiscale import ResidualBlock, pool_to_scale
 
-__all__ = ["ConvNormAct", "DoubleConv"]
+__all__ = [
+    "ChannelAttention",
+    "ConvNormAct",
+    "DoubleConv",
+    "ExternalAttention",
+    "ResidualBlock",
+    "SpatialAttention",
+    "StripConvAttention",
+    "pool_to_scale",
+]

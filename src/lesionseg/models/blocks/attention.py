@@ -1,0 +1,141 @@
+"""Attention blocks: channel, spatial, external and strip-convolution attention, each ``(N, C, H, W) -> same``."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["ChannelAttention", "ExternalAttention", "SpatialAttention", "StripConvAttention"]
+
+
+class ChannelAttention(nn.Module):
+    """Channel attention of CBAM (Woo et al., ECCV 2018): ``sigmoid(MLP(avgpool(x)) + MLP(maxpool(x)))``.
+
+    Args:
+        channels: input channels.
+        reduction: hidden width of the shared MLP is ``max(channels // reduction, min_hidden)``.
+        min_hidden: smallest hidden width.
+        act_layer: activation of the MLP.
+    """
+
+    def __init__(
+        self, channels: int, reduction: int = 16, min_hidden: int = 4, act_layer: type[nn.Module] = nn.ReLU
+    ) -> None:
+        super().__init__()
+        if channels < 1 or reduction < 1:
+            raise ValueError(f"channels and reduction must be >= 1, got {channels}, {reduction}")
+        hidden = max(channels // reduction, min_hidden)
+        self.mlp = nn.Sequential(nn.Conv2d(channels, hidden, 1), act_layer(), nn.Conv2d(hidden, channels, 1))
+
+    def weights(self, x: Tensor) -> Tensor:
+        """(N, C, H, W) -> channel weights in (0, 1), (N, C, 1, 1)."""
+        avg = self.mlp(F.adaptive_avg_pool2d(x, 1))
+        mx = self.mlp(F.adaptive_max_pool2d(x, 1))
+        return torch.sigmoid(avg + mx)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(N, C, H, W) -> x reweighted per channel, same shape."""
+        return x * self.weights(x)
+
+
+class SpatialAttention(nn.Module):
+    """Spatial attention of CBAM: ``Ms = sigmoid(conv_kxk([mean_c(x), max_c(x)]))``, output ``Ms * x``.
+
+    Args:
+        kernel_size: odd size of the convolution over the two pooled maps (7 in CBAM).
+    """
+
+    def __init__(self, kernel_size: int = 7) -> None:
+        super().__init__()
+        if kernel_size < 1 or kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be odd and positive, got {kernel_size}")
+        self.conv = nn.Conv2d(2, 1, kernel_size, padding=kernel_size // 2, bias=False)
+
+    def weights(self, x: Tensor) -> Tensor:
+        """(N, C, H, W) -> spatial weights in (0, 1), (N, 1, H, W)."""
+        pooled = torch.cat([x.mean(dim=1, keepdim=True), x.amax(dim=1, keepdim=True)], dim=1)
+        return torch.sigmoid(self.conv(pooled))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(N, C, H, W) -> x reweighted per position, same shape."""
+        return x * self.weights(x)
+
+
+class ExternalAttention(nn.Module):
+    """External attention (Guo et al., "Beyond Self-attention: External Attention using Two Linear Layers", 2021).
+
+    Two small learned memories shared by all samples replace self-attention's keys and values: the queries attend
+    to ``memory_size`` memory slots (``M_k``), the attention is double-normalised (softmax over positions, then L1
+    over slots) and read out through ``M_v``. As in MALUNet's EA block, a 1x1 input projection, a 1x1 output
+    projection with normalisation, a residual connection and a GELU surround it.
+
+    Args:
+        channels: input and output channels.
+        memory_size: number of memory slots S (64 in the paper).
+        norm_layer: normalisation after the output projection.
+    """
+
+    def __init__(self, channels: int, memory_size: int = 64, norm_layer: type[nn.Module] = nn.BatchNorm2d) -> None:
+        super().__init__()
+        if channels < 1 or memory_size < 1:
+            raise ValueError(f"channels and memory_size must be >= 1, got {channels}, {memory_size}")
+        self.query = nn.Conv2d(channels, channels, 1)
+        self.memory_key = nn.Linear(channels, memory_size, bias=False)
+        self.memory_value = nn.Linear(memory_size, channels, bias=False)
+        self.proj = nn.Conv2d(channels, channels, 1, bias=False)
+        self.norm = norm_layer(channels)
+        self.act = nn.GELU()
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(N, C, H, W) -> (N, C, H, W)."""
+        n, c, h, w = x.shape
+        q = self.query(x).flatten(2).transpose(1, 2)  # (N, HW, C)
+        attn = self.memory_key(q).softmax(dim=1)  # softmax over the HW positions
+        attn = attn / (attn.sum(dim=2, keepdim=True) + 1e-9)  # L1 over the S slots
+        out = self.memory_value(attn).transpose(1, 2).reshape(n, c, h, w)
+        return self.act(self.norm(self.proj(out)) + x)
+
+
+class StripConvAttention(nn.Module):
+    """Channel-then-spatial attention with depthwise strip convolutions (CPCA; Huang et al., 2023).
+
+    ``x = GELU(conv1x1(x))``; channel prior ``x = ChannelAttention(x) * x``; spatial attention from a depthwise 5x5
+    followed by three depthwise strip pairs (1xk then kx1, k in ``strip_sizes``), summed with the 5x5 output and mixed
+    by a 1x1 convolution into a per-channel, per-position map; ``out = conv1x1(map * x)``. The map is used unbounded,
+    as in CPCA and the MGMFNet repository. We use two distinct 1x1 convolutions where that code reuses one.
+
+    Args:
+        channels: input and output channels.
+        reduction: channel-attention MLP reduction (4 in the MGMFNet repository).
+        strip_sizes: lengths of the depthwise strip kernels, each odd.
+    """
+
+    def __init__(self, channels: int, reduction: int = 4, strip_sizes: tuple[int, ...] = (7, 11, 21)) -> None:
+        super().__init__()
+        if channels < 1:
+            raise ValueError(f"channels must be >= 1, got {channels}")
+        if not strip_sizes or any(k < 1 or k % 2 == 0 for k in strip_sizes):
+            raise ValueError(f"strip_sizes must be odd positive lengths, got {strip_sizes!r}")
+        self.proj_in = nn.Sequential(nn.Conv2d(channels, channels, 1), nn.GELU())
+        self.channel_attention = ChannelAttention(channels, reduction=reduction, min_hidden=1)
+        self.local = nn.Conv2d(channels, channels, 5, padding=2, groups=channels)
+        self.strips = nn.ModuleList(
+            nn.Sequential(
+                nn.Conv2d(channels, channels, (1, k), padding=(0, k // 2), groups=channels),
+                nn.Conv2d(channels, channels, (k, 1), padding=(k // 2, 0), groups=channels),
+            )
+            for k in strip_sizes
+        )
+        self.spatial_mix = nn.Conv2d(channels, channels, 1)
+        self.proj_out = nn.Conv2d(channels, channels, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(N, C, H, W) -> (N, C, H, W)."""
+        x = self.proj_in(x)
+        x = self.channel_attention(x)
+        local = self.local(x)
+        spatial = local
+        for strip in self.strips:
+            spatial = spatial + strip(local)
+        return self.proj_out(self.spatial_mix(spatial) * x)
