@@ -168,19 +168,27 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def cmd_models(args: argparse.Namespace) -> int:
     from .models import create_model, list_models, model_entrypoint
+    from .models._registry import _MODEL_DEFAULTS
+    from .models.complexity import count_macs, count_parameters
 
     names = list_models(args.pattern)
-    print(f"{'model':28s} {'params (M)':>10s}  size   description")
+    if not names:
+        print(f"lesionseg models: no model matches {args.pattern!r}", file=sys.stderr)
+        return 2
+    size = (args.size, args.size)
+    header = f"{'model':24s} {'params (M)':>10s}"
+    if args.flops:
+        header += f" {'GMACs@' + str(args.size):>12s}"
+    print(header + "  size   description")
     for name in names:
         model = create_model(name)
-        n = sum(p.numel() for p in model.parameters()) / 1e6
-        fn = model_entrypoint(name)
-        from .models._registry import _MODEL_DEFAULTS
-
+        line = f"{name:24s} {count_parameters(model) / 1e6:10.3f}"
+        if args.flops:
+            line += f" {count_macs(model, size) / 1e9:12.3f}"
         tags = _MODEL_DEFAULTS[name]
-        size = "paper" if tags["paper_size"] else ("cpu" if tags["cpu_size"] else "-")
-        doc = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
-        print(f"{name:28s} {n:10.3f}  {size:5s}  {doc}")
+        kind = "paper" if tags["paper_size"] and not tags["cpu_size"] else ("cpu" if not tags["paper_size"] else "both")
+        doc = (model_entrypoint(name).__doc__ or "").strip().splitlines()
+        print(f"{line}  {kind:5s}  {doc[0] if doc else ''}")
     return 0
 
 
@@ -268,8 +276,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-overlay", action="store_true")
     p.set_defaults(func=cmd_predict)
 
-    p = sub.add_parser("models", help="list registered models with parameter counts")
-    p.add_argument("pattern", nargs="?", default="*")
+    p = sub.add_parser("models", help="list registered models with parameters (and MACs with --flops)")
+    p.add_argument("pattern", nargs="?", default="*", help="shell-style name pattern")
+    p.add_argument("--flops", action="store_true", help="also count multiply-accumulates (what papers call FLOPs)")
+    p.add_argument("--size", type=int, default=256, help="square input size for --flops")
     p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("data", help="check a data root, or draw and store a split")

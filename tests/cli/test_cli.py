@@ -70,9 +70,10 @@ def test_predict_missing_input(trained, tmp_path, capsys):
 
 
 def test_models_lists_registry(capsys):
-    assert main(["models", "unet*"]) == 0
+    assert main(["models", "unet_small", "--flops", "--size", "64"]) == 0
     out = capsys.readouterr().out
-    assert "unet_small" in out and "1.943" in out
+    assert "unet_small" in out and "1.943" in out and "0.190" in out  # 3.032 GMACs at 256 / 16
+    assert main(["models", "no_such_*"]) == 2
 
 
 def test_data_check_and_split(blob_root, tmp_path, capsys):
