@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+from . import cmssm_unet as _cmssm_unet  # noqa: F401
+from . import eamnet as _eamnet  # noqa: F401
+from . import efp as _efp  # noqa: F401
+from . import mgmfnet as _mgmfnet  # noqa: F401
+from . import sc_unext as _sc_unext  # noqa: F401
 from . import unet as _unet  # noqa: F401  (registers the factories)
+from . import unext as _unext  # noqa: F401
+from . import vmunet as _vmunet  # noqa: F401
 from ._registry import create_model, is_model, list_models, model_entrypoint, register_model
 from .base import ModelOutput, SegmentationModel
 from .unet import UNet

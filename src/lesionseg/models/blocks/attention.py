@@ -6,7 +6,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["ChannelAttention", "ExternalAttention", "SpatialAttention", "StripConvAttention"]
+__all__ = [
+    "CBAM",
+    "ChannelAttention",
+    "CrossRegionAttention",
+    "ExternalAttention",
+    "SpatialAttention",
+    "SqueezeExcite",
+    "StripConvAttention",
+]
 
 
 class ChannelAttention(nn.Module):
@@ -62,13 +70,38 @@ class SpatialAttention(nn.Module):
         return x * self.weights(x)
 
 
+class CBAM(nn.Module):
+    """Convolutional Block Attention Module (Woo et al., ECCV 2018): ``F' = Mc(F) * F``, then ``F'' = Ms(F') * F'``.
+
+    Channel attention (:class:`ChannelAttention`) followed by spatial attention (:class:`SpatialAttention`), the
+    sequential channel-first order the CBAM paper found best. Input and output have the same shape, so it can be
+    inserted anywhere.
+
+    Args:
+        channels: input channels.
+        reduction: channel-attention MLP reduction (16 in CBAM).
+        kernel_size: spatial-attention kernel (7 in CBAM).
+        min_hidden: smallest hidden width of the channel MLP (narrow layers would otherwise get 0 or 1 unit).
+    """
+
+    def __init__(self, channels: int, reduction: int = 16, kernel_size: int = 7, min_hidden: int = 4) -> None:
+        super().__init__()
+        self.channel_attention = ChannelAttention(channels, reduction=reduction, min_hidden=min_hidden)
+        self.spatial_attention = SpatialAttention(kernel_size)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(N, C, H, W) -> (N, C, H, W)."""
+        return self.spatial_attention(self.channel_attention(x))
+
+
 class ExternalAttention(nn.Module):
     """External attention (Guo et al., "Beyond Self-attention: External Attention using Two Linear Layers", 2021).
 
     Two small learned memories shared by all samples replace self-attention's keys and values: the queries attend
-    to ``memory_size`` memory slots (``M_k``), the attention is double-normalised (softmax over positions, then L1
-    over slots) and read out through ``M_v``. As in MALUNet's EA block, a 1x1 input projection, a 1x1 output
-    projection with normalisation, a residual connection and a GELU surround it.
+    to ``memory_size`` memory slots (``M_k``), the attention is double-normalised (softmax over the positions, then
+    L1 over the slots) and read out through ``M_v``. As in the authors' segmentation head, a 1x1 input projection,
+    a 1x1 output projection with normalisation, a residual connection and a ReLU surround it (MALUNet's EA block is
+    the same with GELU and GroupNorm).
 
     Args:
         channels: input and output channels.
@@ -81,26 +114,30 @@ class ExternalAttention(nn.Module):
         if channels < 1 or memory_size < 1:
             raise ValueError(f"channels and memory_size must be >= 1, got {channels}, {memory_size}")
         self.query = nn.Conv2d(channels, channels, 1)
-        self.memory_key = nn.Linear(channels, memory_size, bias=False)
-        self.memory_value = nn.Linear(memory_size, channels, bias=False)
+        self.memory_key = nn.Parameter(torch.empty(memory_size, channels))
+        self.memory_value = nn.Parameter(torch.empty(channels, memory_size))
+        nn.init.kaiming_uniform_(self.memory_key, a=5**0.5)
+        nn.init.kaiming_uniform_(self.memory_value, a=5**0.5)
         self.proj = nn.Conv2d(channels, channels, 1, bias=False)
         self.norm = norm_layer(channels)
-        self.act = nn.GELU()
+        self.act = nn.ReLU(inplace=True)
 
     def forward(self, x: Tensor) -> Tensor:
         """(N, C, H, W) -> (N, C, H, W)."""
         n, c, h, w = x.shape
-        q = self.query(x).flatten(2).transpose(1, 2)  # (N, HW, C)
-        attn = self.memory_key(q).softmax(dim=1)  # softmax over the HW positions
-        attn = attn / (attn.sum(dim=2, keepdim=True) + 1e-9)  # L1 over the S slots
-        out = self.memory_value(attn).transpose(1, 2).reshape(n, c, h, w)
+        q = self.query(x).flatten(2)  # (N, C, HW)
+        attn = torch.matmul(self.memory_key, q).softmax(dim=-1)  # (N, S, HW), softmax over the positions
+        attn = attn / (attn.sum(dim=1, keepdim=True) + 1e-9)  # L1 over the S slots
+        # (N, HW, C) read-out, viewed back as (N, C, H, W) in the channels-last layout the convolutions prefer
+        out = torch.matmul(attn.transpose(1, 2), self.memory_value.t()).transpose(1, 2).reshape(n, c, h, w)
         return self.act(self.norm(self.proj(out)) + x)
 
 
 class StripConvAttention(nn.Module):
     """Channel-then-spatial attention with depthwise strip convolutions (CPCA; Huang et al., 2023).
 
-    ``x = GELU(conv1x1(x))``; channel prior ``x = ChannelAttention(x) * x``; spatial attention from a depthwise 5x5
+    ``x = GELU(conv1x1(x))``; channel prior ``x = ChannelAttention(x) * x`` (CBAM's sigmoid of the summed MLP outputs,
+    where the MGMFNet repository sums two sigmoids); spatial attention from a depthwise 5x5
     followed by three depthwise strip pairs (1xk then kx1, k in ``strip_sizes``), summed with the 5x5 output and mixed
     by a 1x1 convolution into a per-channel, per-position map; ``out = conv1x1(map * x)``. The map is used unbounded,
     as in CPCA and the MGMFNet repository. We use two distinct 1x1 convolutions where that code reuses one.
@@ -139,3 +176,69 @@ class StripConvAttention(nn.Module):
         for strip in self.strips:
             spatial = spatial + strip(local)
         return self.proj_out(self.spatial_mix(spatial) * x)
+
+
+class SqueezeExcite(nn.Module):
+    """Squeeze-and-excitation (Hu et al., CVPR 2018): ``x * sigmoid(W2 relu(W1 avgpool(x)))``.
+
+    Args:
+        channels: input channels.
+        reduction: hidden width is ``max(channels // reduction, min_hidden)`` (16 in the SE paper).
+        min_hidden: smallest hidden width. Behind a residual branch whose output is near zero at initialisation, the
+            hidden ReLUs see only their biases, and with 4 units all of them start dead in 1 block out of 16; 8 makes
+            that 1 in 256.
+    """
+
+    def __init__(self, channels: int, reduction: int = 16, min_hidden: int = 8) -> None:
+        super().__init__()
+        if channels < 1 or reduction < 1 or min_hidden < 1:
+            raise ValueError(
+                f"channels, reduction and min_hidden must be >= 1, got {channels}, {reduction}, {min_hidden}"
+            )
+        hidden = max(channels // reduction, min_hidden)
+        self.fc = nn.Sequential(
+            nn.Conv2d(channels, hidden, 1), nn.ReLU(inplace=True), nn.Conv2d(hidden, channels, 1), nn.Sigmoid()
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(N, C, H, W) -> x reweighted per channel, same shape."""
+        return x * self.fc(x.mean(dim=(2, 3), keepdim=True))
+
+
+class CrossRegionAttention(nn.Module):
+    """Cross-region attention of the CM-SSM paper (Ke et al.), the coordinate attention of Hou et al., CVPR 2021.
+
+    Average-pool along W and along H (``z^h``: (N, C, H, 1), ``z^w``: (N, C, W, 1)), concatenate along the spatial
+    axis, a shared 1x1 convolution to ``C / r`` channels + BN + activation, split back, one 1x1 convolution + sigmoid
+    per direction: ``y = x * g^h * g^w``. The BN and the hard-swish activation are coordinate attention's; the CM-SSM
+    paper only says "a nonlinear activation".
+
+    Args:
+        channels: input channels.
+        reduction: ``r``; the hidden width is ``max(channels // reduction, min_hidden)`` (32 and 8 in coordinate
+            attention).
+        min_hidden: smallest hidden width.
+        act_layer: the activation after the shared convolution.
+    """
+
+    def __init__(
+        self, channels: int, reduction: int = 32, min_hidden: int = 8, act_layer: type[nn.Module] = nn.Hardswish
+    ) -> None:
+        super().__init__()
+        if channels < 1 or reduction < 1 or min_hidden < 1:
+            raise ValueError(
+                f"channels, reduction and min_hidden must be >= 1, got {channels}, {reduction}, {min_hidden}"
+            )
+        hidden = max(channels // reduction, min_hidden)
+        self.reduce = nn.Sequential(nn.Conv2d(channels, hidden, 1, bias=False), nn.BatchNorm2d(hidden), act_layer())
+        self.attend_h = nn.Conv2d(hidden, channels, 1)
+        self.attend_w = nn.Conv2d(hidden, channels, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(N, C, H, W) -> (N, C, H, W)."""
+        h, w = x.shape[-2:]
+        pooled = torch.cat([x.mean(dim=3, keepdim=True), x.mean(dim=2, keepdim=True).transpose(2, 3)], dim=2)
+        f_h, f_w = self.reduce(pooled).split([h, w], dim=2)
+        g_h = torch.sigmoid(self.attend_h(f_h))  # (N, C, H, 1)
+        g_w = torch.sigmoid(self.attend_w(f_w.transpose(2, 3)))  # (N, C, 1, W)
+        return x * g_h * g_w
