@@ -101,3 +101,18 @@ def test_default_chunk_size_is_near_sqrt_length():
     assert default_chunk_size(1024) == 32
     assert default_chunk_size(1) == 4
     assert default_chunk_size(10**8) == 128
+
+
+def test_token_major_inputs():
+    # SS2D passes (N, D, L) views of (N, L, D) tensors and B, C as views of (N, L, G, S); the result must not change
+    inputs = _inputs(2, 8, 4, 24, 4)
+    strided = {k: v.clone() for k, v in inputs.items()}
+    for k in ("u", "delta", "z"):
+        strided[k] = inputs[k].transpose(1, 2).contiguous().transpose(1, 2)
+    for k in ("B", "C"):
+        strided[k] = inputs[k].permute(0, 3, 1, 2).contiguous().permute(0, 2, 3, 1)
+    grad_out = torch.randn(2, 8, 24, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    ref = _run(selective_scan_ref, inputs, grad_out)
+    fast = _run(selective_scan, strided, grad_out, chunk_size=8)
+    for r, f in zip(ref, fast):
+        torch.testing.assert_close(f, r, rtol=1e-6, atol=1e-8)

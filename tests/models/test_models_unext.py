@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
+import yaml
 
 from lesionseg.models import create_model
 from lesionseg.models.blocks import CBAM
@@ -168,3 +171,30 @@ def test_invalid_widths_raise():
         UNeXt(channels=(8, 16))
     with pytest.raises(ValueError, match="shift_groups"):
         UNeXt(channels=(8, 16, 32), shift_groups=4)
+
+
+def _leaves(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_leaves(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+@pytest.mark.parametrize(
+    ("ablation", "switch", "value"),
+    [
+        ("no_skip", "model.kwargs.use_sc_skip", False),
+        ("no_fuse", "model.kwargs.use_pfm", False),
+        ("no_edge", "loss.kwargs.edge_weight", 0.0),
+    ],
+)
+def test_ablation_configs_change_exactly_one_switch(ablation, switch, value):
+    configs = Path(__file__).resolve().parents[2] / "configs"
+    base = _leaves(yaml.safe_load((configs / "sc_unext_ph2.yaml").read_text()))
+    other = _leaves(yaml.safe_load((configs / "ablation" / f"sc_unext_ph2_{ablation}.yaml").read_text()))
+    assert base.keys() == other.keys()
+    assert {k for k in base if base[k] != other[k]} == {switch}
+    assert other[switch] == value

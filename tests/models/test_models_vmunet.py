@@ -110,12 +110,13 @@ def test_invalid_arguments():
 
 
 def test_cross_scan_round_trip():
-    x = torch.randn(2, 3, 4, 5)
+    x = torch.randn(2, 4, 5, 3)  # (N, H, W, D)
     xs = cross_scan(x)
-    assert xs.shape == (2, 4, 3, 20)
-    torch.testing.assert_close(xs[:, 1].reshape(2, 3, 5, 4).transpose(2, 3), x)  # column-major
-    torch.testing.assert_close(xs[:, 2], xs[:, 0].flip(-1))
-    torch.testing.assert_close(cross_merge(xs, 4, 5), 4 * x.reshape(2, 3, 20))
+    assert xs.shape == (2, 20, 4, 3)
+    torch.testing.assert_close(xs[:, :, 0].reshape(2, 4, 5, 3), x)  # row-major
+    torch.testing.assert_close(xs[:, :, 1].reshape(2, 5, 4, 3).transpose(1, 2), x)  # column-major
+    torch.testing.assert_close(xs[:, :, 2], xs[:, :, 0].flip(1))
+    torch.testing.assert_close(cross_merge(xs, 4, 5), 4 * x)
 
 
 def test_ss2d_shape_and_rectangular_input():

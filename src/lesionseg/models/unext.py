@@ -11,8 +11,9 @@ deepest decoder levels carry a shifted-MLP block each. A 1x1 convolution gives t
 
 Widths: the paper text says 32-64-128-160-256; the public code, whose numbers (1.47M parameters, 0.57 GMACs at
 256x256) the paper reports, uses 16-32-128-160-256. We follow the code: ``unext``. The code's ``UNext_S`` uses
-8-16-32-64-128 (0.248M parameters, 0.10 GMACs at 256x256); that is the "UNeXt" row (247.62K parameters,
-0.10 GFLOPs) of the SC-UNeXt paper, registered here as ``unext_s``.
+8-16-32-64-128 (253,561 parameters = 247.62 x 1024, 0.099 GMACs at 256x256); that is the "UNeXt" row (247.62K
+parameters, 0.10 GFLOPs) of the SC-UNeXt paper, registered here as ``unext_s``. Both match the public code's
+parameter count exactly and its outputs to float rounding, with the weights mapped across.
 
 Also as in the code: shift size 5 (channels split into 5 groups by ``torch.chunk``, shifted by -2..2 pixels with zero
 fill), MLP ratio 1, one shifted-MLP block per tokenised level, a LayerNorm after each tokenised level, biases on the

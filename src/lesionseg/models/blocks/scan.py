@@ -133,19 +133,24 @@ def selective_scan_ref(
 
 
 def _to_chunks(t: Tensor, n_chunks: int, chunk: int) -> Tensor:
-    """(..., L) -> contiguous (L/T, T, ...), so that ``[:, t]`` is position ``t`` of every chunk.
+    """(N, ..., L) -> contiguous (L/T, T, N, ...), so that ``[:, t]`` is position ``t`` of every chunk.
 
-    Goes through a 2-D transpose, which PyTorch copies block-wise; a direct permute-copy of this shape misses the cache
-    on every element and cost more than the whole scan.
+    A tensor stored with ``L`` innermost goes through a 2-D transpose, which PyTorch copies block-wise (a direct
+    permute-copy of that layout misses the cache on every element); a token-major one, e.g. the (N, D, L) transpose
+    of an (N, L, D) tensor, is permuted directly, copying contiguous channel runs.
     """
     lead = t.shape[:-1]
-    return t.reshape(-1, t.shape[-1]).t().contiguous().view(n_chunks, chunk, *lead)
+    if t.stride(-1) == 1:
+        return t.reshape(-1, t.shape[-1]).t().contiguous().view(n_chunks, chunk, *lead)
+    t = t.reshape(*lead, n_chunks, chunk)
+    return t.permute(t.ndim - 2, t.ndim - 1, *range(len(lead))).contiguous()
 
 
 def _from_chunks(t: Tensor) -> Tensor:
-    """(L/T, T, ...) -> (..., L), the inverse of :func:`_to_chunks`."""
-    lead = t.shape[2:]
-    return t.reshape(t.shape[0] * t.shape[1], -1).t().contiguous().view(*lead, -1)
+    """(L/T, T, N, ...) -> (N, ..., L) as a view of a token-major (N, L, ...) tensor; inverts :func:`_to_chunks`."""
+    n_chunks, chunk, batch, *rest = t.shape
+    out = t.movedim(2, 0).contiguous().view(batch, n_chunks * chunk, *rest)
+    return out.movedim(1, -1)
 
 
 class _ChunkedScan(torch.autograd.Function):

@@ -48,20 +48,19 @@ class DropPath(nn.Module):
 
 
 def cross_scan(x: Tensor) -> Tensor:
-    """(N, D, H, W) -> (N, 4, D, H*W): row-major, column-major, row-major reversed, column-major reversed."""
-    n, d, h, w = x.shape
-    rows = x.reshape(n, d, h * w)
-    cols = x.transpose(2, 3).reshape(n, d, h * w)
-    two = torch.stack([rows, cols], dim=1)
-    return torch.cat([two, two.flip(-1)], dim=1)
+    """(N, H, W, D) -> (N, H*W, 4, D): row-major, column-major, row-major reversed, column-major reversed."""
+    n, h, w, d = x.shape
+    rows = x.reshape(n, h * w, d)
+    cols = x.transpose(1, 2).reshape(n, h * w, d)
+    return torch.stack([rows, cols, rows.flip(1), cols.flip(1)], dim=2)
 
 
 def cross_merge(y: Tensor, height: int, width: int) -> Tensor:
-    """(N, 4, D, H*W) in the :func:`cross_scan` order -> their sum on the grid, (N, D, H*W) row-major."""
-    n, _, d, length = y.shape
-    rows = y[:, 0] + y[:, 2].flip(-1)
-    cols = y[:, 1] + y[:, 3].flip(-1)
-    return rows + cols.reshape(n, d, width, height).transpose(2, 3).reshape(n, d, length)
+    """(N, H*W, 4, D) in the :func:`cross_scan` order -> their sum on the grid, (N, H, W, D)."""
+    n, _, _, d = y.shape
+    rows = y[:, :, 0] + y[:, :, 2].flip(1)
+    cols = y[:, :, 1] + y[:, :, 3].flip(1)
+    return rows.view(n, height, width, d) + cols.view(n, width, height, d).transpose(1, 2)
 
 
 class SS2D(nn.Module):
@@ -125,24 +124,26 @@ class SS2D(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """(N, H, W, C) -> (N, H, W, C)."""
         n, h, w, _ = x.shape
+        length, k = h * w, self.directions
         x, z = self.in_proj(x).chunk(2, dim=-1)
-        x = self.act(self.conv(x.permute(0, 3, 1, 2)))  # (N, D, H, W)
-        xs = cross_scan(x)  # (N, K, D, L)
-        proj = torch.einsum("nkdl,kcd->nkcl", xs, self.x_proj_weight)
-        dts, bs, cs = proj.split([self.dt_rank, self.d_state, self.d_state], dim=2)
-        dts = torch.einsum("nkrl,kdr->nkdl", dts, self.dt_proj_weight)
-        length = h * w
+        # a dense channels-last input keeps the depthwise convolution and its output channels-last
+        x = self.act(self.conv(x.contiguous().permute(0, 3, 1, 2))).permute(0, 2, 3, 1)
+        # token-major (N, L, K, D) throughout: the scan reads it without transposing
+        xs = cross_scan(x)
+        proj = torch.einsum("nlkd,kcd->nlkc", xs, self.x_proj_weight)
+        dts, bs, cs = proj.split([self.dt_rank, self.d_state, self.d_state], dim=-1)
+        dts = torch.einsum("nlkr,kdr->nlkd", dts, self.dt_proj_weight)
         ys = selective_scan(
-            xs.reshape(n, -1, length).float(),
-            dts.reshape(n, -1, length).float(),
+            xs.reshape(n, length, -1).transpose(1, 2).float(),
+            dts.reshape(n, length, -1).transpose(1, 2).float(),
             -torch.exp(self.A_log.float()),
-            bs.float(),
-            cs.float(),
+            bs.permute(0, 2, 3, 1).float(),
+            cs.permute(0, 2, 3, 1).float(),
             D=self.D.float(),
             delta_bias=self.dt_proj_bias.reshape(-1).float(),
             delta_softplus=True,
-        ).reshape(n, self.directions, self.d_inner, length)
-        y = cross_merge(ys, h, w).transpose(1, 2).reshape(n, h, w, self.d_inner)
+        )
+        y = cross_merge(ys.transpose(1, 2).reshape(n, length, k, self.d_inner), h, w)
         y = self.out_norm(y).to(z.dtype) * F.silu(z)
         return self.dropout(self.out_proj(y))
 
