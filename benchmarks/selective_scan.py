@@ -2,10 +2,12 @@
 
 Usage: python benchmarks/selective_scan.py [--threads 2] [--repeats 3]
 
-Shapes are those of SS2D's scans: (N, K*D_inner, L) with d_state S, K = 4 directions in the groups of B and C.
+Shapes: VM-UNet's stage-1 scan for one direction, then vmunet_s's scans of all K = 4 directions, (N, K*D_inner, L),
+with the directions in the groups of B and C. On a machine busy with other work, two threads stall on each other;
+``--threads 1`` gives steadier figures.
 Prints the best of ``--repeats`` runs for the chunked scan and of one run for the (slow) reference, the speed-ups,
 a chunk-size sweep (how ``default_chunk_size`` was chosen) and the intra-chunk ``T x T`` decay-matrix variant that was
-measured and rejected (kept here, not in the package, for that comparison). Runs in about a minute on 2 cores.
+measured and rejected (kept here, not in the package, for that comparison). Runs in about 90 s on 2 cores.
 """
 
 from __future__ import annotations

@@ -18,6 +18,11 @@ layers. Not reproduced: VM-UNet starts from ImageNet-pretrained VMamba-S weights
 The selective scan is our pure-PyTorch chunked scan (:mod:`lesionseg.models.blocks.scan`), not the CUDA kernel.
 Input H and W must be multiples of 32.
 
+Sizes: ``vmunet`` is the paper's (27.43M parameters, 5.29 GMACs at 256x256 by torch's counter, the scan's own
+element-wise work not counted). ``vmunet_s``, for 2 CPU cores, has C = 16, one block per stage and d_state 1 (0.43M
+parameters, 0.09 GMACs, about 1.1 s a batch-8 training step at 256x256): with d_state 16 the scan's (N, D, S, L)
+states dominate the step; VMamba's own later versions use d_state 1.
+
 ``forward(x, return_aux=True)`` also returns every block's output in ``ModelOutput.features`` (see
 :meth:`VMUNet.forward_output`), which the feature-distillation loss (``fd_bce_dice``) reads.
 """

@@ -15,9 +15,9 @@ channels are split into ``G`` equal groups and group ``g`` (channels ``g * D/G .
 
 How the fast scan works (:func:`selective_scan`). The decay ``exp(delta * A)`` depends on the state index ``n``, so
 unlike Mamba-2's scalar decay the ``T x T`` intra-chunk decay matrix cannot become a matrix product: it costs ``T``
-times the work of the states themselves and measured 3-4x slower than the sequential loop on CPU
-(``benchmarks/selective_scan.py`` keeps that variant for the comparison). We use a two-level chunked scan instead:
-the sequence is cut into ``L/T`` chunks of length ``T``, then
+times the work of the states themselves and measured slower than even the sequential loop on CPU (at T = 16, about 7x
+slower than the scan below; ``benchmarks/selective_scan.py`` keeps that variant for the comparison). We use a
+two-level chunked scan instead: the sequence is cut into ``L/T`` chunks of length ``T``, then
 
 1. a loop over the ``T`` positions, vectorised over all chunks at once, gives each chunk's local end state (from a
    zero start);
@@ -33,8 +33,8 @@ recomputes the states from the saved chunk starts and runs the same three steps 
 ``lambda[t] = C[t] * dy[t] + exp(delta[t + 1] * A) * lambda[t + 1]``; the parameter gradients follow in closed form.
 Memory: the forward saves only the inputs and the (L/T) chunk-start states, like the CUDA kernel; full-size
 (N, D, S, L) buffers live only inside one call (two in the forward, four in the backward). A variant that rebuilt the
-decays inside the loops instead (no full-size buffers, five small operations per step) was 20% faster on one idle core
-but 2-4x slower on two busy ones, where the cost per operation dominates.
+decays inside the loops instead (no full-size buffers, five small operations per step) was up to 20% faster on one
+core but 2-4x slower with two threads on a busy machine, where the cost per operation dominates.
 """
 
 from __future__ import annotations
@@ -50,7 +50,13 @@ __all__ = ["default_chunk_size", "selective_scan", "selective_scan_ref"]
 
 def default_chunk_size(length: int) -> int:
     """The power of two nearest to ``sqrt(L)``, within [4, 128]: it balances the ``2T`` in-chunk steps against the
-    ``L/T`` carry steps; measured best or within 10% of best at L = 1024 and 4096 (``benchmarks/selective_scan.py``)."""
+    ``L/T`` carry steps.
+
+    Measured (``benchmarks/selective_scan.py`` and a sweep over T = 8..128 at L = 1024 and 4096): on one core this
+    choice was the fastest or within 10% of it. With two threads on a busy machine, chunks of 8-16 were up to 2x faster
+    at L = 4096 (fewer multi-threaded operations to synchronise) but slower at L = 1024, so the rule keeps the
+    one-core optimum.
+    """
     return int(min(128, max(4, 2 ** round(math.log2(math.sqrt(max(length, 1)))))))
 
 
