@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from model_checks import params_without_grad
 
 from lesionseg.engine import load_config
 from lesionseg.models import create_model
@@ -29,7 +30,7 @@ def test_switch_off_forward_and_gradients(off):
     out = model(x)
     assert out.shape == (2, 1, 32, 32)
     out.square().mean().backward()
-    no_grad = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.any()]
+    no_grad = params_without_grad(model)
     assert not no_grad, f"parameters without gradient: {no_grad[:5]}"
 
 

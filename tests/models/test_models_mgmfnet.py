@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from model_checks import params_without_grad
 
 from lesionseg.engine import load_config
 from lesionseg.losses import DeepSupervisionLoss, build_loss
@@ -47,7 +48,7 @@ def test_deep_supervision_reaches_every_parameter(off):
     loss = _deep_supervision_loss()(out.logits, out.aux_logits, target)
     assert torch.isfinite(loss)
     loss.backward()
-    no_grad = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.any()]
+    no_grad = params_without_grad(model)
     assert not no_grad, f"parameters without gradient: {no_grad[:5]}"
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from model_checks import params_without_grad
 
 from lesionseg.models import ModelOutput, create_model, list_models
 from lesionseg.models._registry import _MODEL_DEFAULTS
@@ -38,7 +39,7 @@ def test_forward_shape_and_gradients(name):
     out = model(x)
     assert out.shape == (2, 1, s, s)
     out.float().square().mean().backward()
-    no_grad = [n for n, p in model.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.any())]
+    no_grad = params_without_grad(model)
     assert not no_grad, f"{name}: parameters without gradient: {no_grad[:5]}"
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from model_checks import params_without_grad
 
 from lesionseg.models import create_model
 from lesionseg.models.blocks import CBAM
@@ -107,7 +108,7 @@ def test_ablations_run_and_train(flags):
     out = model(x)
     assert out.shape == (2, 1, 64, 32)
     out.square().mean().backward()
-    no_grad = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.any()]
+    no_grad = params_without_grad(model)
     assert not no_grad, no_grad[:5]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from model_checks import params_without_grad
 
 import lesionseg.models.blocks.ss2d as ss2d_module
 from lesionseg.models import ModelOutput, create_model
@@ -20,7 +21,7 @@ def _grad_check(model: torch.nn.Module, size: int = 64) -> None:
     out = model(x)
     assert out.shape == (2, 1, size, size)
     out.square().mean().backward()
-    missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.any()]
+    missing = params_without_grad(model)
     assert not missing, f"parameters without gradient: {missing[:5]}"
 
 

@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from ._registry import register_model
 from .blocks.attention import CrossRegionAttention, SqueezeExcite
 from .blocks.ss2d import SS2D, DropPath
-from .vmunet import VMUNet
+from .vmunet import CPU_SIZE, VMUNet
 
 __all__ = ["CMSSMBlock", "CMSSMUNet", "ChannelMixing", "cmssm_unet", "cmssm_unet_s"]
 
@@ -178,11 +178,4 @@ def cmssm_unet(in_channels: int = 3, num_classes: int = 1, **kwargs) -> CMSSMUNe
 @register_model(cpu_size=True)
 def cmssm_unet_s(in_channels: int = 3, num_classes: int = 1, **kwargs) -> CMSSMUNet:
     """CM-SSM U-Net at ``vmunet_s``'s size (C = 16, one block per stage, d_state 1, no drop-path)."""
-    defaults = {
-        "channels": (16, 32, 64, 128),
-        "depths": (1, 1, 1, 1),
-        "decoder_depths": (1, 1, 1, 1),
-        "d_state": 1,
-        "drop_path_rate": 0.0,
-    }
-    return CMSSMUNet(in_channels, num_classes, **{**defaults, **kwargs})
+    return CMSSMUNet(in_channels, num_classes, **{**CPU_SIZE, **kwargs})

@@ -215,6 +215,16 @@ def _init_linear(module: nn.Module) -> None:
             nn.init.zeros_(module.bias)
 
 
+# The CPU size shared by ``vmunet_s`` and the models built on it (``cmssm_unet_s``).
+CPU_SIZE = {
+    "channels": (16, 32, 64, 128),
+    "depths": (1, 1, 1, 1),
+    "decoder_depths": (1, 1, 1, 1),
+    "d_state": 1,
+    "drop_path_rate": 0.0,
+}
+
+
 @register_model(paper_size=True)
 def vmunet(in_channels: int = 3, num_classes: int = 1, **kwargs) -> VMUNet:
     """VM-UNet at the paper's size: C = 96, depths [2, 2, 2, 2] / [2, 2, 2, 1], d_state 16."""
@@ -224,11 +234,4 @@ def vmunet(in_channels: int = 3, num_classes: int = 1, **kwargs) -> VMUNet:
 @register_model(cpu_size=True)
 def vmunet_s(in_channels: int = 3, num_classes: int = 1, **kwargs) -> VMUNet:
     """VM-UNet for 2 CPU cores: C = 16, one block per stage, d_state 1 (as VMamba's later versions), no drop-path."""
-    defaults = {
-        "channels": (16, 32, 64, 128),
-        "depths": (1, 1, 1, 1),
-        "decoder_depths": (1, 1, 1, 1),
-        "d_state": 1,
-        "drop_path_rate": 0.0,
-    }
-    return VMUNet(in_channels, num_classes, **{**defaults, **kwargs})
+    return VMUNet(in_channels, num_classes, **{**CPU_SIZE, **kwargs})
