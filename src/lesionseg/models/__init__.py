@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from . import attention_unet as _attention_unet  # noqa: F401
 from . import cmssm_unet as _cmssm_unet  # noqa: F401
 from . import eamnet as _eamnet  # noqa: F401
 from . import efp as _efp  # noqa: F401
+from . import egeunet as _egeunet  # noqa: F401
+from . import malunet as _malunet  # noqa: F401
 from . import mgmfnet as _mgmfnet  # noqa: F401
+from . import resunetpp as _resunetpp  # noqa: F401
 from . import sc_unext as _sc_unext  # noqa: F401
+from . import segformer as _segformer  # noqa: F401
 from . import unet as _unet  # noqa: F401  (registers the factories)
+from . import unetpp as _unetpp  # noqa: F401
 from . import unext as _unext  # noqa: F401
 from . import vmunet as _vmunet  # noqa: F401
 from ._registry import create_model, is_model, list_models, model_entrypoint, register_model

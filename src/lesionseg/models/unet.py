@@ -28,6 +28,11 @@ class UNet(SegmentationModel):
         num_classes: output logit channels.
         channels: widths of the encoder stages, shallowest first; the last is the bottleneck.
         bilinear: upsample by bilinear interpolation + 1x1 conv instead of a transposed convolution.
+
+    Attributes:
+        skip_attention: a hook for subclasses, None here: one module per decoder level (deepest first), called as
+            ``skip_attention[i](skip, deeper)`` on the skip features and the coarser decoder features (before
+            upsampling), whose output replaces the skip before the concatenation (Attention U-Net's gates).
     """
 
     def __init__(
@@ -62,6 +67,7 @@ class UNet(SegmentationModel):
             self.upsamplers.append(up)
             self.decoder.append(DoubleConv(2 * skip, skip))
         self.head = nn.Conv2d(channels[0], num_classes, 1)
+        self.skip_attention: nn.ModuleList | None = None
 
     def forward_output(self, x: Tensor) -> ModelOutput:
         skips = []
@@ -69,8 +75,11 @@ class UNet(SegmentationModel):
             x = stage(x if i == 0 else self.pool(x))
             skips.append(x)
         x = skips.pop()
-        for up, stage in zip(self.upsamplers, self.decoder):
-            x = stage(torch.cat([skips.pop(), up(x)], dim=1))
+        for i, (up, stage) in enumerate(zip(self.upsamplers, self.decoder)):
+            skip = skips.pop()
+            if self.skip_attention is not None:
+                skip = self.skip_attention[i](skip, x)
+            x = stage(torch.cat([skip, up(x)], dim=1))
         return ModelOutput(logits=self.head(x))
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .attention import (
     CBAM,
+    AttentionGate,
     ChannelAttention,
     CrossRegionAttention,
     ExternalAttention,
@@ -12,11 +13,14 @@ from .attention import (
     StripConvAttention,
 )
 from .conv import ConvNormAct, DoubleConv
-from .multiscale import ResidualBlock, pool_to_scale
+from .multiscale import ASPP, ResidualBlock, pool_to_scale
+from .norm import LayerNorm2d
 from .scan import default_chunk_size, selective_scan, selective_scan_ref
 from .ss2d import SS2D, DropPath, VSSBlock, cross_merge, cross_scan
 
 __all__ = [
+    "ASPP",
+    "AttentionGate",
     "CBAM",
     "ChannelAttention",
     "ConvNormAct",
@@ -24,6 +28,7 @@ __all__ = [
     "DoubleConv",
     "DropPath",
     "ExternalAttention",
+    "LayerNorm2d",
     "ResidualBlock",
     "SS2D",
     "SpatialAttention",

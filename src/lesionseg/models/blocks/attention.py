@@ -1,4 +1,5 @@
-"""Attention blocks: channel, spatial, external and strip-convolution attention, each ``(N, C, H, W) -> same``."""
+"""Attention blocks: channel, spatial, external and strip-convolution attention, each ``(N, C, H, W) -> same``;
+the attention gate of Attention U-Net, ``(skip, gating signal) -> gated skip``."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = [
+    "AttentionGate",
     "CBAM",
     "ChannelAttention",
     "CrossRegionAttention",
@@ -52,13 +54,16 @@ class SpatialAttention(nn.Module):
 
     Args:
         kernel_size: odd size of the convolution over the two pooled maps (7 in CBAM).
+        dilation: dilation of that convolution (1 in CBAM; MALUNet's spatial attention bridge uses 7x7, dilation 3).
     """
 
-    def __init__(self, kernel_size: int = 7) -> None:
+    def __init__(self, kernel_size: int = 7, dilation: int = 1) -> None:
         super().__init__()
         if kernel_size < 1 or kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be odd and positive, got {kernel_size}")
-        self.conv = nn.Conv2d(2, 1, kernel_size, padding=kernel_size // 2, bias=False)
+        if dilation < 1:
+            raise ValueError(f"dilation must be >= 1, got {dilation}")
+        self.conv = nn.Conv2d(2, 1, kernel_size, padding=dilation * (kernel_size // 2), dilation=dilation, bias=False)
 
     def weights(self, x: Tensor) -> Tensor:
         """(N, C, H, W) -> spatial weights in (0, 1), (N, 1, H, W)."""
@@ -106,10 +111,17 @@ class ExternalAttention(nn.Module):
     Args:
         channels: input and output channels.
         memory_size: number of memory slots S (64 in the paper).
-        norm_layer: normalisation after the output projection.
+        norm_layer: normalisation after the output projection, called with the channels.
+        act_layer: activation after the residual sum (ReLU in the authors' head, GELU in MALUNet).
     """
 
-    def __init__(self, channels: int, memory_size: int = 64, norm_layer: type[nn.Module] = nn.BatchNorm2d) -> None:
+    def __init__(
+        self,
+        channels: int,
+        memory_size: int = 64,
+        norm_layer: type[nn.Module] = nn.BatchNorm2d,
+        act_layer: type[nn.Module] = nn.ReLU,
+    ) -> None:
         super().__init__()
         if channels < 1 or memory_size < 1:
             raise ValueError(f"channels and memory_size must be >= 1, got {channels}, {memory_size}")
@@ -120,7 +132,7 @@ class ExternalAttention(nn.Module):
         nn.init.kaiming_uniform_(self.memory_value, a=5**0.5)
         self.proj = nn.Conv2d(channels, channels, 1, bias=False)
         self.norm = norm_layer(channels)
-        self.act = nn.ReLU(inplace=True)
+        self.act = act_layer(inplace=True) if act_layer is nn.ReLU else act_layer()
 
     def forward(self, x: Tensor) -> Tensor:
         """(N, C, H, W) -> (N, C, H, W)."""
@@ -242,3 +254,57 @@ class CrossRegionAttention(nn.Module):
         g_h = torch.sigmoid(self.attend_h(f_h))  # (N, C, H, 1)
         g_w = torch.sigmoid(self.attend_w(f_w.transpose(2, 3)))  # (N, C, 1, W)
         return x * g_h * g_w
+
+
+class AttentionGate(nn.Module):
+    """Additive attention gate of Attention U-Net (Oktay et al., MIDL 2018), on a skip connection.
+
+    ``q = psi(relu(theta(x) + phi(g)))``, ``alpha = sigmoid(q)`` resampled to ``x``'s size, output ``W(alpha * x)``.
+    ``x`` are the skip features, ``g`` the gating signal from the coarser decoder level; ``theta`` is a strided
+    convolution (kernel = stride = ``subsample``) that brings ``x`` to ``g``'s grid, where the coefficients are
+    computed, and ``alpha`` is upsampled bilinearly, as in the paper ("grid resampling of attention coefficients").
+    ``theta`` has no bias (``phi``'s bias is the paper's ``b_g``), ``psi`` has one (``b_psi``), and the output transform
+    ``W`` is a 1x1 convolution + batch norm, all as in the authors' ``GridAttentionBlock2D``.
+
+    Args:
+        channels: channels of the skip features ``x`` (and of the output).
+        gating_channels: channels of the gating signal ``g``.
+        inter_channels: width ``F_int`` of the additive attention; ``channels`` when None (the authors' networks
+            pass the skip width, their layer's own default is half of it).
+        subsample: ratio of ``x``'s size to ``g``'s size (2 between adjacent U-Net levels).
+    """
+
+    def __init__(
+        self, channels: int, gating_channels: int, inter_channels: int | None = None, subsample: int = 2
+    ) -> None:
+        super().__init__()
+        inter = channels if inter_channels is None else inter_channels
+        if channels < 1 or gating_channels < 1 or inter < 1:
+            raise ValueError(
+                f"channels, gating_channels and inter_channels must be >= 1, got {channels}, {gating_channels}, {inter}"
+            )
+        if subsample < 1:
+            raise ValueError(f"subsample must be >= 1, got {subsample}")
+        self.theta = nn.Conv2d(channels, inter, subsample, stride=subsample, bias=False)
+        self.phi = nn.Conv2d(gating_channels, inter, 1)
+        self.psi = nn.Conv2d(inter, 1, 1)
+        self.out = nn.Sequential(nn.Conv2d(channels, channels, 1), nn.BatchNorm2d(channels))
+
+    def coefficients(self, x: Tensor, g: Tensor) -> Tensor:
+        """Attention coefficients ``alpha`` in [0, 1], (N, 1, H, W) at ``x``'s size.
+
+        Args:
+            x: skip features (N, channels, H, W).
+            g: gating signal (N, gating_channels, H / subsample, W / subsample); other sizes are resampled.
+        """
+        theta_x = self.theta(x)
+        phi_g = self.phi(g)
+        if phi_g.shape[-2:] != theta_x.shape[-2:]:
+            phi_g = F.interpolate(phi_g, size=theta_x.shape[-2:], mode="bilinear", align_corners=False)
+        alpha = torch.sigmoid(self.psi(F.relu(theta_x + phi_g)))
+        # Bilinear weights are convex, so the resampled coefficients stay in [0, 1].
+        return F.interpolate(alpha, size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+    def forward(self, x: Tensor, g: Tensor) -> Tensor:
+        """(N, channels, H, W) skip and its gating signal -> gated skip (N, channels, H, W)."""
+        return self.out(x * self.coefficients(x, g))

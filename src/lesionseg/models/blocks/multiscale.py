@@ -7,7 +7,7 @@ from torch import Tensor, nn
 
 from .conv import ConvNormAct
 
-__all__ = ["ResidualBlock", "pool_to_scale"]
+__all__ = ["ASPP", "ResidualBlock", "pool_to_scale"]
 
 
 def pool_to_scale(x: Tensor, factor: int) -> Tensor:
@@ -67,3 +67,35 @@ class ResidualBlock(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """(N, in_channels, H, W) -> (N, out_channels, H / stride, W / stride)."""
         return self.act(self.body(x) + self.shortcut(x))
+
+
+class ASPP(nn.Module):
+    """Atrous spatial pyramid pooling in ResUNet++'s form (Jha et al., ISM 2019): parallel dilated convolutions, summed.
+
+    Every branch is a 3x3 convolution with its dilation (padding keeps the size) followed by batch norm, the branches
+    are added and a 1x1 convolution mixes the sum, as in the authors' code (dilations 1, 6, 12, 18). DeepLab's ASPP
+    concatenates instead and adds an image-pooling branch; ResUNet++ does neither.
+
+    Args:
+        in_channels: input channels.
+        out_channels: output channels (of every branch and of the 1x1 convolution).
+        dilations: one branch per dilation.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, dilations: tuple[int, ...] = (1, 6, 12, 18)) -> None:
+        super().__init__()
+        if in_channels < 1 or out_channels < 1:
+            raise ValueError(f"in_channels and out_channels must be >= 1, got {in_channels}, {out_channels}")
+        if not dilations or any(d < 1 for d in dilations):
+            raise ValueError(f"dilations must be a non-empty tuple of positive ints, got {dilations!r}")
+        self.branches = nn.ModuleList(
+            ConvNormAct(in_channels, out_channels, 3, dilation=d, act_layer=None) for d in dilations
+        )
+        self.project = nn.Conv2d(out_channels, out_channels, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(N, in_channels, H, W) -> (N, out_channels, H, W)."""
+        total = self.branches[0](x)
+        for branch in self.branches[1:]:
+            total = total + branch(x)
+        return self.project(total)
