@@ -235,10 +235,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--set",
         "-s",
-        action="append",
+        action="extend",
+        nargs="+",
         default=[],
         metavar="KEY=VALUE",
-        help="override a config value, e.g. --set train.epochs=10 (repeatable)",
+        help="override config values, e.g. --set train.epochs=10 data.batch_size=4 (repeatable)",
     )
     p.add_argument("--name", help="run name (default: config file stem)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")

@@ -24,7 +24,9 @@ def test_train_refuses_to_overwrite_and_resumes(trained, tiny_config, tmp_path, 
     cfg_path = tmp_path / "tiny.yaml"
     assert main(["train", "--config", str(cfg_path), "--no-progress"]) == 2
     assert "--resume" in capsys.readouterr().err
-    assert main(["train", "--resume", str(trained), "--set", "train.epochs=2", "--no-progress"]) == 0
+    assert (
+        main(["train", "--resume", str(trained), "--set", "train.epochs=2", "train.val_every=1", "--no-progress"]) == 0
+    )
     assert '"epochs": 2' in capsys.readouterr().out
 
 
