@@ -1,4 +1,4 @@
-"""Command line: ``lesionseg train | evaluate | predict | models | data``."""
+"""Command line: ``lesionseg train | evaluate | predict | benchmark | models | data``."""
 
 from __future__ import annotations
 
@@ -54,77 +54,35 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .data import SegmentationDataset
-    from .engine import evaluate_dataset, evaluate_native, load_model, select_cases
-    from .inference import Predictor
+    from .engine import evaluate_checkpoint
 
-    model, record = load_model(args.checkpoint)
-    ds = record.get("dataset", {})
-    root = args.data_root or ds.get("root")
-    if not root:
-        print("lesionseg evaluate: the checkpoint names no data root; give --data-root", file=sys.stderr)
-        return 2
-    layout = args.layout or (ds.get("layout") if not args.data_root else None)
-    split = None if args.split == "none" else (args.split or ds.get("split"))
-    cases, desc = select_cases(root, layout, split, args.subset)
-    size = tuple(record["image_size"])
-    predictor = Predictor(
-        model,
-        size,
-        record["mean"],
-        record["std"],
-        args.threshold or record["threshold"],
-        record.get("in_channels", 3),
+    evaluation = evaluate_checkpoint(
+        args.checkpoint,
+        data_root=args.data_root,
+        layout=args.layout,
+        split=None if args.split == "none" else (args.split or "checkpoint"),
+        subset=args.subset,
+        native=args.native,
+        threshold=args.threshold,
         precision=args.precision,
         tta=args.tta,
+        include_hd95=not args.no_hd95,
+        progress=not args.no_progress,
     )
-    if args.native:
-        metrics = evaluate_native(predictor, cases, include_hd95=not args.no_hd95, progress=not args.no_progress)
-        where = "native resolution"
-    else:
-        dataset = SegmentationDataset(
-            cases,
-            size=size,
-            mean=record["mean"],
-            std=record["std"],
-            in_channels=record.get("in_channels", 3),
-            cache=False,
-        )
-        metrics = evaluate_dataset(
-            model,
-            dataset,
-            threshold=predictor.threshold,
-            precision=args.precision,
-            include_hd95=not args.no_hd95,
-            progress=not args.no_progress,
-        )
-        where = f"{size[0]}x{size[1]}"
-    results = metrics.aggregate()
-    title = f"{record['model']} on {desc}, at {where}"
-    _print_results(results, title)
+    _print_results(evaluation.results(), evaluation.title)
     if args.out:
-        from .metrics import format_table
+        evaluation.save(args.out)
+        print(f"wrote {args.out}/metrics.json, report.md, per_image.csv")
+    return 0
 
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        payload = {
-            "checkpoint": str(args.checkpoint),
-            "model": record["model"],
-            "cases": desc,
-            "resolution": where,
-            "results": results,
-        }
-        (out / "metrics.json").write_text(json.dumps(payload, indent=1) + "\n")
-        (out / "report.md").write_text(format_table(results, title) + "\n")
-        rows = metrics.per_image_table()
-        if rows:
-            import csv
 
-            with open(out / "per_image.csv", "w", newline="") as f:
-                writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-                writer.writeheader()
-                writer.writerows(rows)
-        print(f"wrote {out}/metrics.json, report.md, per_image.csv")
+def cmd_benchmark(args: argparse.Namespace) -> int:
+    from .engine.benchmark import load_benchmark_config, run_benchmark
+
+    cfg = load_benchmark_config(args.config, args.set)
+    only = [x for item in args.only for x in item.split(",") if x]
+    report = run_benchmark(cfg, progress=not args.no_progress, only=only, report_only=args.report_only)
+    print(f"wrote {report}")
     return 0
 
 
@@ -276,6 +234,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tta", action="store_true")
     p.add_argument("--no-overlay", action="store_true")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("benchmark", help="train and evaluate several models under one protocol; write the report")
+    p.add_argument("--config", "-c", required=True, help="benchmark YAML (configs/benchmark/*.yaml)")
+    p.add_argument("--set", "-s", action="extend", nargs="+", default=[], metavar="KEY=VALUE")
+    p.add_argument("--only", action="append", default=[], metavar="LABEL", help="train only these models (repeatable)")
+    p.add_argument("--report-only", action="store_true", help="train nothing; rewrite the report from finished runs")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_benchmark)
 
     p = sub.add_parser("models", help="list registered models with parameters (and MACs with --flops)")
     p.add_argument("pattern", nargs="?", default="*", help="shell-style name pattern")

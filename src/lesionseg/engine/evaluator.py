@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import csv
+import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -14,9 +18,10 @@ from tqdm.auto import tqdm
 from ..data.base import Case, SegmentationDataset, find_cases, load_case
 from ..data.splits import Split, load_split
 from ..inference.predictor import Predictor, autocast_context
-from ..metrics import SegmentationMetrics
+from ..metrics import SegmentationMetrics, format_table
+from .checkpoint import load_model
 
-__all__ = ["evaluate_dataset", "evaluate_native", "select_cases"]
+__all__ = ["Evaluation", "evaluate_checkpoint", "evaluate_dataset", "evaluate_native", "select_cases"]
 
 
 @torch.inference_mode()
@@ -90,3 +95,126 @@ def select_cases(
     if not chosen:
         raise ValueError(f"{root}: no cases left to evaluate for subset {subset!r}")
     return chosen, desc
+
+
+@dataclass
+class Evaluation:
+    """A checkpoint's scores on a set of cases, with what was evaluated and how.
+
+    Attributes:
+        metrics: the accumulated metric object (both reductions, per-image rows).
+        model: registered model name of the checkpoint.
+        checkpoint: the checkpoint evaluated.
+        cases: description of the evaluated cases.
+        resolution: ``"HxW"`` (the working size) or ``"native resolution"``.
+    """
+
+    metrics: SegmentationMetrics
+    model: str
+    checkpoint: str
+    cases: str
+    resolution: str
+
+    @property
+    def title(self) -> str:
+        return f"{self.model} on {self.cases}, at {self.resolution}"
+
+    def results(self) -> dict[str, dict[str, float]]:
+        return self.metrics.aggregate()
+
+    def save(self, out: str | Path, extra: dict[str, Any] | None = None) -> Path:
+        """Writes ``metrics.json`` (with ``extra`` fields), ``report.md`` and ``per_image.csv`` into ``out``."""
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        results = self.results()
+        payload = {
+            "checkpoint": self.checkpoint,
+            "model": self.model,
+            "cases": self.cases,
+            "resolution": self.resolution,
+            "results": results,
+            **(extra or {}),
+        }
+        rows = self.metrics.per_image_table()
+        if rows:
+            with open(out / "per_image.csv", "w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+                writer.writeheader()
+                writer.writerows(rows)
+        (out / "report.md").write_text(format_table(results, self.title) + "\n")
+        # metrics.json last: its presence marks a complete evaluation.
+        (out / "metrics.json").write_text(json.dumps(payload, indent=1) + "\n")
+        return out
+
+
+def evaluate_checkpoint(
+    checkpoint: str | Path,
+    data_root: str | Path | None = None,
+    layout: str | None = None,
+    split: str | Split | None = "checkpoint",
+    subset: str = "test",
+    native: bool = False,
+    threshold: float | None = None,
+    precision: str = "fp32",
+    tta: bool = False,
+    include_hd95: bool = True,
+    progress: bool = False,
+) -> Evaluation:
+    """Scores a checkpoint on a split's test ids or on any data root of a known layout.
+
+    Args:
+        checkpoint: checkpoint stem, ``.json``/``.safetensors`` file or run folder (its ``best``).
+        data_root: data root; None = the one the checkpoint was trained on.
+        layout: dataset layout; None = the checkpoint's (for its own root) or detected (for another root).
+        split: split name, JSON path or :class:`Split`; ``"checkpoint"`` = the checkpoint's; None = no split.
+        subset: which cases (see :func:`select_cases`).
+        native: score at each image's own resolution instead of the working size.
+        threshold: probability threshold; None = the checkpoint's.
+        precision: ``fp32`` or ``bf16`` inference.
+        tta: flip test-time augmentation (native resolution only: the predictor applies it).
+        include_hd95: also compute HD95 (pixels of the evaluated resolution).
+        progress: show a progress bar.
+    """
+    model, record = load_model(checkpoint)
+    ds = record.get("dataset", {})
+    root = data_root or ds.get("root")
+    if not root:
+        raise ValueError(f"{checkpoint}: the checkpoint names no data root; give one")
+    if layout is None and data_root is None:
+        layout = ds.get("layout")
+    if isinstance(split, str) and split == "checkpoint":
+        split = ds.get("split")
+    cases, desc = select_cases(root, layout, split, subset)
+    size = tuple(record["image_size"])
+    predictor = Predictor(
+        model,
+        size,
+        record["mean"],
+        record["std"],
+        threshold or record["threshold"],
+        record.get("in_channels", 3),
+        precision=precision,
+        tta=tta,
+    )
+    if native:
+        metrics = evaluate_native(predictor, cases, include_hd95=include_hd95, progress=progress)
+        where = "native resolution"
+    else:
+        dataset = SegmentationDataset(
+            cases,
+            size=size,
+            mean=record["mean"],
+            std=record["std"],
+            in_channels=record.get("in_channels", 3),
+            cache=False,
+        )
+        metrics = evaluate_dataset(
+            model,
+            dataset,
+            threshold=predictor.threshold,
+            precision=precision,
+            include_hd95=include_hd95,
+            progress=progress,
+        )
+        where = f"{size[0]}x{size[1]}"
+    return Evaluation(metrics, record["model"], str(checkpoint), desc, where)

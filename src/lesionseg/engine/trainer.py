@@ -234,7 +234,9 @@ class Trainer:
             "torch_rng": torch.get_rng_state(),
             "loader_rng": self.generator.get_state(),
         }
-        save_checkpoint(self.run_dir / "last", self.model, self.record(), state)
+        record = self.record()
+        record.update(finished=self.finished(), elapsed_seconds=round(self.elapsed, 1))
+        save_checkpoint(self.run_dir / "last", self.model, record, state)
 
     def resume(self) -> None:
         """Restore model, optimiser, counters and RNG from ``last``; the next epoch continues the run."""

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import statistics
+import time
+
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-__all__ = ["count_parameters", "count_macs"]
+__all__ = ["count_macs", "count_parameters", "measure_latency"]
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:
@@ -28,3 +31,35 @@ def count_macs(model: nn.Module, size: tuple[int, int] = (256, 256), in_channels
         model(torch.zeros(1, in_channels, *size))
     model.train(was_training)
     return counter.get_total_flops() // 2
+
+
+@torch.inference_mode()
+def measure_latency(
+    model: nn.Module,
+    size: tuple[int, int] = (256, 256),
+    in_channels: int = 3,
+    batch: int = 1,
+    repeats: int = 20,
+    warmup: int = 3,
+    channels_last: bool = False,
+) -> float:
+    """Median wall-clock milliseconds of one forward pass on a (batch, C, H, W) input in eval mode, fp32.
+
+    Uses the current ``torch.get_num_threads()``; report it with the figure.
+    """
+    if repeats < 1 or warmup < 0:
+        raise ValueError(f"bad repeats {repeats} or warmup {warmup}")
+    was_training = model.training
+    model.eval()
+    x = torch.randn(batch, in_channels, *size)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    times = []
+    for i in range(warmup + repeats):
+        start = time.perf_counter()
+        model(x)
+        if i >= warmup:
+            times.append(time.perf_counter() - start)
+    model.train(was_training)
+    return 1000.0 * statistics.median(times)

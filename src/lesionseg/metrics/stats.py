@@ -1,0 +1,102 @@
+"""Statistics for comparing models: bootstrap confidence intervals and paired tests over test images.
+
+Scores here are computed from per-image confusion counts (``tp, fp, fn, tn`` rows of
+:meth:`SegmentationMetrics.per_image_table`), so a bootstrap of the *global* reduction resamples images and re-pools
+their counts, exactly as the global figure itself is made.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats as sps
+
+__all__ = ["PairedTest", "bootstrap_ci", "global_dice", "holm", "paired_wilcoxon"]
+
+
+def global_dice(counts: np.ndarray) -> float:
+    """Dice of one confusion matrix pooled over rows of ``(tp, fp, fn, tn)`` counts (1 when both are empty)."""
+    tp, fp, fn = counts[:, 0].sum(), counts[:, 1].sum(), counts[:, 2].sum()
+    den = 2 * tp + fp + fn
+    return float(2 * tp / den) if den else 1.0
+
+
+def bootstrap_ci(
+    per_image: Sequence[float] | None = None,
+    counts: np.ndarray | None = None,
+    resamples: int = 2000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Percentile bootstrap interval over images, seeded so a report regenerates identically.
+
+    Give ``per_image`` scores for the per-image mean, or ``counts`` (an ``(n, 4)`` array of ``tp, fp, fn, tn``) for
+    the global Dice re-pooled in every resample.
+    """
+    if (per_image is None) == (counts is None):
+        raise ValueError("give exactly one of per_image or counts")
+    if not 0 < level < 1 or resamples < 1:
+        raise ValueError(f"bad level {level} or resamples {resamples}")
+    n = len(per_image) if per_image is not None else len(counts)
+    if n == 0:
+        return math.nan, math.nan
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, n, size=(resamples, n))
+    if per_image is not None:
+        values = np.asarray(per_image, dtype=float)[idx].mean(axis=1)
+    else:
+        c = np.asarray(counts, dtype=float)[idx]  # (resamples, n, 4)
+        tp, fp, fn = c[..., 0].sum(1), c[..., 1].sum(1), c[..., 2].sum(1)
+        den = 2 * tp + fp + fn
+        values = np.where(den > 0, 2 * tp / np.maximum(den, 1e-12), 1.0)
+    alpha = (1 - level) / 2
+    return float(np.quantile(values, alpha)), float(np.quantile(values, 1 - alpha))
+
+
+@dataclass(frozen=True)
+class PairedTest:
+    """Wilcoxon signed-rank test of ``a - b`` over matched images.
+
+    Attributes:
+        n: number of matched pairs.
+        mean_difference: mean of ``a - b``.
+        median_difference: median of ``a - b``.
+        statistic: the Wilcoxon statistic (NaN when every difference is zero).
+        p_value: two-sided p-value (1 when every difference is zero).
+    """
+
+    n: int
+    mean_difference: float
+    median_difference: float
+    statistic: float
+    p_value: float
+
+
+def paired_wilcoxon(a: Sequence[float], b: Sequence[float]) -> PairedTest:
+    """Two-sided Wilcoxon signed-rank test of paired scores (e.g. per-image Dice of two models on the same images)."""
+    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if x.shape != y.shape or x.ndim != 1:
+        raise ValueError(f"paired scores need equal 1-D shapes, got {x.shape} and {y.shape}")
+    d = x - y
+    if len(d) == 0:
+        return PairedTest(0, math.nan, math.nan, math.nan, math.nan)
+    if np.allclose(d, 0):
+        return PairedTest(len(d), float(d.mean()), float(np.median(d)), math.nan, 1.0)
+    res = sps.wilcoxon(x, y, zero_method="wilcox", alternative="two-sided")
+    return PairedTest(len(d), float(d.mean()), float(np.median(d)), float(res.statistic), float(res.pvalue))
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm-Bonferroni adjusted p-values (same order as given), for several comparisons against one model."""
+    p = np.asarray(p_values, dtype=float)
+    m = len(p)
+    order = np.argsort(p)
+    adjusted = np.empty(m)
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p[i]))
+        adjusted[i] = running
+    return adjusted.tolist()

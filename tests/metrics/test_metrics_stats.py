@@ -1,0 +1,56 @@
+"""Bootstrap intervals, the paired Wilcoxon test and Holm's adjustment against hand-computed values."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats as sps
+
+from lesionseg.metrics.stats import bootstrap_ci, global_dice, holm, paired_wilcoxon
+
+
+def test_global_dice_pools_counts() -> None:
+    counts = np.array([[8, 2, 0, 90], [0, 0, 4, 96]])  # 2*8 / (16 + 2 + 4)
+    assert global_dice(counts) == pytest.approx(16 / 22)
+    assert global_dice(np.zeros((2, 4))) == 1.0
+
+
+def test_bootstrap_interval_brackets_the_mean_and_is_seeded() -> None:
+    rng = np.random.default_rng(1)
+    x = rng.uniform(0.6, 1.0, 200)
+    lo, hi = bootstrap_ci(per_image=x, resamples=1000)
+    assert lo < x.mean() < hi
+    # the standard error of a mean of 200 uniforms on [0.6, 1]: 0.4 / sqrt(12 * 200) ~ 0.0082; 95% ~ +-0.016
+    assert 0.025 < hi - lo < 0.04
+    assert bootstrap_ci(per_image=x, resamples=1000) == (lo, hi)
+    constant = bootstrap_ci(per_image=[0.5] * 10)
+    assert constant == (0.5, 0.5)
+
+
+def test_bootstrap_of_global_dice_resamples_images() -> None:
+    counts = np.array([[9, 1, 0, 90]] * 5 + [[1, 0, 9, 90]] * 5)
+    lo, hi = bootstrap_ci(counts=counts, resamples=500)
+    assert lo < global_dice(counts) < hi
+    with pytest.raises(ValueError):
+        bootstrap_ci(per_image=[1.0], counts=counts)
+
+
+def test_paired_wilcoxon_matches_scipy_and_handles_ties() -> None:
+    a = [0.9, 0.85, 0.8, 0.95, 0.7, 0.88, 0.91]
+    b = [0.8, 0.86, 0.7, 0.9, 0.6, 0.8, 0.9]
+    t = paired_wilcoxon(a, b)
+    ref = sps.wilcoxon(a, b)
+    assert t.n == 7 and t.p_value == pytest.approx(ref.pvalue) and t.statistic == pytest.approx(ref.statistic)
+    assert t.mean_difference == pytest.approx(np.mean(np.subtract(a, b)))
+    same = paired_wilcoxon(a, a)
+    assert same.p_value == 1.0 and math.isnan(same.statistic)
+    with pytest.raises(ValueError):
+        paired_wilcoxon([1.0, 2.0], [1.0])
+
+
+def test_holm_by_hand() -> None:
+    # sorted p: 0.01 (x3 = 0.03), 0.02 (x2 = 0.04), 0.04 (x1 = 0.04); back in the given order
+    assert holm([0.04, 0.01, 0.02]) == pytest.approx([0.04, 0.03, 0.04])
+    assert holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])
