@@ -1,0 +1,62 @@
+"""Print a markdown table of evaluated runs: both reductions, the training length, the model size.
+
+Usage: python benchmarks/results_table.py RUN_DIR [RUN_DIR ...] [--eval eval_test] [--metrics dice,iou,...]
+
+Each RUN_DIR is a ``lesionseg train`` folder whose ``<eval>/metrics.json`` was written by
+``lesionseg evaluate --checkpoint RUN_DIR/best --out RUN_DIR/<eval>``. Rows keep the order given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+from pathlib import Path
+
+from lesionseg.engine import load_model
+from lesionseg.models.complexity import count_parameters
+
+NAMES = {
+    "dice": "Dice",
+    "iou": "IoU",
+    "accuracy": "Acc",
+    "sensitivity": "Sens",
+    "specificity": "Spec",
+    "precision": "Prec",
+    "f1": "F1",
+}
+
+
+def row_of(run_dir: Path, eval_name: str, metrics: list[str]) -> list[str]:
+    payload = json.loads((run_dir / eval_name / "metrics.json").read_text())
+    res = payload["results"]
+    with open(run_dir / "metrics.csv", newline="") as f:
+        log = list(csv.DictReader(f))
+    best = json.loads((run_dir / "best.json").read_text())
+    model, _ = load_model(run_dir / "best")
+    minutes = float(log[-1]["elapsed_seconds"]) / 60 if log else float("nan")
+    cells = [run_dir.name, payload["model"], f"{count_parameters(model) / 1e6:.3f}"]
+    cells += [f"{100 * res['per_image'][m]:.2f}" for m in metrics]
+    cells += [f"{100 * res['global'][m]:.2f}" for m in metrics]
+    cells += [f"{res['per_image'].get('hd95', float('nan')):.2f}", f"{len(log)}", f"{best['epoch']}", f"{minutes:.1f}"]
+    return cells
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="+", type=Path)
+    parser.add_argument("--eval", default="eval_test", help="evaluation folder inside each run (default eval_test)")
+    parser.add_argument("--metrics", default="dice,iou,accuracy,sensitivity,specificity")
+    args = parser.parse_args()
+    metrics = args.metrics.split(",")
+    head = ["Run", "Model", "Params (M)"]
+    head += [f"{NAMES[m]} (img)" for m in metrics] + [f"{NAMES[m]} (glob)" for m in metrics]
+    head += ["HD95 (img, px)", "Epochs", "Best epoch", "Train min"]
+    print("| " + " | ".join(head) + " |")
+    print("|---|---|" + "---:|" * (len(head) - 2))
+    for run in args.runs:
+        print("| " + " | ".join(row_of(run, args.eval, metrics)) + " |")
+
+
+if __name__ == "__main__":
+    main()
