@@ -15,27 +15,11 @@ from lesionseg.cli import main
 from lesionseg.engine.benchmark import load_benchmark_config, make_splits, run_benchmark
 
 
-def _model_config(tmp_path: Path, blob_root: Path, blob_split: Path, name: str, kwargs: dict) -> Path:
-    cfg = {
-        "data": {
-            "layout": "folder",
-            "root": str(blob_root),
-            "split": str(blob_split),
-            "image_size": [32, 32],
-            "batch_size": 4,
-        },
-        "model": {"name": name, "kwargs": kwargs},
-        "optim": {"lr": 0.01},
-        "train": {"epochs": 1, "threads": 1},
-    }
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path
-
-
 @pytest.fixture
-def bench_config(tmp_path: Path, blob_root: Path, blob_split: Path) -> Path:
-    unet = _model_config(tmp_path, blob_root, blob_split, "unet_small", {"channels": [4, 8, 16]})
+def bench_config(tmp_path: Path, blob_root: Path, blob_split: Path, tiny_config: dict) -> Path:
+    tiny_config["train"]["epochs"] = 1
+    unet = tmp_path / "unet_small.yaml"
+    unet.write_text(yaml.safe_dump(tiny_config))
     bench = {
         "name": "blobs",
         "out_dir": str(tmp_path / "bench"),

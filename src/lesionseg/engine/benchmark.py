@@ -27,7 +27,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 
 from ..data.base import find_cases, load_case, resize_pair
 from ..data.splits import Split, kfold, load_split, make_split, repeated_holdout, save_split
@@ -35,7 +34,7 @@ from ..inference.predictor import Predictor
 from ..metrics import SCORE_FUNCTIONS
 from ..metrics.stats import bootstrap_ci, global_dice, holm, paired_wilcoxon
 from .checkpoint import load_model
-from .config import _from_dict, apply_overrides, load_config
+from .config import _from_dict, apply_overrides, load_config, read_yaml_mapping
 from .evaluator import evaluate_checkpoint
 from .trainer import Trainer
 
@@ -187,14 +186,7 @@ class BenchmarkConfig:
 def load_benchmark_config(path: str | Path, overrides: Sequence[str] = ()) -> BenchmarkConfig:
     """Read a benchmark YAML (unknown keys and wrong types raise ``ValueError`` naming them), apply overrides."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such benchmark config")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ValueError(f"{path}: invalid YAML ({err})") from err
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: a benchmark config must be a mapping at the top level")
+    data = read_yaml_mapping(path, "benchmark config")
     apply_overrides(data, list(overrides))
     data.setdefault("name", path.stem)
     try:

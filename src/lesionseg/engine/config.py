@@ -261,19 +261,25 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return data
 
 
+def read_yaml_mapping(path: Path, what: str = "config") -> dict[str, Any]:
+    """A YAML file's top-level mapping; a missing file, bad YAML or a non-mapping raises naming the file."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such {what} file")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ValueError(f"{path}: invalid YAML ({err})") from err
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: a {what} must be a mapping at the top level")
+    return data
+
+
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:
     """Load a YAML config (None = defaults), apply overrides, validate, and fill ``train.name``."""
     data: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: no such config file")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise ValueError(f"{path}: invalid YAML ({err})") from err
-        if not isinstance(data, dict):
-            raise ValueError(f"{path}: a config must be a mapping at the top level")
+        data = read_yaml_mapping(path)
     apply_overrides(data, overrides or [])
     cfg = config_from_dict(data)
     if not cfg.train.name:
