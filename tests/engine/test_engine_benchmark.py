@@ -12,7 +12,7 @@ import yaml
 from safetensors.torch import load_file
 
 from lesionseg.cli import main
-from lesionseg.engine.benchmark import load_benchmark_config, make_splits, run_benchmark
+from lesionseg.engine.benchmark import BenchmarkError, load_benchmark_config, make_splits, run_benchmark
 
 
 @pytest.fixture
@@ -167,3 +167,22 @@ def test_only_names_unknown_labels(bench_config: Path) -> None:
     cfg = load_benchmark_config(bench_config)
     with pytest.raises(ValueError, match="unknown model label"):
         run_benchmark(cfg, progress=False, only=["nope"])
+
+
+def test_a_failing_run_is_reported_and_does_not_stop_the_others(bench_config: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("model: {name: no_such_model}\n")
+    cfg = load_benchmark_config(
+        bench_config,
+        [
+            f"models=[{{config: {broken}, label: broken}}, {{config: {tmp_path / 'unet_small.yaml'}, label: ok}}]",
+            "seeds=[0]",
+            "cross=[]",
+            "report.feature_model=null",
+        ],
+    )
+    with pytest.raises(BenchmarkError, match="broken run 0"):
+        run_benchmark(cfg, progress=False)
+    report = (tmp_path / "bench" / "report.md").read_text()
+    assert "Failed in the last call" in report and "no_such_model" in report
+    assert (tmp_path / "bench/runs/ok/run0/eval/metrics.json").is_file()

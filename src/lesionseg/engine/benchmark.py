@@ -40,6 +40,7 @@ from .trainer import Trainer
 
 __all__ = [
     "BenchmarkConfig",
+    "BenchmarkError",
     "BenchmarkModel",
     "CrossDataset",
     "ProtocolConfig",
@@ -51,6 +52,10 @@ __all__ = [
 
 _PROTOCOLS = ("fixed", "official", "repeated", "kfold")
 _TABLE_METRICS = ("dice", "iou", "accuracy", "sensitivity", "specificity", "f1")
+
+
+class BenchmarkError(ValueError):
+    """Some runs of a benchmark failed (the message lists them); the finished ones are kept and reported."""
 
 
 @dataclass
@@ -312,8 +317,12 @@ def run_benchmark(
         progress: progress bars and per-run lines.
         only: train just these model labels (the report still covers every finished run).
         report_only: train nothing; regenerate the report from the finished runs.
+
+    Raises:
+        BenchmarkError: some runs failed; the others were trained and the report written first.
     """
     splits = make_splits(cfg)
+    failures: list[str] = []
     if not report_only:
         labels = {m.name for m in cfg.models}
         unknown = set(only) - labels
@@ -323,10 +332,18 @@ def run_benchmark(
             if only and model.name not in only:
                 continue
             for run, split_path in enumerate(splits):
-                state = run_one(cfg, model, run, split_path, progress)
-                if progress:
+                try:
+                    state = run_one(cfg, model, run, split_path, progress)
+                except (ValueError, FileNotFoundError, RuntimeError) as err:
+                    # One broken run (bad config, unreadable file) must not cost the others; it is reported.
+                    failures.append(f"{model.name} run {run}: {type(err).__name__}: {err}")
+                    state = f"FAILED ({err})"
+                if progress or state.startswith("FAILED"):
                     print(f"[benchmark] {model.name} run {run}: {state}", flush=True)
-    return write_report(cfg)
+    report = write_report(cfg, failures)
+    if failures:
+        raise BenchmarkError(f"{len(failures)} run(s) failed (listed in {report}): " + "; ".join(failures))
+    return report
 
 
 # ----------------------------------------------------------------------------------------------------------- report
@@ -562,7 +579,7 @@ def _results_csv(runs: dict[str, list[_Run]], complexity: dict[str, dict[str, An
                 writer.writerow(row)
 
 
-def write_report(cfg: BenchmarkConfig) -> Path:
+def write_report(cfg: BenchmarkConfig, failures: Sequence[str] = ()) -> Path:
     """Writes report.md, results.csv and the figures from the finished runs; returns the report's path."""
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -598,6 +615,8 @@ def write_report(cfg: BenchmarkConfig) -> Path:
             + ", ".join(f"{m} run {r}" for m, r in missing),
             "",
         ]
+    if failures:
+        lines += ["**Failed in the last call**:", ""] + [f"- {f}" for f in failures] + [""]
     if not runs:
         lines.append("No finished runs yet.")
         path = out / "report.md"
