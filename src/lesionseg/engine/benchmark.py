@@ -274,15 +274,13 @@ def run_one(cfg: BenchmarkConfig, model: BenchmarkModel, run: int, split_path: P
     ):
         return "done"
     if not (run_dir / "best.json").is_file() or not _training_finished(run_dir):
-        overrides = [f"data.root={cfg.data['root']}", f"data.split={split_path}", f"train.seed={cfg.seed_of(run)}"]
-        if cfg.data.get("layout"):
-            overrides.append(f"data.layout={cfg.data['layout']}")
-        overrides += list(cfg.train) + list(model.set)
         if (run_dir / "last.json").is_file():
-            trainer = Trainer.from_run_dir(run_dir, progress=progress)
-            trainer.fit(resume=True)
+            Trainer.from_run_dir(run_dir, progress=progress).fit(resume=True)
         else:
-            run_cfg = load_config(model.config, overrides)
+            overrides = [f"data.root={cfg.data['root']}", f"data.split={split_path}", f"train.seed={cfg.seed_of(run)}"]
+            if cfg.data.get("layout"):
+                overrides.append(f"data.layout={cfg.data['layout']}")
+            run_cfg = load_config(model.config, overrides + list(cfg.train) + list(model.set))
             run_cfg.train.name = f"{model.name}-run{run}"
             Trainer(run_cfg, run_dir=run_dir, progress=progress).fit()
     extra = {"run": run, "split": str(split_path), "seed": cfg.seed_of(run), "machine": _machine()}
@@ -349,7 +347,6 @@ def run_benchmark(
 # ----------------------------------------------------------------------------------------------------------- report
 @dataclass
 class _Run:
-    label: str
     run: int
     results: dict[str, dict[str, float]]
     rows: list[dict[str, Any]]
@@ -384,7 +381,7 @@ def _collect(cfg: BenchmarkConfig, eval_name: str = "eval") -> dict[str, list[_R
                 "train_minutes": (last.get("elapsed_seconds") or 0.0) / 60.0,
             }
             rows = _read_rows(run_dir / eval_name / "per_image.csv")
-            runs.setdefault(model.name, []).append(_Run(model.name, r, meta["results"], rows, meta, train))
+            runs.setdefault(model.name, []).append(_Run(r, meta["results"], rows, meta, train))
     return runs
 
 
@@ -416,27 +413,29 @@ def _counts(rs: Sequence[_Run]) -> np.ndarray:
     return np.asarray([[row[k] for k in ("tp", "fp", "fn", "tn")] for r in rs for row in r.rows], dtype=float)
 
 
-def _stats_tables(runs: dict[str, list[_Run]], resamples: int) -> tuple[list[str], list[str]]:
+def _stats_tables(
+    runs: dict[str, list[_Run]], dice: dict[str, dict[tuple[int, str], float]], resamples: int
+) -> tuple[list[str], list[str]]:
     ci = [
         "| Model | Test images (all runs) | per-image Dice [95% CI] | global Dice [95% CI] |",
         "|---|---:|---|---|",
     ]
     for label, rs in runs.items():
-        dice = list(_pooled(rs, "dice").values())
+        values = list(dice[label].values())
         counts = _counts(rs)
-        lo, hi = bootstrap_ci(per_image=dice, resamples=resamples)
+        lo, hi = bootstrap_ci(per_image=values, resamples=resamples)
         glo, ghi = bootstrap_ci(counts=counts, resamples=resamples)
         ci.append(
-            f"| {label} | {len(dice)} | {100 * np.mean(dice):.2f} [{100 * lo:.2f}, {100 * hi:.2f}] | "
+            f"| {label} | {len(values)} | {100 * np.mean(values):.2f} [{100 * lo:.2f}, {100 * hi:.2f}] | "
             f"{100 * global_dice(counts):.2f} [{100 * glo:.2f}, {100 * ghi:.2f}] |"
         )
-    best = max(runs, key=lambda k: np.mean(list(_pooled(runs[k], "dice").values())))
-    ref = _pooled(runs[best], "dice")
+    best = max(runs, key=lambda k: np.mean(list(dice[k].values())))
+    ref = dice[best]
     tests = []
-    for label, rs in runs.items():
+    for label in runs:
         if label == best:
             continue
-        other = _pooled(rs, "dice")
+        other = dice[label]
         keys = sorted(set(ref) & set(other))
         tests.append((label, paired_wilcoxon([ref[k] for k in keys], [other[k] for k in keys])))
     adjusted = holm([t.p_value if not math.isnan(t.p_value) else 1.0 for _, t in tests]) if tests else []
@@ -499,20 +498,30 @@ def _test_cases(cfg: BenchmarkConfig, n: int) -> list[Any]:
     return [test[i] for i in picks]
 
 
-def _figures(cfg: BenchmarkConfig, runs: dict[str, list[_Run]], out: Path) -> list[str]:
+def _figures(
+    cfg: BenchmarkConfig, runs: dict[str, list[_Run]], dice: dict[str, dict[tuple[int, str], float]], out: Path
+) -> list[str]:
     from ..viz import plot_feature_maps, plot_overlay_grid, plot_score_distributions
 
     lines = []
-    scores = {label: list(_pooled(rs, "dice").values()) for label, rs in runs.items()}
+    scores = {label: list(values.values()) for label, values in dice.items()}
     plot_score_distributions(scores, out / "dice_per_image.png", "per-image Dice (all runs)")
     lines += ["![per-image Dice](dice_per_image.png)", ""]
     have_run0 = [label for label, rs in runs.items() if any(r.run == 0 for r in rs)]
+    # The feature-map case is the first overlay case (the first test id of run 0).
+    cases = _test_cases(cfg, max(cfg.report.overlay_cases, 1)) if have_run0 else []
+    predictors: dict[str, Predictor] = {}
+
+    def predictor_of(label: str) -> Predictor:
+        if label not in predictors:
+            predictors[label] = Predictor.from_checkpoint(run_dir_of(cfg, label, 0) / "best")
+        return predictors[label]
+
     if cfg.report.overlay_cases > 0 and have_run0:
-        cases = _test_cases(cfg, cfg.report.overlay_cases)
         shown = []
         predictions: dict[str, list[np.ndarray]] = {}
         for label in have_run0:
-            predictor = Predictor.from_checkpoint(run_dir_of(cfg, label, 0) / "best")
+            predictor = predictor_of(label)
             size = predictor.image_size
             if not shown:
                 for c in cases:
@@ -529,14 +538,14 @@ def _figures(cfg: BenchmarkConfig, runs: dict[str, list[_Run]], out: Path) -> li
         ]
     fm, layer = cfg.report.feature_model, cfg.report.feature_layer
     if fm and layer and fm in have_run0:
-        predictor = Predictor.from_checkpoint(run_dir_of(cfg, fm, 0) / "best")
+        predictor = predictor_of(fm)
         try:
             module = predictor.model.get_submodule(layer)
         except AttributeError as err:
             raise ValueError(f"report.feature_layer {layer!r} is not a module of {fm}: {err}") from err
         captured: list[torch.Tensor] = []
         handle = module.register_forward_hook(lambda _m, _i, o: captured.append(o if torch.is_tensor(o) else o[0]))
-        case = _test_cases(cfg, 1)[0]
+        case = cases[0]
         image, _ = resize_pair(*load_case(case, predictor.in_channels), predictor.image_size)
         try:
             predictor.predict_mask([image])
@@ -637,7 +646,8 @@ def write_report(cfg: BenchmarkConfig, failures: Sequence[str] = ()) -> Path:
         )
     machines = sorted({c["machine"] for c in complexity.values()})
     lines += ["", f"Latency measured on: {'; '.join(machines)}.", ""]
-    ci, paired = _stats_tables(runs, cfg.report.bootstrap)
+    dice = {label: _pooled(rs, "dice") for label, rs in runs.items()}
+    ci, paired = _stats_tables(runs, dice, cfg.report.bootstrap)
     lines += (
         [
             "## Confidence intervals (percentile bootstrap over test images of all runs, "
@@ -669,7 +679,7 @@ def write_report(cfg: BenchmarkConfig, failures: Sequence[str] = ()) -> Path:
             ]
             lines += ["", "Global:", ""] + _results_table(cross, "global") + ["", "Per-image mean:", ""]
             lines += _results_table(cross, "per_image") + [""]
-    lines += ["## Figures", ""] + _figures(cfg, runs, out)
+    lines += ["## Figures", ""] + _figures(cfg, runs, dice, out)
     _results_csv(runs, complexity, out / "results.csv")
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n")
