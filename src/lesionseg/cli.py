@@ -1,4 +1,4 @@
-"""Command line: ``lesionseg train | evaluate | predict | benchmark | models | data``."""
+"""Command line: ``lesionseg train | evaluate | predict | export | benchmark | models | data``."""
 
 from __future__ import annotations
 
@@ -87,44 +87,135 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    import numpy as np
-    from PIL import Image
-
-    from .data.io import IMAGE_EXTENSIONS
     from .inference import Predictor
-    from .viz import overlay_mask
+    from .inference.files import collect_inputs, segment_files
 
-    paths: list[Path] = []
-    for item in args.inputs:
-        p = Path(item)
-        if p.is_dir():
-            paths.extend(q for q in sorted(p.iterdir()) if q.suffix.lower() in IMAGE_EXTENSIONS)
-        elif p.is_file():
-            paths.append(p)
-        else:
-            print(f"lesionseg predict: {p}: no such file or folder", file=sys.stderr)
-            return 2
+    if not args.inputs and not args.dataset:
+        print("lesionseg predict: give images, folders or glob patterns (or --dataset ROOT)", file=sys.stderr)
+        return 2
+    paths, problems = collect_inputs(args.inputs)
+    truths = {}
+    if args.dataset:
+        from .data import builtin_splits, detect_layout
+        from .engine import select_cases
+
+        split = args.split
+        if split is None:
+            layout = args.layout or detect_layout(args.dataset)
+            split = layout if layout in builtin_splits() else None
+        cases, desc = select_cases(args.dataset, args.layout, None if split == "none" else split, args.subset)
+        print(f"{desc} (split {split})")
+        for case in cases:
+            paths.append(case.image)
+            if case.mask is not None:
+                truths[case.image] = (case.mask, case.mask_threshold)
     if not paths:
+        for problem in problems:
+            print(f"lesionseg predict: {problem.path}: {problem.reason}", file=sys.stderr)
         print("lesionseg predict: no images found", file=sys.stderr)
         return 2
     predictor = Predictor.from_checkpoint(
-        args.checkpoint, threshold=args.threshold, precision=args.precision, tta=args.tta
+        args.model,
+        backend=args.backend,
+        threshold=args.threshold,
+        precision=args.precision,
+        tta=args.tta,
+        postprocess=() if args.no_postprocess else None,
     )
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    for path, image, prob in predictor.predict_files(paths):
-        mask = (prob > predictor.threshold).astype(np.uint8)
-        Image.fromarray(mask * 255).save(out / f"{path.stem}_mask.png")
-        if not args.no_overlay:
-            Image.fromarray(overlay_mask(image, mask)).save(out / f"{path.stem}_overlay.png")
-        print(
-            f"{path} -> {out / (path.stem + '_mask.png')} ({mask.shape[1]}x{mask.shape[0]}, "
-            f"lesion {100 * mask.mean():.1f}% of pixels)"
+    summary = segment_files(
+        predictor,
+        paths,
+        args.out,
+        pixel_size=args.pixel_size,
+        overlay=not args.no_overlay,
+        truths=truths,
+        progress=len(paths) > 1 and not args.no_progress,
+        failures=problems,
+    )
+    _print_predictions(summary, args.pixel_size, quiet=args.quiet)
+    return 1 if summary.failures else 0
+
+
+def _print_predictions(summary, pixel_size: float | None, quiet: bool = False) -> None:
+    unit, scale = ("mm", pixel_size) if pixel_size else ("px", 1.0)
+    model = summary.model
+    print(
+        f"model {model['pretrained'] or model['model']} ({model['model']}, {model['backend']}, threshold "
+        f"{model['threshold']}, post-processing: {' + '.join(model['postprocess']) or 'none'})"
+    )
+    if not quiet and summary.rows:
+        has_dice = any("dice" in r for r in summary.rows)
+        header = (
+            f"{'image':28s} {'area ' + unit + '2':>11s} {'diam ' + unit:>8s} {'Feret ' + unit:>9s} "
+            f"{'asym maj/min':>13s} {'compact':>8s} {'comp':>4s}" + (f" {'Dice':>6s}" if has_dice else "")
         )
+        print(header)
+        for r in summary.rows:
+            line = (
+                f"{Path(r['image']).name[:28]:28s} {r['area'] * scale**2:11.1f} "
+                f"{r['equivalent_diameter'] * scale:8.2f} "
+                f"{r['max_feret_diameter'] * scale:9.2f} {r['asymmetry_major']:6.3f}/{r['asymmetry_minor']:.3f} "
+                f"{r['compactness']:8.3f} {r['components']:4d}"
+            )
+            if has_dice:
+                line += f" {100 * r['dice']:6.2f}" if "dice" in r else f" {'-':>6s}"
+            print(line)
+    for failure in summary.failures:
+        print(f"FAILED {failure.path}: {failure.reason}", file=sys.stderr)
+    sys.stderr.flush()
+    print(
+        f"masks and overlays in {summary.out_dir}/, measurements in {summary.out_dir / 'measurements.csv'} "
+        f"and measurements.json"
+    )
+    print(summary.summary_line())
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .inference.export import export_onnx
+    from .models.hub import load_model, resolve_checkpoint
+
+    stem = resolve_checkpoint(args.checkpoint or args.model)
+    model, record = load_model(stem)
+    path = export_onnx(
+        model,
+        args.onnx,
+        tuple(record["image_size"]),
+        record.get("in_channels", 3),
+        record=record,
+        opset=args.opset,
+        exporter=args.exporter,
+    )
+    print(
+        f"wrote {path} and {path.with_suffix('.json')} (input 'image' N x {record.get('in_channels', 3)} x "
+        f"{record['image_size'][0]} x {record['image_size'][1]}, dynamic batch)"
+    )
+    return 0
+
+
+def _print_pretrained(show_cards: bool) -> int:
+    from .models.hub import list_pretrained, model_card
+
+    shipped = list_pretrained()
+    print(f"{'tag':8s} {'model':14s} {'test Dice per-image / global (native)':>40s}  title")
+    for tag, info in shipped.items():
+        native = info.metrics.get("native", {})
+        dice = (
+            f"{100 * native['dice_per_image']:.2f} / {100 * native['dice_global']:.2f}"
+            if "dice_per_image" in native
+            else "n/a"
+        )
+        print(f"{tag:8s} {info.model:14s} {dice:>40s}  {info.title}")
+    if show_cards:
+        for tag in shipped:
+            print(f"\n{'=' * 100}\n{model_card(tag)}")
+    else:
+        print("model cards: lesionseg models --pretrained --cards")
     return 0
 
 
 def cmd_models(args: argparse.Namespace) -> int:
+    if args.pretrained:
+        return _print_pretrained(args.cards)
     from .models import create_model, list_models, model_entrypoint
     from .models._registry import _MODEL_DEFAULTS
     from .models.complexity import count_macs, count_parameters
@@ -225,15 +316,45 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("predict", help="segment images: mask PNGs at the original size + overlays")
-    p.add_argument("inputs", nargs="+", help="image files or folders")
-    p.add_argument("--checkpoint", required=True)
-    p.add_argument("--out", default="predictions", help="output folder")
-    p.add_argument("--threshold", type=float)
+    p = sub.add_parser(
+        "predict",
+        help="segment images with a shipped model or a checkpoint: masks, overlays, measurements",
+        description="Segment images (files, folders, glob patterns) with the shipped skin model by default. Writes "
+        "<name>_mask.png (native size), <name>_overlay.png and measurements.csv/.json into --out. A file that cannot "
+        "be read is named with the reason and the rest go on; the exit code is 1 when any failed.",
+    )
+    p.add_argument("inputs", nargs="*", help="image files, folders or glob patterns")
+    p.add_argument(
+        "--model",
+        "--checkpoint",
+        dest="model",
+        default="skin",
+        help="shipped model tag (skin, polyp; see `lesionseg models --pretrained`) or a checkpoint (default: skin)",
+    )
+    p.add_argument("--dataset", metavar="ROOT", help="also segment a dataset root's cases and score them (Dice)")
+    p.add_argument("--layout", help="layout of --dataset (default: detected)")
+    p.add_argument("--split", help="split of --dataset (name or JSON; default: the one shipped for its layout; none)")
+    p.add_argument("--subset", default="test", choices=("test", "val", "train", "all"), help="cases of --dataset")
+    p.add_argument("--out", default="predictions", help="output folder (default: predictions)")
+    p.add_argument("--pixel-size", type=float, metavar="MM", help="millimetres per pixel: measurements also in mm")
+    p.add_argument("--backend", default="torch", choices=("torch", "onnxruntime"))
+    p.add_argument("--threshold", type=float, help="probability threshold (default: the model's)")
     p.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
-    p.add_argument("--tta", action="store_true")
+    p.add_argument("--tta", action="store_true", help="flip test-time augmentation")
+    p.add_argument("--no-postprocess", action="store_true", help="skip the model's chosen mask post-processing")
     p.add_argument("--no-overlay", action="store_true")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--quiet", "-q", action="store_true", help="no per-image table")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("export", help="export a shipped model or a checkpoint to ONNX (record alongside)")
+    p.add_argument("--onnx", required=True, metavar="OUT.onnx", help="output file; OUT.json gets the record")
+    group = p.add_mutually_exclusive_group(required=True)
+    group.add_argument("--model", help="shipped model tag (skin, polyp)")
+    group.add_argument("--checkpoint", help="checkpoint stem, .json, .safetensors or run folder")
+    p.add_argument("--opset", type=int, default=17)
+    p.add_argument("--exporter", default="auto", choices=("auto", "torchscript", "dynamo"))
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("benchmark", help="train and evaluate several models under one protocol; write the report")
     p.add_argument("--config", "-c", required=True, help="benchmark YAML (configs/benchmark/*.yaml)")
@@ -247,6 +368,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("pattern", nargs="?", default="*", help="shell-style name pattern")
     p.add_argument("--flops", action="store_true", help="also count multiply-accumulates (what papers call FLOPs)")
     p.add_argument("--size", type=int, default=256, help="square input size for --flops")
+    p.add_argument("--pretrained", action="store_true", help="list the shipped trained models instead")
+    p.add_argument("--cards", action="store_true", help="with --pretrained: print each model card")
     p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("data", help="check a data root, or draw and store a split")

@@ -26,6 +26,8 @@ __all__ = [
     "index_images",
     "load_case",
     "resize_pair",
+    "channel_stats",
+    "normalize_image",
 ]
 
 
@@ -200,6 +202,34 @@ def resize_pair(
     return out, mask
 
 
+def channel_stats(mean: Sequence[float], std: Sequence[float], in_channels: int) -> tuple[np.ndarray, np.ndarray]:
+    """Normalisation mean and std as float32 (C, 1, 1) arrays for ``in_channels`` channels.
+
+    A 3-value (RGB) statistic given to a 1-channel model keeps its first value, as training did; any other length
+    mismatch is an error. The dataset and the predictor both call this, so a model sees the same input at inference
+    as in training.
+    """
+    stats = []
+    for name, values in (("mean", mean), ("std", std)):
+        values = tuple(float(v) for v in values)
+        if len(values) != in_channels:
+            if in_channels != 1:
+                raise ValueError(f"{name} has {len(values)} values for {in_channels} input channels")
+            values = values[:1]
+        stats.append(np.asarray(values, dtype=np.float32).reshape(-1, 1, 1))
+    return stats[0], stats[1]
+
+
+def normalize_image(image: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """uint8 (H, W, C) -> float32 (C, H, W), ``(x / 255 - mean) / std`` with stats from :func:`channel_stats`."""
+    if image.ndim == 2:
+        image = image[..., None]
+    if image.shape[2] != mean.shape[0]:
+        raise ValueError(f"image has {image.shape[2]} channels, normalisation expects {mean.shape[0]}")
+    x = image.transpose(2, 0, 1).astype(np.float32) / 255.0
+    return (x - mean) / std
+
+
 class SegmentationDataset(Dataset):
     """Cases resized to a working size, optionally cached in memory, then transformed per sample.
 
@@ -233,14 +263,10 @@ class SegmentationDataset(Dataset):
         for case in self.cases:
             if case.mask is None:
                 raise ValueError(f"case {case.id} ({case.image}) has no mask")
-        if len(mean) != in_channels or len(std) != in_channels:
-            mean = tuple(mean[:1]) * in_channels if in_channels == 1 else mean
-            std = tuple(std[:1]) * in_channels if in_channels == 1 else std
         self.size = (int(size[0]), int(size[1]))
         self.transform = transform
         self.in_channels = in_channels
-        self.mean = np.asarray(mean, dtype=np.float32).reshape(-1, 1, 1)
-        self.std = np.asarray(std, dtype=np.float32).reshape(-1, 1, 1)
+        self.mean, self.std = channel_stats(mean, std, in_channels)
         self.cache = cache
         self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
@@ -263,8 +289,7 @@ class SegmentationDataset(Dataset):
         return image, mask
 
     def normalize(self, image: np.ndarray) -> torch.Tensor:
-        x = image.transpose(2, 0, 1).astype(np.float32) / 255.0
-        return torch.from_numpy((x - self.mean) / self.std)
+        return torch.from_numpy(normalize_image(image, self.mean, self.std))
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, str]:
         image, mask = self.load_resized(index)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .checkpoint import CheckpointError, load_model, load_record, save_checkpoint
+from ..models.hub import CheckpointError, load_model, load_record, save_checkpoint
 from .config import RunConfig, load_config, save_config
 from .evaluator import Evaluation, evaluate_checkpoint, evaluate_dataset, evaluate_native, select_cases
 from .trainer import Trainer, seed_everything

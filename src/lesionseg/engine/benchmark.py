@@ -33,7 +33,7 @@ from ..data.splits import Split, kfold, load_split, make_split, repeated_holdout
 from ..inference.predictor import Predictor
 from ..metrics import SCORE_FUNCTIONS
 from ..metrics.stats import bootstrap_ci, global_dice, holm, paired_wilcoxon
-from .checkpoint import load_model
+from ..models.hub import load_model
 from .config import _from_dict, apply_overrides, load_config, read_yaml_mapping
 from .evaluator import evaluate_checkpoint
 from .trainer import Trainer

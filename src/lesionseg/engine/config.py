@@ -120,6 +120,8 @@ class TrainConfig:
         checkpoint_every: write the resumable ``last`` checkpoint every this many epochs.
         threshold: probability threshold for the binary mask.
         monitor: validation score that selects the best checkpoint (``dice_per_image`` or ``dice_global``).
+        postprocess: at the end of training choose the mask post-processing (largest component, fill holes) that
+            raises the monitored validation Dice, nnU-Net style, and store it in the best checkpoint's record.
         out_dir: parent folder of run folders.
         name: run folder name; empty = config file stem.
     """
@@ -134,6 +136,7 @@ class TrainConfig:
     checkpoint_every: int = 1
     threshold: float = 0.5
     monitor: str = "dice_per_image"
+    postprocess: bool = True
     out_dir: str = "runs"
     name: str = ""
 

@@ -4,27 +4,55 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
+from torch import Tensor, nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from ..data.base import Case, SegmentationDataset, find_cases, load_case
 from ..data.splits import Split, load_split
+from ..inference.postprocess import apply_postprocessing
 from ..inference.predictor import Predictor, autocast_context
 from ..metrics import SegmentationMetrics, format_table
-from .checkpoint import load_model
+from ..models.hub import load_model, resolve_checkpoint
 
-__all__ = ["Evaluation", "evaluate_checkpoint", "evaluate_dataset", "evaluate_native", "select_cases"]
+__all__ = [
+    "Evaluation",
+    "evaluate_checkpoint",
+    "evaluate_dataset",
+    "evaluate_native",
+    "predict_dataset",
+    "select_cases",
+]
 
 
 @torch.inference_mode()
+def predict_dataset(
+    model: nn.Module,
+    dataset: SegmentationDataset,
+    threshold: float = 0.5,
+    precision: str = "fp32",
+    batch_size: int = 16,
+    channels_last: bool = False,
+    progress: bool = False,
+) -> Iterator[tuple[Tensor, Tensor, list[str]]]:
+    """Yield ``(pred uint8 (B, 1, h, w), target uint8 (B, 1, h, w), ids)`` over a dataset at its working size."""
+    model.eval()
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0)
+    for x, y, ids in tqdm(loader, desc="evaluate", disable=not progress, leave=False):
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast_context(precision):
+            logits = model(x).float()
+        yield (torch.sigmoid(logits) > threshold).to(torch.uint8), y.to(torch.uint8), list(ids)
+
+
 def evaluate_dataset(
     model: nn.Module,
     dataset: SegmentationDataset,
@@ -34,17 +62,17 @@ def evaluate_dataset(
     include_hd95: bool = False,
     channels_last: bool = False,
     progress: bool = False,
+    postprocess: Sequence[str] = (),
 ) -> SegmentationMetrics:
-    """Scores at the dataset's working size (how the papers report): prediction and mask both resized."""
-    model.eval()
+    """Scores at the dataset's working size (how the papers report): prediction and mask both resized.
+
+    ``postprocess`` steps (e.g. the checkpoint record's) are applied to each predicted mask before scoring.
+    """
     metrics = SegmentationMetrics(include_hd95=include_hd95)
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0)
-    for x, y, ids in tqdm(loader, desc="evaluate", disable=not progress, leave=False):
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with autocast_context(precision):
-            logits = model(x).float()
-        metrics.update((torch.sigmoid(logits) > threshold).to(torch.uint8), y.to(torch.uint8), ids=list(ids))
+    for pred, target, ids in predict_dataset(model, dataset, threshold, precision, batch_size, channels_last, progress):
+        if postprocess:
+            pred = torch.from_numpy(np.stack([apply_postprocessing(p[0].numpy(), postprocess) for p in pred]))[:, None]
+        metrics.update(pred, target, ids=ids)
     return metrics
 
 
@@ -159,6 +187,7 @@ def evaluate_checkpoint(
     tta: bool = False,
     include_hd95: bool = True,
     progress: bool = False,
+    postprocess: bool = True,
 ) -> Evaluation:
     """Scores a checkpoint on a split's test ids or on any data root of a known layout.
 
@@ -174,8 +203,10 @@ def evaluate_checkpoint(
         tta: flip test-time augmentation (native resolution only: the predictor applies it).
         include_hd95: also compute HD95 (pixels of the evaluated resolution).
         progress: show a progress bar.
+        postprocess: apply the post-processing the checkpoint record chose on validation data (if any).
     """
-    model, record = load_model(checkpoint)
+    model, record = load_model(resolve_checkpoint(checkpoint))
+    steps = tuple(record.get("postprocess", {}).get("steps", ())) if postprocess else ()
     ds = record.get("dataset", {})
     root = data_root or ds.get("root")
     if not root:
@@ -195,6 +226,7 @@ def evaluate_checkpoint(
         record.get("in_channels", 3),
         precision=precision,
         tta=tta,
+        postprocess=steps,
     )
     if native:
         metrics = evaluate_native(predictor, cases, include_hd95=include_hd95, progress=progress)
@@ -215,6 +247,9 @@ def evaluate_checkpoint(
             precision=precision,
             include_hd95=include_hd95,
             progress=progress,
+            postprocess=steps,
         )
         where = f"{size[0]}x{size[1]}"
+    if steps:
+        where += f", post-processed: {' + '.join(steps)}"
     return Evaluation(metrics, record["model"], str(checkpoint), desc, where)

@@ -24,13 +24,14 @@ from tqdm.auto import tqdm
 from ..data.base import Case, SegmentationDataset, find_cases
 from ..data.splits import Split, load_split
 from ..data.transforms import build_train_transform
+from ..inference.postprocess import select_postprocessing
 from ..inference.predictor import autocast_context
 from ..losses import DeepSupervisionLoss, build_loss
 from ..models import ModelOutput, create_model
+from ..models.hub import load_model, load_record, load_state, save_checkpoint
 from ..viz.curves import plot_training_curves
-from .checkpoint import load_model, load_record, load_state, save_checkpoint
 from .config import RunConfig, config_to_dict, load_config, save_config
-from .evaluator import evaluate_dataset
+from .evaluator import evaluate_dataset, predict_dataset
 
 __all__ = ["Trainer", "seed_everything", "split_cases"]
 
@@ -264,6 +265,24 @@ class Trainer:
             writer.writerow(row)
         plot_training_curves(csv_path, self.run_dir / "curves.png")
 
+    def on_train_end(self) -> None:
+        """Choose the post-processing on the validation ids with the best weights; store it in ``best.json``."""
+        best = self.run_dir / "best"
+        if not self.cfg.train.postprocess or not (self.run_dir / "best.json").is_file():
+            return
+        model, record = load_model(best)
+        preds, gts = [], []
+        for pred, target, _ in predict_dataset(
+            model, self.val_set, self.cfg.train.threshold, self.cfg.train.precision, channels_last=False
+        ):
+            preds.extend(p[0].numpy() for p in pred)
+            gts.extend(t[0].numpy() for t in target)
+        reduction = "per_image" if self.cfg.train.monitor == "dice_per_image" else "global"
+        choice = select_postprocessing(preds, gts, reduction=reduction)
+        record["postprocess"] = choice.to_dict()
+        save_checkpoint(best, model, record)
+        tqdm.write(f"post-processing chosen on {len(preds)} validation ids: {choice.steps or 'none'} ({choice.scores})")
+
     def _trim_csv(self) -> None:
         """Drop rows past the resumed epoch (written after the last checkpoint of a killed run)."""
         csv_path = self.run_dir / "metrics.csv"
@@ -330,6 +349,8 @@ class Trainer:
             epochs_this_call += 1
             if stop_after is not None and epochs_this_call >= stop_after:
                 break
+        if self.finished():
+            self.on_train_end()
         return {
             "run_dir": str(self.run_dir),
             "epochs": self.epoch,

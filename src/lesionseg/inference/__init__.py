@@ -1,7 +1,17 @@
-"""Inference: predictor (resize back, TTA)."""
+"""Inference: predictor (eager or onnxruntime; resize back, TTA, post-processing), ONNX export, measurements."""
 
 from __future__ import annotations
 
-from .predictor import Predictor, autocast_context
+from .measure import LesionMeasurements, measure_lesion
+from .postprocess import apply_postprocessing, select_postprocessing
+from .predictor import BACKENDS, Predictor, autocast_context
 
-__all__ = ["Predictor", "autocast_context"]
+__all__ = [
+    "BACKENDS",
+    "LesionMeasurements",
+    "Predictor",
+    "apply_postprocessing",
+    "autocast_context",
+    "measure_lesion",
+    "select_postprocessing",
+]

@@ -60,16 +60,36 @@ def model_entrypoint(name: str) -> Callable[..., nn.Module]:
     return _MODEL_ENTRYPOINTS[name]
 
 
-def create_model(name: str, in_channels: int = 3, num_classes: int = 1, **kwargs: Any) -> nn.Module:
-    """Build a registered model by name.
+def create_model(
+    name: str, in_channels: int = 3, num_classes: int = 1, pretrained: str | None = None, **kwargs: Any
+) -> nn.Module:
+    """Build a registered model by name, optionally with shipped weights.
 
     Args:
         name: registered factory name (see ``list_models()``).
         in_channels: input image channels (3 for RGB, 1 for grayscale).
         num_classes: output logit channels (1 for binary lesion segmentation).
+        pretrained: tag of shipped weights for this model (``"skin"``, ``"polyp"``; see
+            ``lesionseg.models.hub.list_pretrained()``); the architecture options come from the weights' record and
+            ``kwargs`` must not contradict them. Nothing is downloaded.
         **kwargs: architecture options forwarded to the factory (module switches, widths).
 
     Raises:
-        ValueError: for an unknown name; the message lists the known ones.
+        ValueError: for an unknown name (the message lists the known ones), an unknown tag, or weights that belong
+            to another model or another input/output shape.
     """
-    return model_entrypoint(name)(in_channels=in_channels, num_classes=num_classes, **kwargs)
+    if pretrained is None:
+        return model_entrypoint(name)(in_channels=in_channels, num_classes=num_classes, **kwargs)
+    from .hub import load_pretrained
+
+    model, record = load_pretrained(pretrained)
+    expected = {
+        "model": (record["model"], name),
+        "in_channels": (record.get("in_channels", 3), in_channels),
+        "num_classes": (record.get("num_classes", 1), num_classes),
+    }
+    expected.update({k: (record["model_kwargs"].get(k), v) for k, v in kwargs.items()})
+    clashes = [f"{k}={want!r} (weights: {have!r})" for k, (have, want) in expected.items() if have != want]
+    if clashes:
+        raise ValueError(f"pretrained {pretrained!r} does not fit {name}: {', '.join(clashes)}")
+    return model.train()

@@ -1,10 +1,13 @@
-"""Visualisation: training curves, overlays, benchmark figures."""
+"""Visualisation: training curves, overlays, benchmark figures.
+
+The figure modules import matplotlib; they load on first use so that ``overlay_mask`` (OpenCV only) keeps
+``lesionseg predict`` quick to start.
+"""
 
 from __future__ import annotations
 
-from .curves import plot_training_curves
-from .figures import plot_feature_maps, plot_overlay_grid, plot_score_distributions
-from .overlay import overlay_mask
+import importlib
+from typing import Any
 
 __all__ = [
     "overlay_mask",
@@ -13,3 +16,17 @@ __all__ = [
     "plot_score_distributions",
     "plot_training_curves",
 ]
+
+_WHERE = {
+    "overlay_mask": ".overlay",
+    "plot_feature_maps": ".figures",
+    "plot_overlay_grid": ".figures",
+    "plot_score_distributions": ".figures",
+    "plot_training_curves": ".curves",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        return getattr(importlib.import_module(_WHERE[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,160 @@
+"""ONNX export of a segmentation model, with its record alongside, and an onnxruntime session over it.
+
+``export_onnx`` writes ``OUT.onnx`` (input ``image`` (N, C, H, W) float32 normalised, output ``logits``
+(N, 1, H, W); the batch axis dynamic) and ``OUT.json`` (the checkpoint record: working size, normalisation, threshold,
+post-processing), so the exported file is usable without the package. onnx, onnxruntime and onnxscript are the
+optional ``onnx`` extra.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import hashlib
+import io
+import json
+import logging
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = ["export_onnx", "onnx_session", "cached_onnx_for_checkpoint", "OnnxExportError"]
+
+_logger = logging.getLogger(__name__)
+
+INPUT_NAME = "image"
+OUTPUT_NAME = "logits"
+
+
+class OnnxExportError(RuntimeError):
+    """A model that the exporters could not turn into ONNX; the message carries each exporter's reason."""
+
+
+def _export_torchscript(model: nn.Module, example: torch.Tensor, path: Path, opset: int) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model,
+            (example,),
+            str(path),
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+            opset_version=opset,
+            dynamo=False,
+        )
+
+
+def _export_dynamo(model: nn.Module, example: torch.Tensor, path: Path, opset: int) -> None:
+    # The dynamo exporter prints its progress; a library keeps that off the user's terminal.
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model,
+            (example,),
+            str(path),
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_shapes=({0: torch.export.Dim.DYNAMIC},),
+            opset_version=max(opset, 18),
+            dynamo=True,
+            external_data=False,
+        )
+
+
+def export_onnx(
+    model: nn.Module,
+    path: str | Path,
+    image_size: tuple[int, int] = (256, 256),
+    in_channels: int = 3,
+    record: dict[str, Any] | None = None,
+    opset: int = 17,
+    exporter: str = "auto",
+) -> Path:
+    """Export ``model`` to ONNX with a dynamic batch axis; write ``record`` (+ export details) as ``<path>.json``.
+
+    Args:
+        model: a model returning logits; exported in eval mode (a copy, in fp32, contiguous memory format).
+        path: output ``.onnx`` file.
+        image_size: working size (H, W) the model runs at.
+        in_channels: input channels.
+        record: checkpoint record to store beside the file (None writes only the export details).
+        opset: ONNX opset of the TorchScript exporter (the dynamo exporter needs >= 18).
+        exporter: ``torchscript``, ``dynamo``, or ``auto`` (TorchScript, then dynamo if it fails).
+
+    Raises:
+        OnnxExportError: no exporter could export the model; the message has every exporter's reason.
+    """
+    if exporter not in ("auto", "torchscript", "dynamo"):
+        raise ValueError(f"exporter must be auto, torchscript or dynamo, got {exporter!r}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model = copy.deepcopy(model).float().eval().to(memory_format=torch.contiguous_format)
+    example = torch.randn(2, in_channels, int(image_size[0]), int(image_size[1]))
+    order = {"auto": ("torchscript", "dynamo"), "torchscript": ("torchscript",), "dynamo": ("dynamo",)}[exporter]
+    reasons = []
+    used = None
+    tmp = path.with_name(path.name + ".tmp")
+    for name in order:
+        try:
+            (_export_torchscript if name == "torchscript" else _export_dynamo)(model, example, tmp, opset)
+            used = name
+            break
+        except Exception as err:  # an exporter fails with many exception types; each is reported
+            reasons.append(f"{name}: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
+            _logger.debug("ONNX export with %s failed", name, exc_info=True)
+    if used is None:
+        tmp.unlink(missing_ok=True)
+        raise OnnxExportError(f"{type(model).__name__} could not be exported to ONNX ({'; '.join(reasons)})")
+    os.replace(tmp, path)
+    meta = dict(record or {})
+    meta.pop("state", None)
+    meta["onnx"] = {
+        "file": path.name,
+        "input": INPUT_NAME,
+        "output": OUTPUT_NAME,
+        "layout": "NCHW float32, normalised with the record's mean/std",
+        "dynamic_axes": ["batch"],
+        "exporter": used,
+        "torch": torch.__version__,
+    }
+    meta.setdefault("image_size", [int(image_size[0]), int(image_size[1])])
+    meta.setdefault("in_channels", in_channels)
+    path.with_suffix(".json").write_text(json.dumps(meta, indent=1) + "\n")
+    return path
+
+
+def onnx_session(path: str | Path, threads: int | None = None):
+    """An onnxruntime CPU session over ``path`` using ``threads`` intra-op threads (default: torch's count)."""
+    try:
+        import onnxruntime as ort
+    except ImportError as err:  # the optional extra
+        raise ImportError("onnxruntime is not installed: pip install 'lesionseg[onnx]'") from err
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or torch.get_num_threads()
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+
+
+def _cache_dir() -> Path:
+    root = os.environ.get("LESIONSEG_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "lesionseg"
+    )
+    return Path(root) / "onnx"
+
+
+def cached_onnx_for_checkpoint(stem: str | Path, model: nn.Module, record: dict[str, Any]) -> Path:
+    """The ONNX file of a checkpoint, exported once into the user cache (``$LESIONSEG_CACHE`` or
+    ``~/.cache/lesionseg``) and reused while the weights file is unchanged (keyed by its SHA-256)."""
+    weights = Path(str(stem) + ".safetensors")
+    digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:16]
+    path = _cache_dir() / f"{record['model']}-{digest}.onnx"
+    if not path.is_file():
+        _logger.info("exporting %s to %s (once)", weights, path)
+        export_onnx(model, path, tuple(record["image_size"]), record.get("in_channels", 3), record=record)
+    return path
