@@ -1,0 +1,114 @@
+"""`lesionseg predict` with the shipped model, bad files named while the rest go on; `export`; `models --pretrained`."""
+
+from __future__ import annotations
+
+import csv
+import json
+import struct
+import zlib
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from lesionseg.cli import main
+
+
+def bomb_png(path):
+    """A small PNG that declares 30000 x 30000 pixels."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", 30000, 30000, 8, 0, 0, 0, 0)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 300010))
+        + chunk(b"IEND", b"")
+    )
+
+
+@pytest.fixture
+def mixed_folder(blob_root, tmp_path):
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    good = sorted((blob_root / "images").iterdir())[:3]
+    for p in good:
+        (folder / p.name).write_bytes(p.read_bytes())
+    (folder / "empty.png").write_bytes(b"")
+    (folder / "truncated.png").write_bytes(good[0].read_bytes()[:200])
+    (folder / "text.jpg").write_text("not an image")
+    bomb_png(folder / "bomb.png")
+    return folder, [p.stem for p in good]
+
+
+def test_predict_default_model_processes_good_files_and_names_bad_ones(mixed_folder, tmp_path, capsys):
+    folder, good = mixed_folder
+    out = tmp_path / "pred"
+    rc = main(["predict", str(folder), "--out", str(out), "--pixel-size", "0.01", "--no-progress"])
+    captured = capsys.readouterr()
+    assert rc == 1  # some inputs failed
+    for name in ("empty.png", "truncated.png", "text.jpg", "bomb.png"):
+        assert f"FAILED {folder / name}" in captured.err
+    assert "7 inputs: 3 segmented, 4 failed" in captured.out
+    assert "model skin (sc_unext" in captured.out
+    for stem in good:
+        mask = np.asarray(Image.open(out / f"{stem}_mask.png"))
+        assert mask.shape == (40, 40) and set(np.unique(mask)) <= {0, 255}
+        assert (out / f"{stem}_overlay.png").is_file()
+    rows = list(csv.DictReader((out / "measurements.csv").open()))
+    assert [r["image"] for r in rows] == [str(folder / f"{s}.png") for s in good]
+    for r in rows:
+        assert float(r["area_mm2"]) == pytest.approx(float(r["area"]) * 1e-4, abs=1e-4)
+    report = json.loads((out / "measurements.json").read_text())
+    assert {f["path"] for f in report["failures"]} == {
+        str(folder / n) for n in ("empty.png", "truncated.png", "text.jpg", "bomb.png")
+    }
+    assert report["model"]["pretrained"] == "skin" and report["pixel_size_mm"] == 0.01
+
+
+def test_predict_glob_and_missing_inputs(mixed_folder, tmp_path, capsys):
+    folder, good = mixed_folder
+    out = tmp_path / "pred"
+    assert main(["predict", str(folder / "case*.png"), "--out", str(out), "--no-progress", "-q"]) == 0
+    assert "3 inputs: 3 segmented, 0 failed" in capsys.readouterr().out
+    assert main(["predict", str(tmp_path / "nope*.png"), str(tmp_path / "nope.png")]) == 2
+    err = capsys.readouterr().err
+    assert "pattern matches no file" in err and "no such file or folder" in err
+
+
+@pytest.fixture
+def tiny_run(tiny_config, tmp_path):
+    cfg_path = tmp_path / "tiny.yaml"
+    cfg_path.write_text(yaml.safe_dump(tiny_config))
+    assert main(["train", "--config", str(cfg_path), "--set", "train.epochs=1", "--no-progress"]) == 0
+    return tmp_path / "runs" / "tiny"
+
+
+def test_predict_dataset_scores_against_ground_truth(tiny_run, blob_root, blob_split, tmp_path, capsys):
+    out = tmp_path / "pred"
+    args = ["predict", "--dataset", str(blob_root), "--split", str(blob_split), "--model", str(tiny_run)]
+    assert main([*args, "--out", str(out), "--no-progress"]) == 0
+    text = capsys.readouterr().out
+    assert "2 cases of" in text and "Dice vs ground truth (2 images" in text
+    rows = list(csv.DictReader((out / "measurements.csv").open()))
+    assert len(rows) == 2 and all(0 <= float(r["dice"]) <= 1 for r in rows)
+    report = json.loads((out / "measurements.json").read_text())
+    assert report["dice_per_image"] == pytest.approx(np.mean([float(r["dice"]) for r in rows]), abs=1e-5)
+
+
+def test_export_writes_onnx_and_record(tiny_run, tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    out = tmp_path / "model.onnx"
+    assert main(["export", "--onnx", str(out), "--checkpoint", str(tiny_run)]) == 0
+    record = json.loads(out.with_suffix(".json").read_text())
+    assert record["model"] == "unet_small" and record["image_size"] == [32, 32] and "state" not in record
+    assert out.stat().st_size > 1000
+
+
+def test_models_pretrained_lists_shipped_models(capsys):
+    assert main(["models", "--pretrained"]) == 0
+    out = capsys.readouterr().out
+    assert "skin" in out and "polyp" in out and "sc_unext" in out
