@@ -68,6 +68,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         tta=args.tta,
         include_hd95=not args.no_hd95,
         progress=not args.no_progress,
+        postprocess=not args.no_postprocess,
     )
     _print_results(evaluation.results(), evaluation.title)
     if args.out:
@@ -297,7 +298,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="score a checkpoint on a split or a data root")
-    p.add_argument("--checkpoint", required=True, help="checkpoint stem, .json, .safetensors, or run folder (best)")
+    p.add_argument(
+        "--checkpoint", required=True, help="checkpoint stem, .json, .safetensors, run folder (best), or shipped tag"
+    )
     p.add_argument("--data-root", help="data root in a known layout (default: the checkpoint's)")
     p.add_argument("--layout", help="dataset layout (default: detected)")
     p.add_argument("--split", help="split name or JSON (default: the checkpoint's; 'none' for every case)")
@@ -312,6 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
     p.add_argument("--tta", action="store_true", help="flip test-time augmentation")
     p.add_argument("--no-hd95", action="store_true", help="skip HD95")
+    p.add_argument("--no-postprocess", action="store_true", help="skip the checkpoint's chosen mask post-processing")
     p.add_argument("--out", help="folder for metrics.json, report.md, per_image.csv")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_evaluate)

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lesionseg.engine.checkpoint import (
+from lesionseg.models.hub import (
     CheckpointError,
     load_model,
     load_record,
