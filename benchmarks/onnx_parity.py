@@ -42,7 +42,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"{args.size}x{args.size}, {args.threads} threads, torch {torch.__version__}")
-    print(f"{'model':20s} {'exporter':12s} {'max|diff|':>10s} {'relative':>9s} {'eager ms':>9s} {'ort ms':>8s} {'x':>5s}")
+    header = f"{'model':20s} {'exporter':12s} {'max|diff|':>10s} {'relative':>9s}"
+    print(header + f" {'eager ms':>9s} {'ort ms':>8s} {'x':>5s}")
     for name in list_models(args.pattern, cpu_size=True):
         torch.manual_seed(0)
         model = create_model(name).eval()
@@ -59,8 +60,9 @@ def main() -> None:
             with torch.inference_mode():
                 ref = model(x).numpy()
                 one = x[:1]
-                eager = median_ms(lambda: model(one), args.repeats)
-            ort = median_ms(lambda: session.run(None, {"image": one.numpy()}), args.repeats)
+                eager = median_ms(lambda m=model, o=one: m(o), args.repeats)
+            feed = {"image": one.numpy()}
+            ort = median_ms(lambda s=session, f=feed: s.run(None, f), args.repeats)
         diff = float(np.abs(out - ref).max())
         rel = diff / max(1.0, float(np.abs(ref).max()))
         print(f"{name:20s} {exporter:12s} {diff:10.2e} {rel:9.1e} {eager:9.1f} {ort:8.1f} {eager / ort:5.1f}")
