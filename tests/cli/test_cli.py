@@ -5,19 +5,9 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import pytest
-import yaml
 from PIL import Image
 
 from lesionseg.cli import main
-
-
-@pytest.fixture
-def trained(tiny_config, tmp_path):
-    cfg_path = tmp_path / "tiny.yaml"
-    cfg_path.write_text(yaml.safe_dump(tiny_config))
-    assert main(["train", "--config", str(cfg_path), "--set", "train.epochs=1", "--no-progress"]) == 0
-    return tmp_path / "runs" / "tiny"
 
 
 def test_train_refuses_to_overwrite_and_resumes(trained, tiny_config, tmp_path, capsys):

@@ -9,7 +9,6 @@ import zlib
 
 import numpy as np
 import pytest
-import yaml
 from PIL import Image
 
 from lesionseg.cli import main
@@ -79,17 +78,9 @@ def test_predict_glob_and_missing_inputs(mixed_folder, tmp_path, capsys):
     assert "pattern matches no file" in err and "no such file or folder" in err
 
 
-@pytest.fixture
-def tiny_run(tiny_config, tmp_path):
-    cfg_path = tmp_path / "tiny.yaml"
-    cfg_path.write_text(yaml.safe_dump(tiny_config))
-    assert main(["train", "--config", str(cfg_path), "--set", "train.epochs=1", "--no-progress"]) == 0
-    return tmp_path / "runs" / "tiny"
-
-
-def test_predict_dataset_scores_against_ground_truth(tiny_run, blob_root, blob_split, tmp_path, capsys):
+def test_predict_dataset_scores_against_ground_truth(trained, blob_root, blob_split, tmp_path, capsys):
     out = tmp_path / "pred"
-    args = ["predict", "--dataset", str(blob_root), "--split", str(blob_split), "--model", str(tiny_run)]
+    args = ["predict", "--dataset", str(blob_root), "--split", str(blob_split), "--model", str(trained)]
     assert main([*args, "--out", str(out), "--no-progress"]) == 0
     text = capsys.readouterr().out
     assert "2 cases of" in text and "Dice vs ground truth (2 images" in text
@@ -99,10 +90,10 @@ def test_predict_dataset_scores_against_ground_truth(tiny_run, blob_root, blob_s
     assert report["dice_per_image"] == pytest.approx(np.mean([float(r["dice"]) for r in rows]), abs=1e-5)
 
 
-def test_export_writes_onnx_and_record(tiny_run, tmp_path, capsys):
+def test_export_writes_onnx_and_record(trained, tmp_path, capsys):
     pytest.importorskip("onnxruntime")
     out = tmp_path / "model.onnx"
-    assert main(["export", "--onnx", str(out), "--checkpoint", str(tiny_run)]) == 0
+    assert main(["export", "--onnx", str(out), "--checkpoint", str(trained)]) == 0
     record = json.loads(out.with_suffix(".json").read_text())
     assert record["model"] == "unet_small" and record["image_size"] == [32, 32] and "state" not in record
     assert out.stat().st_size > 1000

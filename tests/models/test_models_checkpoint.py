@@ -3,6 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from lesionseg.models import create_model
 from lesionseg.models.hub import (
     CheckpointError,
     load_model,
@@ -11,7 +12,6 @@ from lesionseg.models.hub import (
     save_checkpoint,
     unpack_state,
 )
-from lesionseg.models import create_model
 
 
 def test_save_load_round_trip(tmp_path):

@@ -34,23 +34,14 @@ class OnnxExportError(RuntimeError):
     """A model that the exporters could not turn into ONNX; the message carries each exporter's reason."""
 
 
-def _export_torchscript(model: nn.Module, example: torch.Tensor, path: Path, opset: int) -> None:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            model,
-            (example,),
-            str(path),
-            input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAME],
-            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
-            opset_version=opset,
-            dynamo=False,
-        )
-
-
-def _export_dynamo(model: nn.Module, example: torch.Tensor, path: Path, opset: int) -> None:
-    # The dynamo exporter prints its progress; a library keeps that off the user's terminal.
+def _export(model: nn.Module, example: torch.Tensor, path: Path, opset: int, exporter: str) -> None:
+    """One exporter's try; the dynamo exporter prints its progress, which a library keeps off the terminal."""
+    dynamo = exporter == "dynamo"
+    axes = (
+        {"dynamic_shapes": ({0: torch.export.Dim.DYNAMIC},), "external_data": False}
+        if dynamo
+        else {"dynamic_axes": {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}}
+    )
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
         torch.onnx.export(
@@ -59,10 +50,9 @@ def _export_dynamo(model: nn.Module, example: torch.Tensor, path: Path, opset: i
             str(path),
             input_names=[INPUT_NAME],
             output_names=[OUTPUT_NAME],
-            dynamic_shapes=({0: torch.export.Dim.DYNAMIC},),
-            opset_version=max(opset, 18),
-            dynamo=True,
-            external_data=False,
+            opset_version=max(opset, 18) if dynamo else opset,
+            dynamo=dynamo,
+            **axes,
         )
 
 
@@ -101,7 +91,7 @@ def export_onnx(
     tmp = path.with_name(path.name + ".tmp")
     for name in order:
         try:
-            (_export_torchscript if name == "torchscript" else _export_dynamo)(model, example, tmp, opset)
+            _export(model, example, tmp, opset, name)
             used = name
             break
         except Exception as err:  # an exporter fails with many exception types; each is reported
