@@ -102,3 +102,18 @@ def test_any_nonzero_value_is_lesion_and_2d_only():
     assert measure_lesion(mask.astype(bool)).area == 100
     with pytest.raises(ValueError, match="2-D"):
         measure_lesion(np.zeros((2, 3, 3)))
+
+
+def test_border_tolerance_ignores_an_upsampling_zigzag():
+    # A 60 x 60 square whose right edge zigzags by 2 pixels every 3 rows, as an upsampled prediction's border does.
+    mask = np.zeros((100, 100), np.uint8)
+    mask[20:80, 20:80] = 1
+    for row in range(20, 80):
+        if (row // 3) % 2:
+            mask[row, 80:82] = 1
+    jagged = measure_lesion(mask).perimeter
+    smooth = measure_lesion(mask, border_tolerance=3.0).perimeter
+    assert smooth == pytest.approx(4 * 59 + 1, abs=2)  # the square, 1-2 pixels wider on the right
+    assert jagged > smooth + 15  # at 1 pixel the teeth count
+    with pytest.raises(ValueError, match="border_tolerance"):
+        measure_lesion(mask, border_tolerance=0)

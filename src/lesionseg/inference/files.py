@@ -195,7 +195,8 @@ def segment_files(
             }
             if overlay:
                 Image.fromarray(overlay_mask(image, mask)).save(out / f"{name}_overlay.png")
-            row.update(measure_lesion(mask).to_dict(pixel_size))
+            scale = max(1.0, mask.shape[0] / predictor.image_size[0], mask.shape[1] / predictor.image_size[1])
+            row.update(measure_lesion(mask, border_tolerance=scale).to_dict(pixel_size))
             if truth is not None:
                 dice, inter, total = _dice(mask.astype(bool), truth)
                 row["dice"] = round(dice, 6)

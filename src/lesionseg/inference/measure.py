@@ -4,9 +4,12 @@ Conventions (pixel units; multiply by the pixel size for millimetres, its square
 
 - ``area``: number of foreground pixels.
 - ``perimeter``: summed length of the outer boundaries of every component: the boundary traced through the centres
-  of its pixels (OpenCV's 8-connected chain) and simplified to a polygon within 1 pixel of it (Douglas-Peucker), so
-  that the pixel staircase of a round border does not count; an s x s square measures 4 (s - 1) and a disc of radius
-  r about 2 pi (r - 0.5).
+  of its pixels (OpenCV's 8-connected chain) and simplified to a polygon within ``border_tolerance`` pixels of it
+  (Douglas-Peucker, default 1), so that the pixel staircase of a round border does not count; an s x s square
+  measures 4 (s - 1) and a disc of radius r about 2 pi (r - 0.5). A mask predicted at a working size and resized up
+  to the image carries no border detail finer than one working pixel, so ``predict`` sets the tolerance to the
+  resize factor (e.g. 3 for a 768x576 image and a 256x256 model): the zigzag of an upsampled border is not
+  irregularity of the lesion.
 - ``equivalent_diameter``: diameter of the disc of the same area, sqrt(4 area / pi).
 - ``max_feret_diameter``: largest distance between two foreground pixel centres (over the convex hull), plus one
   pixel so that a run of n pixels measures n.
@@ -75,13 +78,19 @@ def _mirror_asymmetry(mask: np.ndarray, area: int, cx: float, cy: float, axis: n
     return 1.0 - overlap / area
 
 
-def measure_lesion(mask: np.ndarray, asymmetry_tolerance: float = 0.1) -> LesionMeasurements:
+def measure_lesion(
+    mask: np.ndarray, asymmetry_tolerance: float = 0.1, border_tolerance: float = 1.0
+) -> LesionMeasurements:
     """Measure the foreground of a {0, 1} (or boolean, or {0, 255}) mask (H, W).
 
     Args:
         mask: binary mask; any non-zero value is lesion.
         asymmetry_tolerance: mirror mismatch above which an axis counts as asymmetric.
+        border_tolerance: largest distance in pixels between the traced border and the polygon whose length is the
+            perimeter (see the module docstring).
     """
+    if not border_tolerance > 0:
+        raise ValueError(f"border_tolerance must be > 0 pixels, got {border_tolerance}")
     mask = np.ascontiguousarray(np.asarray(mask) != 0, dtype=np.uint8)
     if mask.ndim != 2:
         raise ValueError(f"mask must be 2-D (H, W), got shape {mask.shape}")
@@ -92,7 +101,9 @@ def measure_lesion(mask: np.ndarray, asymmetry_tolerance: float = 0.1) -> Lesion
     contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
     # The raw 8-connected chain overestimates a round border by ~5% (its staircase); a polygon within 1 pixel of it
     # measures discs within 1% and keeps a square's corners.
-    perimeter = float(sum(cv2.arcLength(cv2.approxPolyDP(c, 1.0, True), closed=True) for c in contours))
+    perimeter = float(
+        sum(cv2.arcLength(cv2.approxPolyDP(c, float(border_tolerance), True), closed=True) for c in contours)
+    )
     points = np.concatenate([c.reshape(-1, 2) for c in contours]).astype(np.float64)
     hull = cv2.convexHull(points.astype(np.float32)).reshape(-1, 2).astype(np.float64)
     if len(hull) > 1:
