@@ -13,9 +13,11 @@ Registered schedules:
 - ``cosine_annealing``: torch's ``CosineAnnealingLR(T_max, eta_min)`` stepped once per epoch, as the VM-UNet family's
   code runs it (``t_max_epochs`` 50). Stepped past ``T_max`` it is periodic: down over ``T_max`` epochs, back up over
   the next ``T_max``; that is what a 300-epoch run with ``T_max`` 50 gets.
-- ``cosine_restarts``: SGDR (Loshchilov and Hutter 2017), a cosine from ``lr`` to ``min_lr`` over ``t0_epochs``
-  that jumps back to ``lr``, each cycle ``t_mult`` times longer.
-- ``step``: ``lr * gamma ** floor(epoch / step_epochs)`` (MGMFNet's repository: halve every 12 epochs).
+- ``cosine_restarts``: SGDR (Loshchilov and Hutter 2017; torch's ``CosineAnnealingWarmRestarts`` stepped once per
+  epoch), a cosine from ``lr`` to ``min_lr`` over ``t0_epochs`` that jumps back to ``lr``, each cycle ``t_mult`` times
+  longer.
+- ``step``: ``lr * gamma ** floor(epoch / step_epochs)``, torch's ``StepLR`` (MGMFNet's repository: halve every 12
+  epochs); ``min_lr`` does not apply.
 """
 
 from __future__ import annotations
@@ -174,7 +176,8 @@ def _cosine_annealing(state: ScheduleState, lr: float, min_lr: float, t_max_epoc
 def _cosine_restarts(state: ScheduleState, lr: float, min_lr: float, t0_epochs: float = 50, t_mult: float = 1) -> float:
     if t_mult < 1:
         raise ValueError(f"optim.scheduler_kwargs.t_mult must be >= 1 (cycles never shrink), got {t_mult}")
-    epoch, length = state.epoch, float(t0_epochs)
+    # Stepped once per epoch, as torch's CosineAnnealingWarmRestarts in an epoch loop.
+    epoch, length = float(math.floor(state.epoch + 1e-9)), float(t0_epochs)
     while epoch >= length:
         epoch -= length
         length *= t_mult

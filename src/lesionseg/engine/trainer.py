@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors.torch import load_file
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 from tqdm.auto import tqdm
@@ -567,8 +568,8 @@ class Trainer:
         stem = self.run_dir / "last"
         record = load_record(stem)
         state = load_state(stem, record)
-        model, _ = load_model(stem)
-        self.model.load_state_dict(model.state_dict())
+        # Into this trainer's own model (a subclass may build it differently from the registry's factory).
+        self.model.load_state_dict(load_file(str(stem.with_name(stem.name + ".safetensors"))))
         self.optimizer.load_state_dict(state["optimizer"])
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
