@@ -38,15 +38,16 @@ class SplitDrawConfig:
         test_fraction: fraction of the drawn ids held out for test.
         val_fraction: fraction of the drawn ids taken out of the training part for validation.
         seed: seed of the draw.
-        subset: draw only among cases of this official subset (``train`` = e.g. ISIC 2018's Task 1 training images,
-            as the papers split them); None = every case with a mask.
+        subsets: draw only among cases of these official subsets (``[train]`` = ISIC 2018's Task 1 training images,
+            as the papers split them; ``[train, val]`` = the ISIC 2017 pool of the VM-UNet family); None = every case
+            with a mask.
         stratify: case meta field to stratify by (``diagnosis`` for PH2); None = no stratification.
     """
 
     test_fraction: float = 0.2
     val_fraction: float = 0.1
     seed: int = 0
-    subset: str | None = None
+    subsets: tuple[str, ...] | None = None
     stratify: str | None = None
 
 

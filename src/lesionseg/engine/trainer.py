@@ -119,10 +119,11 @@ def ensure_split(cfg: RunConfig, cases: list[Case]) -> str | None:
             "(or give the config a data.draw_split section, which draws it on first use)"
         )
     pool = [c for c in cases if c.mask is not None]
-    if draw.subset is not None:
-        pool = [c for c in pool if c.meta.get("subset") == draw.subset]
+    where = f"{d.root}" + (f" (subsets {', '.join(draw.subsets)})" if draw.subsets else "")
+    if draw.subsets is not None:
+        pool = [c for c in pool if c.meta.get("subset") in draw.subsets]
     if not pool:
-        raise ValueError(f"{d.root}: no labelled cases to draw {path} from (data.draw_split.subset={draw.subset!r})")
+        raise ValueError(f"{where}: no labelled cases to draw {path} from (data.draw_split.subsets)")
     strata = None
     if draw.stratify:
         strata = {c.id: c.meta.get(draw.stratify) for c in pool}
@@ -134,12 +135,11 @@ def ensure_split(cfg: RunConfig, cases: list[Case]) -> str | None:
     split = make_split(
         [c.id for c in pool], draw.test_fraction, draw.val_fraction, draw.seed, strata, name=Path(d.root).name
     )
-    split.info["drawn_from"] = f"{d.root}" + (f" (subset {draw.subset})" if draw.subset else "")
+    split.info["drawn_from"] = where
     save_split(split, path)
     return (
-        f"split {path} did not exist: drew it from {len(pool)} cases of {d.root}"
-        f"{' (subset ' + draw.subset + ')' if draw.subset else ''}: train {len(split.train)}, val {len(split.val)}, "
-        f"test {len(split.test)} (seed {draw.seed}), and stored it; every later run reads it back"
+        f"split {path} did not exist: drew it from {len(pool)} cases of {where}: train {len(split.train)}, "
+        f"val {len(split.val)}, test {len(split.test)} (seed {draw.seed}), and stored it; later runs read it back"
     )
 
 
