@@ -173,3 +173,26 @@ def test_single_process_run_is_on_cpu_here(tiny_config):
         pytest.skip("a GPU is present: auto picks it")
     assert trainer.device == torch.device("cpu") and trainer.dist.world_size == 1
     assert next(trainer.model.parameters()).device.type == "cpu"
+
+
+def _gpu_check():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "gpu_check", Path(__file__).resolve().parents[2] / "benchmarks/gpu_check.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_gpu_check_without_cuda_says_so_and_its_training_path_runs(tmp_path, monkeypatch, capsys):
+    gpu_check = _gpu_check()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert gpu_check.main([]) == 0
+    assert "sees no CUDA device" in capsys.readouterr().out
+    # the measuring function itself, on the CPU (the GPU path differs only in the device and the memory counters)
+    root, split = gpu_check.write_blobs(tmp_path / "blobs", 12, 32)
+    data = {"root": str(root), "layout": "folder", "split": str(split)}
+    result = gpu_check.train("unet_small", 4, "cpu", 1, data, tmp_path / "runs", 32)
+    assert result["device"] == "cpu" and len(result["epoch_seconds"]) == 1 and result["steps_per_epoch"] == 2
