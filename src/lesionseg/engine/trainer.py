@@ -171,11 +171,30 @@ class Trainer:
         self.device = self.dist.device
         self.is_main = self.dist.is_main
         self.progress = progress and self.is_main
+        try:
+            self._setup()
+        except BaseException:
+            self.close()  # a torchrun run must not leave its process group behind on a bad config
+            raise
+        self.epoch = 0
+        self.step = 0
+        self.elapsed = 0.0
+        self.best_score = -math.inf
+        self.best_epoch = -1
+        self._row: dict[str, Any] = {}
+        self._epoch_start = 0.0
+        self._validating = False
+        self._stop_after: int | None = None
+        self._epochs_this_call = 0
+
+    def _setup(self) -> None:
+        """Device checks, seeding, model, loss, optimiser, data: everything that needs the process context."""
+        t = self.cfg.train
         if t.precision == "fp16" and self.device.type != "cuda":
             raise ValueError(f"train.precision fp16 needs CUDA; this run is on {self.device} (use bf16 on CPU)")
         if t.threads > 0:
             torch.set_num_threads(t.threads)
-        self.local_batch_size = _per_process_batch(cfg.data.batch_size, self.dist.world_size)
+        self.local_batch_size = _per_process_batch(self.cfg.data.batch_size, self.dist.world_size)
         # The same seed on every rank builds the same initial weights (DDP also broadcasts rank 0's).
         seed_everything(t.seed)
         self.network = self._build_network()
@@ -188,16 +207,6 @@ class Trainer:
         self.train_set, self.val_set = self._build_datasets()
         self.train_sampler, self.train_loader = self._build_train_loader()
         self.val_loader = self._build_val_loader()
-        self.epoch = 0
-        self.step = 0
-        self.elapsed = 0.0
-        self.best_score = -math.inf
-        self.best_epoch = -1
-        self._row: dict[str, Any] = {}
-        self._epoch_start = 0.0
-        self._validating = False
-        self._stop_after: int | None = None
-        self._epochs_this_call = 0
 
     @property
     def model(self) -> nn.Module:
