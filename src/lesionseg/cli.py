@@ -36,7 +36,6 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     if args.resume:
         trainer = Trainer.from_run_dir(args.resume, args.set, progress=not args.no_progress)
-        summary = trainer.fit(resume=True)
     else:
         if not args.config and not args.set:
             print("lesionseg train: give --config FILE (and/or --set key=value)", file=sys.stderr)
@@ -48,8 +47,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         if (run_dir / "last.json").exists() and not args.overwrite:
             print(f"lesionseg train: {run_dir} holds a run; use --resume {run_dir} or --overwrite", file=sys.stderr)
             return 2
-        summary = Trainer(cfg, progress=not args.no_progress).fit()
-    print(json.dumps(summary, indent=1))
+        trainer = Trainer(cfg, progress=not args.no_progress)
+    try:
+        summary = trainer.fit(resume=bool(args.resume))
+    finally:
+        trainer.close()
+    if trainer.is_main:  # under torchrun the other ranks stay quiet
+        print(json.dumps(summary, indent=1))
     return 0
 
 
@@ -69,6 +73,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         include_hd95=not args.no_hd95,
         progress=not args.no_progress,
         postprocess=not args.no_postprocess,
+        device=args.device,
     )
     _print_results(evaluation.results(), evaluation.title)
     if args.out:
@@ -82,12 +87,25 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
 
     cfg = load_benchmark_config(args.config, args.set)
     only = [x for item in args.only for x in item.split(",") if x]
-    report = run_benchmark(cfg, progress=not args.no_progress, only=only, report_only=args.report_only)
-    print(f"wrote {report}")
+    report = run_benchmark(
+        cfg,
+        progress=not args.no_progress,
+        only=only,
+        report_only=args.report_only,
+        shard=args.shard,
+        jobs=args.jobs,
+        device=args.device,
+    )
+    if report is None:
+        print(f"slice {args.shard} done; when every slice is: lesionseg benchmark --config {args.config} --report-only")
+    else:
+        print(f"wrote {report}")
     return 0
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    import torch
+
     from .inference import Predictor
     from .inference.files import collect_inputs, segment_files
 
@@ -122,6 +140,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         precision=args.precision,
         tta=args.tta,
         postprocess=() if args.no_postprocess else None,
+        device=_predict_device(args.device, torch.cuda.is_available()),
     )
     summary = segment_files(
         predictor,
@@ -169,6 +188,15 @@ def _print_predictions(summary, pixel_size: float | None, quiet: bool = False) -
         f"and measurements.json"
     )
     print(summary.summary_line())
+
+
+def _predict_device(name: str, cuda: bool) -> str:
+    """CPU without importing the engine (trainer, plotting) when no GPU is asked for or present: a quick start."""
+    if name in ("auto", "cpu") and not cuda:
+        return "cpu"
+    from .engine.distributed import resolve_device
+
+    return str(resolve_device(name))
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -312,7 +340,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--native", action="store_true", help="score at each image's own resolution")
     p.add_argument("--threshold", type=float, help="probability threshold (default: the checkpoint's)")
-    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
+    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"), help="fp16: CUDA only")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
     p.add_argument("--tta", action="store_true", help="flip test-time augmentation")
     p.add_argument("--no-hd95", action="store_true", help="skip HD95")
     p.add_argument("--no-postprocess", action="store_true", help="skip the checkpoint's chosen mask post-processing")
@@ -344,6 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", default="torch", choices=("torch", "onnxruntime"))
     p.add_argument("--threshold", type=float, help="probability threshold (default: the model's)")
     p.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
     p.add_argument("--tta", action="store_true", help="flip test-time augmentation")
     p.add_argument("--no-postprocess", action="store_true", help="skip the model's chosen mask post-processing")
     p.add_argument("--no-overlay", action="store_true")
@@ -365,6 +395,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", "-s", action="extend", nargs="+", default=[], metavar="KEY=VALUE")
     p.add_argument("--only", action="append", default=[], metavar="LABEL", help="train only these models (repeatable)")
     p.add_argument("--report-only", action="store_true", help="train nothing; rewrite the report from finished runs")
+    p.add_argument(
+        "--shard",
+        metavar="I/N",
+        help="run only slice I of N (1-based; runs dealt round-robin in config order), e.g. one per cluster job; "
+        "slices share --config's out_dir; merge with --report-only",
+    )
+    p.add_argument("--jobs", type=int, default=1, metavar="K", help="K single-thread runs at once on this machine")
+    p.add_argument("--device", help="train.device for every run and the evaluation device (default: each config's)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_benchmark)
 

@@ -1,14 +1,25 @@
-"""Training, evaluation and checkpointing."""
+"""Training (CPU, CUDA, DDP under torchrun), evaluation and checkpointing."""
 
 from __future__ import annotations
 
 from ..models.hub import CheckpointError, load_model, load_record, save_checkpoint
 from .config import RunConfig, load_config, save_config
+from .distributed import DistContext, cleanup_distributed, init_distributed, resolve_device
 from .evaluator import Evaluation, evaluate_checkpoint, evaluate_dataset, evaluate_native, select_cases
+from .optim import build_optimizer, list_optimizers, list_schedulers, register_optimizer, register_scheduler
 from .trainer import Trainer, seed_everything
 
 __all__ = [
     "CheckpointError",
+    "DistContext",
+    "build_optimizer",
+    "cleanup_distributed",
+    "init_distributed",
+    "list_optimizers",
+    "list_schedulers",
+    "register_optimizer",
+    "register_scheduler",
+    "resolve_device",
     "Evaluation",
     "RunConfig",
     "Trainer",

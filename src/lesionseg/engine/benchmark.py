@@ -12,6 +12,11 @@ Layout of ``out_dir``::
 A finished run (its ``eval/metrics.json`` exists) is never retrained; an interrupted one resumes from its ``last``
 checkpoint, so a long benchmark loses at most one checkpoint interval. The report is a pure function of the stored
 files, so re-running the command regenerates the same report.
+
+Spreading the runs: ``--shard I/N`` trains slice I of N (the (model, run) pairs in config order, dealt round-robin,
+whatever ``--only`` says), so N cluster jobs sharing one ``out_dir`` each train their slice; ``--report-only`` then
+merges whatever runs are finished. ``--jobs K`` trains K runs at once on one machine, each in its own process with
+one torch thread.
 """
 
 from __future__ import annotations
@@ -19,8 +24,11 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import platform
+import re
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +43,7 @@ from ..metrics import SCORE_FUNCTIONS
 from ..metrics.stats import bootstrap_ci, global_dice, holm, paired_wilcoxon
 from ..models.hub import load_model
 from .config import _from_dict, apply_overrides, load_config, read_yaml_mapping
+from .distributed import resolve_device
 from .evaluator import evaluate_checkpoint
 from .trainer import Trainer
 
@@ -46,7 +55,9 @@ __all__ = [
     "ProtocolConfig",
     "ReportConfig",
     "load_benchmark_config",
+    "parse_shard",
     "run_benchmark",
+    "shard_runs",
     "write_report",
 ]
 
@@ -228,7 +239,10 @@ def make_splits(cfg: BenchmarkConfig) -> list[Path]:
             splits = kfold(ids, p.k, p.val_fraction, p.seed, strata, name)
     for split, path in zip(splits, paths):
         if not path.is_file():
-            save_split(split, path)
+            # Shards may draw at the same moment; each draw is identical, and a rename never shows a half file.
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            save_split(split, tmp)
+            os.replace(tmp, path)
     return paths
 
 
@@ -256,45 +270,119 @@ def run_dir_of(cfg: BenchmarkConfig, label: str, run: int) -> Path:
     return Path(cfg.out_dir) / "runs" / label / f"run{run}"
 
 
-def _machine() -> str:
+def _machine(device: torch.device | None = None) -> str:
     cpu = platform.processor() or platform.machine()
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.is_file():
         names = [ln.split(":", 1)[1].strip() for ln in cpuinfo.read_text().splitlines() if ln.startswith("model name")]
         cpu = names[0] if names else cpu
-    return f"{platform.node()} ({cpu}, {torch.get_num_threads()} torch threads, torch {torch.__version__}, CPU)"
+    where = "CPU"
+    if device is not None and device.type == "cuda":
+        where = f"GPU {torch.cuda.get_device_name(device)}"
+    return f"{platform.node()} ({cpu}, {torch.get_num_threads()} torch threads, torch {torch.__version__}, {where})"
 
 
-def run_one(cfg: BenchmarkConfig, model: BenchmarkModel, run: int, split_path: Path, progress: bool = True) -> str:
-    """Train (or resume) one run and evaluate it; returns ``"done"`` (already finished), ``"trained"``."""
+def _run_trainer(trainer: Trainer, resume: bool) -> None:
+    try:
+        trainer.fit(resume=resume)
+    finally:
+        trainer.close()
+
+
+def run_one(
+    cfg: BenchmarkConfig,
+    model: BenchmarkModel,
+    run: int,
+    split_path: Path,
+    progress: bool = True,
+    overrides: Sequence[str] = (),
+    device: str | None = None,
+) -> str:
+    """Train (or resume) one run and evaluate it; returns ``"done"`` (already finished), ``"trained"``.
+
+    ``overrides`` (``key=value``) apply last, also to a resumed run (e.g. ``train.threads=1``); ``device`` sets
+    ``train.device`` and the evaluation device (None = each config's device, evaluation on ``auto``).
+    """
     run_dir = run_dir_of(cfg, model.name, run)
     eval_dir = run_dir / "eval"
     if (eval_dir / "metrics.json").is_file() and all(
         (run_dir / f"eval_{c.name}" / "metrics.json").is_file() for c in cfg.cross
     ):
         return "done"
+    late = list(overrides) + ([f"train.device={device}"] if device else [])
     if not (run_dir / "best.json").is_file() or not _training_finished(run_dir):
         if (run_dir / "last.json").is_file():
-            Trainer.from_run_dir(run_dir, progress=progress).fit(resume=True)
+            _run_trainer(Trainer.from_run_dir(run_dir, late, progress=progress), resume=True)
         else:
-            overrides = [f"data.root={cfg.data['root']}", f"data.split={split_path}", f"train.seed={cfg.seed_of(run)}"]
+            base = [f"data.root={cfg.data['root']}", f"data.split={split_path}", f"train.seed={cfg.seed_of(run)}"]
             if cfg.data.get("layout"):
-                overrides.append(f"data.layout={cfg.data['layout']}")
-            run_cfg = load_config(model.config, overrides + list(cfg.train) + list(model.set))
+                base.append(f"data.layout={cfg.data['layout']}")
+            run_cfg = load_config(model.config, base + list(cfg.train) + list(model.set) + late)
             run_cfg.train.name = f"{model.name}-run{run}"
-            Trainer(run_cfg, run_dir=run_dir, progress=progress).fit()
-    extra = {"run": run, "split": str(split_path), "seed": cfg.seed_of(run), "machine": _machine()}
+            _run_trainer(Trainer(run_cfg, run_dir=run_dir, progress=progress), resume=False)
+    where = resolve_device(device or "auto")
+    extra = {"run": run, "split": str(split_path), "seed": cfg.seed_of(run), "machine": _machine(where)}
     if not (eval_dir / "metrics.json").is_file():
         evaluate_checkpoint(
-            run_dir / "best", split=str(split_path), subset="test", native=cfg.native, progress=progress
+            run_dir / "best", split=str(split_path), subset="test", native=cfg.native, progress=progress, device=where
         ).save(eval_dir, extra)
     for c in cfg.cross:
         out = run_dir / f"eval_{c.name}"
         if not (out / "metrics.json").is_file():
             evaluate_checkpoint(
-                run_dir / "best", data_root=c.root, layout=c.layout, split=None, native=cfg.native, progress=progress
+                run_dir / "best",
+                data_root=c.root,
+                layout=c.layout,
+                split=None,
+                native=cfg.native,
+                progress=progress,
+                device=where,
             ).save(out, {**extra, "dataset": c.name})
     return "trained"
+
+
+def parse_shard(spec: str | None) -> tuple[int, int] | None:
+    """``"I/N"`` (1 <= I <= N) as ``(I, N)``; None for no sharding.
+
+    Raises:
+        ValueError: a malformed spec or I outside 1..N.
+    """
+    if spec is None:
+        return None
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", str(spec))
+    if not match:
+        raise ValueError(f"--shard {spec!r}: expected I/N, e.g. 2/4 (slice 2 of 4)")
+    i, n = int(match.group(1)), int(match.group(2))
+    if not 1 <= i <= n:
+        raise ValueError(f"--shard {spec!r}: I must be in 1..N (slices are numbered from 1)")
+    return i, n
+
+
+def shard_runs(
+    cfg: BenchmarkConfig, shard: tuple[int, int] | None = None, only: Sequence[str] = ()
+) -> list[tuple[BenchmarkModel, int]]:
+    """The (model, run) pairs this call trains: all of them in config order, dealt round-robin to the N slices.
+
+    The deal is over every pair of the config, before ``only`` filters, so a pair's slice never depends on what other
+    slices were asked to skip.
+    """
+    pairs = [(m, r) for m in cfg.models for r in range(cfg.num_runs)]
+    if shard is not None:
+        i, n = shard
+        pairs = [p for k, p in enumerate(pairs) if k % n == i - 1]
+    return [(m, r) for m, r in pairs if not only or m.name in only]
+
+
+def _run_job(
+    cfg: BenchmarkConfig, label: str, run: int, split_path: Path, device: str | None
+) -> tuple[str, int, str, str | None]:
+    """One run in a worker process of ``--jobs``: one torch thread, no progress bars; errors come back as text."""
+    torch.set_num_threads(1)
+    model = next(m for m in cfg.models if m.name == label)
+    try:
+        return label, run, run_one(cfg, model, run, split_path, False, ["train.threads=1"], device), None
+    except (ValueError, FileNotFoundError, RuntimeError) as err:
+        return label, run, "FAILED", f"{type(err).__name__}: {err}"
 
 
 def _training_finished(run_dir: Path) -> bool:
@@ -306,8 +394,14 @@ def _training_finished(run_dir: Path) -> bool:
 
 
 def run_benchmark(
-    cfg: BenchmarkConfig, progress: bool = True, only: Sequence[str] = (), report_only: bool = False
-) -> Path:
+    cfg: BenchmarkConfig,
+    progress: bool = True,
+    only: Sequence[str] = (),
+    report_only: bool = False,
+    shard: str | tuple[int, int] | None = None,
+    jobs: int = 1,
+    device: str | None = None,
+) -> Path | None:
     """Trains every missing run (resuming interrupted ones), evaluates it, and writes the report; returns its path.
 
     Args:
@@ -315,10 +409,17 @@ def run_benchmark(
         progress: progress bars and per-run lines.
         only: train just these model labels (the report still covers every finished run).
         report_only: train nothing; regenerate the report from the finished runs.
+        shard: ``"I/N"`` or ``(I, N)``: train slice I of N only (see :func:`shard_runs`) and write no report (slices
+            run concurrently on other machines; ``report_only`` merges them). Returns None then.
+        jobs: train this many runs at once, each in its own process with one torch thread.
+        device: ``train.device`` of every run and the evaluation device (None = each config's).
 
     Raises:
         BenchmarkError: some runs failed; the others were trained and the report written first.
     """
+    if jobs < 1:
+        raise ValueError(f"--jobs must be >= 1, got {jobs}")
+    shard = parse_shard(shard) if isinstance(shard, str) else shard
     splits = make_splits(cfg)
     failures: list[str] = []
     if not report_only:
@@ -326,22 +427,53 @@ def run_benchmark(
         unknown = set(only) - labels
         if unknown:
             raise ValueError(f"--only: unknown model label(s) {sorted(unknown)}; known: {sorted(labels)}")
-        for model in cfg.models:
-            if only and model.name not in only:
-                continue
-            for run, split_path in enumerate(splits):
+        pairs = shard_runs(cfg, shard, only)
+        if shard is not None:
+            print(f"[benchmark] slice {shard[0]}/{shard[1]}: {len(pairs)} run(s)", flush=True)
+        if jobs == 1:
+            for model, run in pairs:
                 try:
-                    state = run_one(cfg, model, run, split_path, progress)
+                    state = run_one(cfg, model, run, splits[run], progress, device=device)
                 except (ValueError, FileNotFoundError, RuntimeError) as err:
                     # One broken run (bad config, unreadable file) must not cost the others; it is reported.
                     failures.append(f"{model.name} run {run}: {type(err).__name__}: {err}")
                     state = f"FAILED ({err})"
                 if progress or state.startswith("FAILED"):
                     print(f"[benchmark] {model.name} run {run}: {state}", flush=True)
+        else:
+            failures += _run_jobs(cfg, pairs, splits, jobs, device)
+    if shard is not None:
+        if failures:
+            head = f"{len(failures)} run(s) of slice {shard[0]}/{shard[1]} failed: "
+            raise BenchmarkError(head + "; ".join(failures))
+        return None
     report = write_report(cfg, failures)
     if failures:
         raise BenchmarkError(f"{len(failures)} run(s) failed (listed in {report}): " + "; ".join(failures))
     return report
+
+
+def _run_jobs(
+    cfg: BenchmarkConfig,
+    pairs: Sequence[tuple[BenchmarkModel, int]],
+    splits: Sequence[Path],
+    jobs: int,
+    device: str | None,
+) -> list[str]:
+    """``pairs`` over ``jobs`` spawned worker processes; returns the failures."""
+    import multiprocessing
+
+    failures = []
+    # spawn, not fork: a forked child inherits torch's thread pools and locks in whatever state the parent held.
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(_run_job, cfg, m.name, r, splits[r], device) for m, r in pairs]
+        for future in as_completed(futures):
+            label, run, state, error = future.result()
+            if error:
+                failures.append(f"{label} run {run}: {error}")
+                state = f"FAILED ({error})"
+            print(f"[benchmark] {label} run {run}: {state}", flush=True)
+    return failures
 
 
 # ----------------------------------------------------------------------------------------------------------- report

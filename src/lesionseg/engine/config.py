@@ -12,9 +12,11 @@ from typing import Any
 import yaml
 
 from ..data.transforms import AugmentConfig
+from .optim import check_scheduler_kwargs, list_optimizers
 
 __all__ = [
     "DataConfig",
+    "SplitDrawConfig",
     "ModelConfig",
     "LossConfig",
     "OptimConfig",
@@ -29,6 +31,27 @@ __all__ = [
 
 
 @dataclass
+class SplitDrawConfig:
+    """How to draw ``data.split`` on first use when that JSON file does not exist yet (then it is stored and read back).
+
+    Attributes:
+        test_fraction: fraction of the drawn ids held out for test.
+        val_fraction: fraction of the drawn ids taken out of the training part for validation.
+        seed: seed of the draw.
+        subsets: draw only among cases of these official subsets (``[train]`` = ISIC 2018's Task 1 training images,
+            as the papers split them; ``[train, val]`` = the ISIC 2017 pool of the VM-UNet family); None = every case
+            with a mask.
+        stratify: case meta field to stratify by (``diagnosis`` for PH2); None = no stratification.
+    """
+
+    test_fraction: float = 0.2
+    val_fraction: float = 0.1
+    seed: int = 0
+    subsets: tuple[str, ...] | None = None
+    stratify: str | None = None
+
+
+@dataclass
 class DataConfig:
     """Where the data is and how samples are made.
 
@@ -36,12 +59,17 @@ class DataConfig:
         layout: dataset layout name (``ph2``, ``kvasir_seg``, ``isic2018``, ``folder``, ...); None detects it.
         root: data root in that layout.
         split: shipped split name (``ph2``) or a split JSON path.
+        draw_split: when ``split`` is a JSON path that does not exist yet, draw it this way, store it there and say
+            so (the papers' configs set it); None = a missing split file is an error naming ``lesionseg data split``.
         image_size: working size (H, W) for training and the default evaluation.
         in_channels: 3 (RGB) or 1 (grayscale).
         mean: normalisation mean in [0, 1] units.
         std: normalisation std in [0, 1] units.
-        batch_size: training batch size.
-        num_workers: DataLoader workers (0 = in the main process; cached datasets need none).
+        batch_size: the **global** training batch size: the images of one optimiser step summed over all processes.
+            Under ``torchrun --nproc_per_node=N`` each process loads ``batch_size / N`` (N must divide it), so a
+            recipe trains the same on 1 GPU or 8 and its learning rate stays right.
+        num_workers: DataLoader worker processes per training process; -1 = automatic (0 on CPU, where cached
+            datasets need none; up to 4 per GPU process on CUDA, which also pins host memory).
         cache: keep decoded, resized images in memory.
         augment: training augmentation.
     """
@@ -49,12 +77,13 @@ class DataConfig:
     layout: str | None = None
     root: str = "../shared/data/ph2"
     split: str = "ph2"
+    draw_split: SplitDrawConfig | None = None
     image_size: tuple[int, int] = (256, 256)
     in_channels: int = 3
     mean: tuple[float, ...] = (0.485, 0.456, 0.406)
     std: tuple[float, ...] = (0.229, 0.224, 0.225)
     batch_size: int = 8
-    num_workers: int = 0
+    num_workers: int = -1
     cache: bool = True
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
@@ -81,14 +110,17 @@ class OptimConfig:
     """Optimiser and learning-rate schedule.
 
     Attributes:
-        name: ``adam``, ``adamw`` or ``sgd``.
+        name: a registered optimiser (:mod:`lesionseg.engine.optim`: ``adam``, ``adamw``, ``sgd``).
         lr: peak learning rate.
         weight_decay: weight decay (decoupled for AdamW).
         betas: Adam betas.
         momentum: SGD momentum.
-        scheduler: ``cosine`` (to ``min_lr`` over the run, by steps or by wall-clock when a budget is set),
-            ``poly`` or ``constant``.
-        min_lr: final learning rate of the cosine schedule.
+        scheduler: a registered schedule (:mod:`lesionseg.engine.optim`): ``cosine`` (to ``min_lr`` over the run,
+            by steps or by wall-clock when a budget is set), ``poly``, ``constant``, ``cosine_annealing`` (torch's
+            CosineAnnealingLR per epoch, the VM-UNet family's ``T_max`` 50), ``cosine_restarts`` (SGDR) or ``step``
+            (MGMFNet's halving every 12 epochs).
+        scheduler_kwargs: the schedule's options, e.g. ``{t_max_epochs: 50}`` or ``{step_epochs: 12, gamma: 0.5}``.
+        min_lr: the lowest learning rate of the cosine schedules (and the floor of ``poly``).
         warmup_epochs: linear warm-up length.
         grad_clip: max gradient norm; 0 disables clipping.
     """
@@ -99,6 +131,7 @@ class OptimConfig:
     betas: tuple[float, float] = (0.9, 0.999)
     momentum: float = 0.9
     scheduler: str = "cosine"
+    scheduler_kwargs: dict[str, Any] = field(default_factory=dict)
     min_lr: float = 1e-5
     warmup_epochs: float = 0.0
     grad_clip: float = 0.0
@@ -113,7 +146,12 @@ class TrainConfig:
         time_budget_min: wall-clock budget in minutes (training stops at the first epoch end past it and the
             schedule is stretched over it); None for epochs only.
         seed: seed of torch, numpy and Python.
-        precision: ``fp32`` or ``bf16`` (autocast; on CPU bf16 halves the step time of our models).
+        device: ``auto`` (CUDA when present, else CPU), ``cpu``, ``cuda`` or ``cuda:N``; under torchrun ``auto`` and
+            ``cuda`` give each process the GPU of its ``LOCAL_RANK``.
+        precision: ``fp32``, ``bf16`` (autocast; on CPU bf16 halves the step time of our models) or ``fp16``
+            (autocast with a gradient scaler; CUDA only).
+        deterministic: deterministic kernels (no cuDNN autotuning; torch's deterministic algorithms), slower on GPU.
+        sync_bn: under DDP on CUDA, synchronise BatchNorm statistics over all processes (SyncBatchNorm).
         channels_last: use the channels-last memory format.
         threads: torch intra-op threads; 0 keeps torch's default.
         val_every: validate every this many epochs.
@@ -129,7 +167,10 @@ class TrainConfig:
     epochs: int = 100
     time_budget_min: float | None = None
     seed: int = 0
+    device: str = "auto"
     precision: str = "fp32"
+    deterministic: bool = False
+    sync_bn: bool = False
     channels_last: bool = False
     threads: int = 0
     val_every: int = 1
@@ -141,6 +182,9 @@ class TrainConfig:
     name: str = ""
 
 
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
 @dataclass
 class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
@@ -150,12 +194,16 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
-        if self.train.precision not in ("fp32", "bf16"):
-            raise ValueError(f"train.precision must be fp32 or bf16, got {self.train.precision!r}")
-        if self.optim.name not in ("adam", "adamw", "sgd"):
-            raise ValueError(f"optim.name must be adam, adamw or sgd, got {self.optim.name!r}")
-        if self.optim.scheduler not in ("cosine", "poly", "constant"):
-            raise ValueError(f"optim.scheduler must be cosine, poly or constant, got {self.optim.scheduler!r}")
+        if self.train.precision not in PRECISIONS:
+            raise ValueError(f"train.precision must be one of {', '.join(PRECISIONS)}, got {self.train.precision!r}")
+        device = self.train.device.strip().lower()
+        if device not in ("auto", "cpu", "cuda") and not (device.startswith("cuda:") and device[5:].isdigit()):
+            raise ValueError(f"train.device must be auto, cpu, cuda or cuda:N, got {self.train.device!r}")
+        if self.optim.name not in list_optimizers():
+            raise ValueError(f"optim.name must be one of {', '.join(list_optimizers())}, got {self.optim.name!r}")
+        check_scheduler_kwargs(self.optim.scheduler, self.optim.scheduler_kwargs)
+        if self.data.num_workers < -1:
+            raise ValueError(f"data.num_workers must be >= 0 or -1 (automatic), got {self.data.num_workers}")
         if self.train.monitor not in ("dice_per_image", "dice_global"):
             raise ValueError(f"train.monitor must be dice_per_image or dice_global, got {self.train.monitor!r}")
         if self.data.batch_size < 1 or self.train.epochs < 1:

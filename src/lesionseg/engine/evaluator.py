@@ -21,6 +21,7 @@ from ..inference.postprocess import apply_postprocessing
 from ..inference.predictor import Predictor, autocast_context
 from ..metrics import SegmentationMetrics, format_table
 from ..models.hub import load_model, resolve_checkpoint
+from .distributed import resolve_device
 
 __all__ = [
     "Evaluation",
@@ -41,16 +42,26 @@ def predict_dataset(
     batch_size: int = 16,
     channels_last: bool = False,
     progress: bool = False,
+    device: str | torch.device | None = None,
 ) -> Iterator[tuple[Tensor, Tensor, list[str]]]:
-    """Yield ``(pred uint8 (B, 1, h, w), target uint8 (B, 1, h, w), ids)`` over a dataset at its working size."""
+    """Yield ``(pred uint8 (B, 1, h, w), target uint8 (B, 1, h, w), ids)`` over a dataset at its working size.
+
+    The model computes on ``device`` (None = where its parameters are); predictions come back on the CPU.
+    """
     model.eval()
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0)
+    if device is None:
+        device = next(model.parameters()).device
+    else:
+        device = torch.device(device)
+        model.to(device)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0, pin_memory=device.type == "cuda")
     for x, y, ids in tqdm(loader, desc="evaluate", disable=not progress, leave=False):
+        x = x.to(device, non_blocking=True)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with autocast_context(precision):
+        with autocast_context(precision, device):
             logits = model(x).float()
-        yield (torch.sigmoid(logits) > threshold).to(torch.uint8), y.to(torch.uint8), list(ids)
+        yield (torch.sigmoid(logits) > threshold).to(torch.uint8).cpu(), y.to(torch.uint8), list(ids)
 
 
 def evaluate_dataset(
@@ -63,13 +74,16 @@ def evaluate_dataset(
     channels_last: bool = False,
     progress: bool = False,
     postprocess: Sequence[str] = (),
+    device: str | torch.device | None = None,
 ) -> SegmentationMetrics:
     """Scores at the dataset's working size (how the papers report): prediction and mask both resized.
 
     ``postprocess`` steps (e.g. the checkpoint record's) are applied to each predicted mask before scoring.
     """
     metrics = SegmentationMetrics(include_hd95=include_hd95)
-    for pred, target, ids in predict_dataset(model, dataset, threshold, precision, batch_size, channels_last, progress):
+    for pred, target, ids in predict_dataset(
+        model, dataset, threshold, precision, batch_size, channels_last, progress, device
+    ):
         if postprocess:
             pred = torch.from_numpy(np.stack([apply_postprocessing(p[0].numpy(), postprocess) for p in pred]))[:, None]
         metrics.update(pred, target, ids=ids)
@@ -188,6 +202,7 @@ def evaluate_checkpoint(
     include_hd95: bool = True,
     progress: bool = False,
     postprocess: bool = True,
+    device: str = "auto",
 ) -> Evaluation:
     """Scores a checkpoint on a split's test ids or on any data root of a known layout.
 
@@ -199,12 +214,14 @@ def evaluate_checkpoint(
         subset: which cases (see :func:`select_cases`).
         native: score at each image's own resolution instead of the working size.
         threshold: probability threshold; None = the checkpoint's.
-        precision: ``fp32`` or ``bf16`` inference.
+        precision: ``fp32``, ``bf16`` or (CUDA) ``fp16`` inference.
         tta: flip test-time augmentation (native resolution only: the predictor applies it).
         include_hd95: also compute HD95 (pixels of the evaluated resolution).
         progress: show a progress bar.
         postprocess: apply the post-processing the checkpoint record chose on validation data (if any).
+        device: ``auto`` (CUDA when present), ``cpu``, ``cuda`` or ``cuda:N``.
     """
+    torch_device = resolve_device(device)
     model, record = load_model(resolve_checkpoint(checkpoint))
     steps = tuple(record.get("postprocess", {}).get("steps", ())) if postprocess else ()
     ds = record.get("dataset", {})
@@ -227,6 +244,7 @@ def evaluate_checkpoint(
         precision=precision,
         tta=tta,
         postprocess=steps,
+        device=torch_device,
     )
     if native:
         metrics = evaluate_native(predictor, cases, include_hd95=include_hd95, progress=progress)
@@ -248,6 +266,7 @@ def evaluate_checkpoint(
             include_hd95=include_hd95,
             progress=progress,
             postprocess=steps,
+            device=torch_device,
         )
         where = f"{size[0]}x{size[1]}"
     if steps:

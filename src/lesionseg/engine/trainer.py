@@ -1,4 +1,15 @@
-"""Trainer with nnU-Net-style hooks: ``train_step``, ``validate``, ``on_epoch_end``, overridable ``_build_*``.
+"""Trainer with nnU-Net-style hooks: ``fit`` is a loop of hook calls and holds no logic itself.
+
+``fit`` calls :meth:`Trainer.on_train_start`, then per epoch :meth:`~Trainer.on_epoch_start`,
+:meth:`~Trainer.train_step` over the epoch's batches, :meth:`~Trainer.on_train_epoch_end`,
+:meth:`~Trainer.on_validation_epoch_start`, :meth:`~Trainer.validation_step` over the validation batches (none on
+epochs that do not validate), :meth:`~Trainer.on_validation_epoch_end` and :meth:`~Trainer.on_epoch_end`, and finally
+:meth:`~Trainer.on_train_end`. A variant overrides a hook or a ``_build_*`` method.
+
+The same code runs on CPU, on one GPU and on N processes under ``torchrun`` (DistributedDataParallel; device and
+process-group handling live in :mod:`lesionseg.engine.distributed`). Under DDP every process trains on its shard of
+each global batch (``data.batch_size`` is global), validation confusion counts are summed over processes, and rank 0
+alone writes files.
 
 A run writes to ``<out_dir>/<name>/``: ``config.yaml`` (resolved), ``metrics.csv``, ``curves.png``,
 ``best.{safetensors,json}`` (selected on the validation ids, never on test) and ``last.{safetensors,json,
@@ -8,32 +19,51 @@ state.safetensors}`` (resumable, written every ``checkpoint_every`` epochs, so a
 from __future__ import annotations
 
 import csv
+import logging
 import math
+import os
 import random
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from safetensors.torch import load_file
 from torch import Tensor, nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, DistributedSampler, Subset
 from tqdm.auto import tqdm
 
 from ..data.base import Case, SegmentationDataset, find_cases
-from ..data.splits import Split, load_split
+from ..data.splits import Split, load_split, make_split, save_split
 from ..data.transforms import build_train_transform
 from ..inference.postprocess import select_postprocessing
 from ..inference.predictor import autocast_context
 from ..losses import DeepSupervisionLoss, build_loss
+from ..metrics import SCORE_FUNCTIONS
+from ..metrics.confusion import ConfusionStats, get_stats
 from ..models import ModelOutput, create_model
 from ..models.hub import load_model, load_record, load_state, save_checkpoint
 from ..viz.curves import plot_training_curves
 from .config import RunConfig, config_to_dict, load_config, save_config
-from .evaluator import evaluate_dataset, predict_dataset
+from .distributed import (
+    all_gather_objects,
+    all_reduce_max,
+    all_reduce_sum,
+    barrier,
+    cleanup_distributed,
+    init_distributed,
+    unwrap_model,
+    wrap_model,
+)
+from .evaluator import predict_dataset
+from .optim import ScheduleState, build_optimizer, scheduled_lr
 
-__all__ = ["Trainer", "seed_everything", "split_cases"]
+__all__ = ["Trainer", "ensure_split", "seed_everything", "split_cases"]
+
+_logger = logging.getLogger(__name__)
 
 _CSV_FIELDS = (
     "epoch",
@@ -68,49 +98,138 @@ def split_cases(cases: list[Case], split: Split) -> dict[str, list[Case]]:
     return out
 
 
+def ensure_split(cfg: RunConfig, cases: list[Case]) -> str | None:
+    """Draw and store ``data.split`` when it names a JSON file that does not exist and ``data.draw_split`` says how.
+
+    Returns a message describing the draw, or None when the split already exists (or is a shipped name).
+
+    Raises:
+        FileNotFoundError: the split file is missing and the config gives no ``data.draw_split``; the message
+            names the ``lesionseg data split`` command that draws it.
+    """
+    d = cfg.data
+    path = Path(d.split)
+    if path.suffix != ".json" or path.is_file():
+        return None
+    draw = d.draw_split
+    if draw is None:
+        raise FileNotFoundError(
+            f"{path}: no such split file. Draw and store it once with\n  lesionseg data split {d.root} "
+            f"{'--layout ' + d.layout + ' ' if d.layout else ''}--seed 0 --out {path}\n"
+            "(or give the config a data.draw_split section, which draws it on first use)"
+        )
+    pool = [c for c in cases if c.mask is not None]
+    where = f"{d.root}" + (f" (subsets {', '.join(draw.subsets)})" if draw.subsets else "")
+    if draw.subsets is not None:
+        pool = [c for c in pool if c.meta.get("subset") in draw.subsets]
+    if not pool:
+        raise ValueError(f"{where}: no labelled cases to draw {path} from (data.draw_split.subsets)")
+    strata = None
+    if draw.stratify:
+        strata = {c.id: c.meta.get(draw.stratify) for c in pool}
+        lacking = [i for i, v in strata.items() if v is None]
+        if lacking:
+            raise ValueError(
+                f"data.draw_split.stratify {draw.stratify!r}: {len(lacking)} cases lack it, e.g. {lacking[0]}"
+            )
+    split = make_split(
+        [c.id for c in pool], draw.test_fraction, draw.val_fraction, draw.seed, strata, name=Path(d.root).name
+    )
+    split.info["drawn_from"] = where
+    save_split(split, path)
+    return (
+        f"split {path} did not exist: drew it from {len(pool)} cases of {where}: train {len(split.train)}, "
+        f"val {len(split.val)}, test {len(split.test)} (seed {draw.seed}), and stored it; later runs read it back"
+    )
+
+
+def _per_process_batch(batch_size: int, world_size: int) -> int:
+    if batch_size % world_size:
+        raise ValueError(
+            f"data.batch_size={batch_size} is the global batch and must be divisible by the number of processes "
+            f"({world_size}); e.g. --set data.batch_size={max(world_size, batch_size - batch_size % world_size)}"
+        )
+    return batch_size // world_size
+
+
 class Trainer:
     """Train a registered model on a split of a dataset, as described by a :class:`RunConfig`.
 
     Args:
         cfg: the run configuration.
         run_dir: output folder; default ``<train.out_dir>/<train.name>``.
-        progress: show progress bars.
+        progress: show progress bars (rank 0 only).
+
+    Under torchrun the constructor joins the process group; call :meth:`close` at the end to leave it.
     """
 
     def __init__(self, cfg: RunConfig, run_dir: str | Path | None = None, progress: bool = True) -> None:
         self.cfg = cfg
         self.run_dir = Path(run_dir) if run_dir else Path(cfg.train.out_dir) / cfg.train.name
-        self.progress = progress
-        if cfg.train.threads > 0:
-            torch.set_num_threads(cfg.train.threads)
-        seed_everything(cfg.train.seed)
-        self.model = self._build_model()
-        self.loss_fn = self._build_loss()
-        self.optimizer = self._build_optimizer()
-        self.train_set, self.val_set = self._build_datasets()
-        self.generator = torch.Generator().manual_seed(cfg.train.seed)
-        self.train_loader = DataLoader(
-            self.train_set,
-            batch_size=cfg.data.batch_size,
-            shuffle=True,
-            drop_last=len(self.train_set) > cfg.data.batch_size,
-            num_workers=cfg.data.num_workers,
-            generator=self.generator,
-            persistent_workers=cfg.data.num_workers > 0,
-        )
+        t = cfg.train
+        self.dist = init_distributed(t.device, t.deterministic)
+        self.device = self.dist.device
+        self.is_main = self.dist.is_main
+        self.progress = progress and self.is_main
+        try:
+            self._setup()
+        except BaseException:
+            self.close()  # a torchrun run must not leave its process group behind on a bad config
+            raise
         self.epoch = 0
         self.step = 0
         self.elapsed = 0.0
         self.best_score = -math.inf
         self.best_epoch = -1
+        self._row: dict[str, Any] = {}
+        self._epoch_start = 0.0
+        self._validating = False
+        self._stop_after: int | None = None
+        self._epochs_this_call = 0
+
+    def _setup(self) -> None:
+        """Device checks, seeding, model, loss, optimiser, data: everything that needs the process context."""
+        t = self.cfg.train
+        if t.precision == "fp16" and self.device.type != "cuda":
+            raise ValueError(f"train.precision fp16 needs CUDA; this run is on {self.device} (use bf16 on CPU)")
+        if t.threads > 0:
+            torch.set_num_threads(t.threads)
+        self.local_batch_size = _per_process_batch(self.cfg.data.batch_size, self.dist.world_size)
+        # The same seed on every rank builds the same initial weights (DDP also broadcasts rank 0's).
+        seed_everything(t.seed)
+        self.network = self._build_network()
+        if self.dist.distributed:
+            # Each rank its own augmentation and dropout draws; rank 0 of a single-process run is left untouched.
+            seed_everything(t.seed + 1_000_003 * self.dist.rank)
+        self.loss_fn = self._build_loss().to(self.device)
+        self.optimizer = self._build_optimizer()
+        self.scaler = torch.amp.GradScaler("cuda", enabled=t.precision == "fp16")
+        self.train_set, self.val_set = self._build_datasets()
+        self.train_sampler, self.train_loader = self._build_train_loader()
+        self.val_loader = self._build_val_loader()
+
+    @property
+    def model(self) -> nn.Module:
+        """The bare model (inside the DistributedDataParallel wrapper under DDP): what checkpoints store."""
+        return unwrap_model(self.network)
+
+    def close(self) -> None:
+        """Leave the process group if this trainer created it (torchrun runs); a no-op otherwise."""
+        cleanup_distributed(self.dist)
 
     # ----------------------------------------------------------------------------------------------------- building
     def _build_model(self) -> nn.Module:
         cfg = self.cfg
-        model = create_model(cfg.model.name, cfg.data.in_channels, 1, **cfg.model.kwargs)
-        if cfg.train.channels_last:
+        return create_model(cfg.model.name, cfg.data.in_channels, 1, **cfg.model.kwargs)
+
+    def _build_network(self) -> nn.Module:
+        """The model on the run's device, channels-last if asked, DDP-wrapped (and SyncBN) under torchrun."""
+        model = self._build_model()
+        if self.cfg.train.channels_last:
             model = model.to(memory_format=torch.channels_last)
-        return model
+        # static_graph: the set of parameters that get gradients is fixed for a run, and some models hold heads the
+        # configured loss never asks for (deep-supervision outputs), which plain DDP would wait on forever.
+        return wrap_model(model, self.dist, sync_bn=self.cfg.train.sync_bn, static_graph=True)
 
     def _build_loss(self) -> nn.Module:
         loss = build_loss(self.cfg.loss.name, **self.cfg.loss.kwargs)
@@ -119,21 +238,61 @@ class Trainer:
         return loss
 
     def _build_optimizer(self) -> torch.optim.Optimizer:
-        o = self.cfg.optim
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        if o.name == "adam":
-            return torch.optim.Adam(params, lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
-        if o.name == "adamw":
-            return torch.optim.AdamW(params, lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
-        return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay, nesterov=True)
+        return build_optimizer((p for p in self.network.parameters() if p.requires_grad), self.cfg.optim)
 
     def _build_datasets(self) -> tuple[SegmentationDataset, SegmentationDataset]:
         d = self.cfg.data
-        parts = split_cases(find_cases(d.root, d.layout), load_split(d.split))
+        cases = find_cases(d.root, d.layout)
+        if self.is_main:
+            message = ensure_split(self.cfg, cases)
+            if message:
+                _logger.warning(message)
+                tqdm.write(message)
+        barrier()  # the other ranks read the split rank 0 may just have drawn
+        parts = split_cases(cases, load_split(d.split))
         common = {"size": d.image_size, "mean": d.mean, "std": d.std, "in_channels": d.in_channels, "cache": d.cache}
         train = SegmentationDataset(parts["train"], transform=build_train_transform(d.augment), **common)
         val = SegmentationDataset(parts["val"], **common)
         return train, val
+
+    def _num_workers(self) -> int:
+        workers = self.cfg.data.num_workers
+        if workers >= 0:
+            return workers
+        if self.device.type != "cuda":
+            return 0
+        per_node = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+        return max(1, min(4, (os.cpu_count() or 1) // per_node))
+
+    def _build_train_loader(self) -> tuple[DistributedSampler, DataLoader]:
+        """Each epoch one seeded permutation (seed + epoch) of the training ids, dealt round-robin to the ranks.
+
+        One process uses the same sampler with one replica, so an N-process run sees, at every step, exactly the
+        images of the one-process run's batch, split over the ranks.
+        """
+        sampler = DistributedSampler(
+            self.train_set,
+            num_replicas=self.dist.world_size,
+            rank=self.dist.rank,
+            shuffle=True,
+            seed=self.cfg.train.seed,
+        )
+        workers = self._num_workers()
+        loader = DataLoader(
+            self.train_set,
+            batch_size=self.local_batch_size,
+            sampler=sampler,
+            drop_last=len(self.train_set) > self.cfg.data.batch_size,
+            num_workers=workers,
+            pin_memory=self.device.type == "cuda",
+            persistent_workers=workers > 0,
+        )
+        return sampler, loader
+
+    def _build_val_loader(self) -> DataLoader:
+        """This rank's validation ids: every ``world_size``-th, no padding (a padded id would be counted twice)."""
+        shard = Subset(self.val_set, range(self.dist.rank, len(self.val_set), self.dist.world_size))
+        return DataLoader(shard, batch_size=16, shuffle=False, num_workers=0, pin_memory=self.device.type == "cuda")
 
     # ----------------------------------------------------------------------------------------------------- schedule
     @property
@@ -153,12 +312,8 @@ class Trainer:
         epochs_done = self.step / max(1, len(self.train_loader))
         if o.warmup_epochs > 0 and epochs_done < o.warmup_epochs:
             return o.lr * (epochs_done + 1e-3) / o.warmup_epochs
-        t = self.progress_fraction()
-        if o.scheduler == "cosine":
-            return o.min_lr + (o.lr - o.min_lr) * 0.5 * (1 + math.cos(math.pi * t))
-        if o.scheduler == "poly":
-            return max(o.min_lr, o.lr * (1 - t) ** 0.9)
-        return o.lr
+        state = ScheduleState(epoch=epochs_done, progress=self.progress_fraction())
+        return scheduled_lr(o.scheduler, state, o.lr, o.min_lr, o.scheduler_kwargs)
 
     # ----------------------------------------------------------------------------------------------------- steps
     def compute_loss(self, output: ModelOutput, target: Tensor) -> Tensor:
@@ -172,38 +327,199 @@ class Trainer:
     def needs_model_output(self) -> bool:
         return isinstance(self.loss_fn, DeepSupervisionLoss) or getattr(self.loss_fn, "takes_model_output", False)
 
-    def train_step(self, x: Tensor, y: Tensor) -> float:
+    def train_step(self, batch: tuple[Tensor, Tensor, Any]) -> float:
+        """One optimiser step on this process's share of a global batch; returns its loss."""
+        x, y = batch[0].to(self.device, non_blocking=True), batch[1].to(self.device, non_blocking=True)
         for group in self.optimizer.param_groups:
             group["lr"] = self.current_lr()
         if self.cfg.train.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with autocast_context(self.cfg.train.precision):
-            out = self.model(x, return_aux=True) if self.needs_model_output else ModelOutput(self.model(x))
+        with autocast_context(self.cfg.train.precision, self.device):
+            out = self.network(x, return_aux=True) if self.needs_model_output else ModelOutput(self.network(x))
         loss = self.compute_loss(out, y)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"non-finite loss {loss.item()} at epoch {self.epoch} step {self.step}")
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        self.scaler.scale(loss).backward()
         if self.cfg.optim.grad_clip > 0:
-            nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optim.grad_clip)
-        self.optimizer.step()
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.network.parameters(), self.cfg.optim.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
         self.step += 1
         return float(loss.detach())
 
-    def validate(self) -> dict[str, float]:
-        metrics = evaluate_dataset(
-            self.model,
-            self.val_set,
-            threshold=self.cfg.train.threshold,
-            precision=self.cfg.train.precision,
-            channels_last=self.cfg.train.channels_last,
-        ).aggregate()
-        return {
-            "val_dice_per_image": metrics["per_image"]["dice"],
-            "val_dice_global": metrics["global"]["dice"],
-            "val_iou_per_image": metrics["per_image"]["iou"],
-            "val_iou_global": metrics["global"]["iou"],
+    @torch.inference_mode()
+    def validation_step(self, batch: tuple[Tensor, Tensor, Any]) -> tuple[ConfusionStats, list[str]]:
+        """Per-image confusion counts of one validation batch (thresholded at ``train.threshold``) and its ids."""
+        x = batch[0].to(self.device, non_blocking=True)
+        if self.cfg.train.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast_context(self.cfg.train.precision, self.device):
+            logits = self.model(x).float()
+        pred = (torch.sigmoid(logits) > self.cfg.train.threshold).to(torch.uint8)
+        return get_stats(pred, batch[1].to(self.device).to(torch.uint8)).to("cpu"), list(batch[2])
+
+    # ----------------------------------------------------------------------------------------------------- hooks
+    def on_train_start(self, resume: bool = False, stop_after: int | None = None) -> None:
+        """Fresh run: clear stale files; ``resume``: restore from ``last``. Rank 0 writes the resolved config."""
+        self._stop_after, self._epochs_this_call = stop_after, 0
+        if self.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        if resume:
+            self.resume()
+            if self.is_main:
+                self._trim_csv()
+        elif self.is_main:
+            for stale in ("metrics.csv", "last.json", "best.json"):
+                (self.run_dir / stale).unlink(missing_ok=True)
+        if self.is_main:
+            save_config(self.cfg, self.run_dir / "config.yaml")
+        barrier()
+
+    def keep_training(self) -> bool:
+        """Another epoch? Not past the epoch count or the budget, nor past ``stop_after`` epochs of this call."""
+        if self._stop_after is not None and self._epochs_this_call >= self._stop_after:
+            return False
+        return not self.finished()
+
+    def on_epoch_start(self) -> None:
+        self._epoch_start = time.perf_counter()
+        self.network.train()
+        self.train_sampler.set_epoch(self.epoch)
+        self._row = {}
+
+    def train_batches(self) -> Iterable[Any]:
+        """This epoch's training batches (with a progress bar on rank 0)."""
+        return tqdm(self.train_loader, desc=f"epoch {self.epoch + 1}", disable=not self.progress, leave=False)
+
+    def on_train_epoch_end(self, losses: list[float]) -> None:
+        """Count the epoch; the logged loss is the mean over every process's steps."""
+        self.epoch += 1
+        total = all_reduce_sum(torch.tensor([sum(losses), len(losses)], dtype=torch.float64, device=self.device))
+        self._row = {
+            "epoch": self.epoch,
+            "step": self.step,
+            "lr": self.current_lr(),
+            "train_loss": float(total[0] / total[1].clamp_min(1)),
         }
+
+    def on_validation_epoch_start(self) -> None:
+        """Decide whether this epoch validates: every ``val_every`` epochs and on the run's last epoch.
+
+        Under a time budget "last" depends on how long the epoch took; the slowest rank's time decides, so every
+        rank makes the same decision.
+        """
+        seconds = all_reduce_max(time.perf_counter() - self._epoch_start, self.device)
+        self._validating = self.epoch % self.cfg.train.val_every == 0 or self.finished_after(seconds)
+        if self._validating:
+            self.model.eval()
+
+    def validation_batches(self) -> Iterable[Any]:
+        """This rank's validation batches, or none on an epoch that does not validate."""
+        return self.val_loader if self._validating else ()
+
+    def on_validation_epoch_end(self, outputs: list[tuple[ConfusionStats, list[str]]]) -> None:
+        """Scores from the counts of every rank: tp/fp/fn/tn summed for the global reduction, per-image lists
+        gathered for the per-image mean; a new best score writes ``best`` (rank 0)."""
+        if not self._validating:
+            return
+        stats = ConfusionStats.cat([s for s, _ in outputs])
+        counts = torch.stack([c.sum() for c in stats.as_tuple()]).to(self.device)
+        total = all_reduce_sum(counts).cpu()
+        gathered = all_gather_objects((torch.stack(stats.as_tuple()), [i for _, ids in outputs for i in ids]))
+        per_image = torch.cat([g[0] for g in gathered], dim=1)
+        if per_image.shape[1] != len(self.val_set):
+            raise RuntimeError(f"validation scored {per_image.shape[1]} images, expected {len(self.val_set)}")
+        scores = {}
+        for name in ("dice", "iou"):
+            fn = SCORE_FUNCTIONS[name]
+            scores[f"val_{name}_global"] = float(fn(*total.reshape(4, 1), "global"))
+            scores[f"val_{name}_per_image"] = float(fn(*per_image, "per_image"))
+        self._row.update(scores)
+        score = scores["val_" + self.cfg.train.monitor]
+        if score > self.best_score:
+            self.best_score, self.best_epoch = score, self.epoch
+            if self.is_main:
+                save_checkpoint(self.run_dir / "best", self.model, self.record({"val": self._row}))
+
+    def on_epoch_end(self) -> None:
+        """Time the epoch (slowest rank), append the CSV row and redraw the curves, checkpoint ``last``, log."""
+        seconds = all_reduce_max(time.perf_counter() - self._epoch_start, self.device)
+        self.elapsed += seconds
+        row = self._row
+        row["epoch_seconds"] = round(seconds, 3)
+        row["elapsed_seconds"] = round(self.elapsed, 1)
+        t = self.cfg.train
+        checkpoint = self.epoch % t.checkpoint_every == 0 or self.finished()
+        rng = all_gather_objects(self._rng_state()) if checkpoint else []
+        if self.is_main:
+            self._append_csv(row)
+            if checkpoint:
+                self.save_last(rng)
+            self._log(row)
+        self._epochs_this_call += 1
+
+    def on_train_end(self) -> None:
+        """After the last epoch (rank 0): choose the post-processing on the validation ids with the best weights.
+
+        The post-processing (largest component, fill holes) that raises the monitored validation Dice is stored in
+        ``best.json``. A run left before its end (``stop_after``) chooses nothing yet.
+        """
+        barrier()
+        best = self.run_dir / "best"
+        wanted = self.is_main and self.finished() and self.cfg.train.postprocess
+        if not (wanted and best.with_suffix(".json").is_file()):
+            return
+        model, record = load_model(best)
+        preds, gts = [], []
+        for pred, target, _ in predict_dataset(
+            model, self.val_set, self.cfg.train.threshold, self.cfg.train.precision, device=self.device
+        ):
+            preds.extend(p[0].numpy() for p in pred)
+            gts.extend(t[0].numpy() for t in target)
+        reduction = "per_image" if self.cfg.train.monitor == "dice_per_image" else "global"
+        choice = select_postprocessing(preds, gts, reduction=reduction)
+        record["postprocess"] = choice.to_dict()
+        save_checkpoint(best, model.cpu(), record)
+        tqdm.write(f"post-processing chosen on {len(preds)} validation ids: {choice.steps or 'none'} ({choice.scores})")
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "run_dir": str(self.run_dir),
+            "epochs": self.epoch,
+            "elapsed_seconds": self.elapsed,
+            "best_epoch": self.best_epoch,
+            "best_" + self.cfg.train.monitor: self.best_score,
+        }
+
+    # ----------------------------------------------------------------------------------------------------- loop
+    def fit(self, resume: bool = False, stop_after: int | None = None) -> dict[str, Any]:
+        """Train until the epoch count or the time budget is reached; returns a summary.
+
+        Args:
+            resume: continue from the run folder's ``last`` checkpoint.
+            stop_after: leave after this many epochs of this call (the run stays resumable), e.g. to time-slice.
+        """
+        self.on_train_start(resume=resume, stop_after=stop_after)
+        while self.keep_training():
+            self.on_epoch_start()
+            losses = [self.train_step(batch) for batch in self.train_batches()]
+            self.on_train_epoch_end(losses)
+            self.on_validation_epoch_start()
+            outputs = [self.validation_step(batch) for batch in self.validation_batches()]
+            self.on_validation_epoch_end(outputs)
+            self.on_epoch_end()
+        self.on_train_end()
+        return self.summary()
+
+    def finished(self) -> bool:
+        budget = self.cfg.train.time_budget_min
+        return self.epoch >= self.cfg.train.epochs or bool(budget and self.elapsed >= 60.0 * budget)
+
+    def finished_after(self, epoch_seconds: float) -> bool:
+        budget = self.cfg.train.time_budget_min
+        return self.epoch >= self.cfg.train.epochs or bool(budget and self.elapsed + epoch_seconds >= 60.0 * budget)
 
     # ----------------------------------------------------------------------------------------------------- records
     def record(self, metrics: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -221,41 +537,66 @@ class Trainer:
             "epoch": self.epoch,
             "step": self.step,
             "metrics": metrics or {},
+            "trained_on": {
+                "device": self.device.type,
+                "processes": self.dist.world_size,
+                "precision": self.cfg.train.precision,
+                "gpu": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else None,
+            },
             "config": config_to_dict(self.cfg),
         }
 
-    def save_last(self) -> None:
+    def _rng_state(self) -> dict[str, Tensor]:
+        state = {"torch": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            state["cuda"] = torch.cuda.get_rng_state(self.device)
+        return state
+
+    def save_last(self, rng: list[dict[str, Tensor]] | None = None) -> None:
+        """Write the resumable ``last`` checkpoint (rank 0); ``rng`` holds every rank's RNG state, in rank order."""
         state = {
             "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
             "epoch": self.epoch,
             "step": self.step,
             "elapsed": self.elapsed,
             "best_score": self.best_score if math.isfinite(self.best_score) else None,
             "best_epoch": self.best_epoch,
-            "torch_rng": torch.get_rng_state(),
-            "loader_rng": self.generator.get_state(),
+            "rng": rng or [self._rng_state()],
         }
         record = self.record()
         record.update(finished=self.finished(), elapsed_seconds=round(self.elapsed, 1))
         save_checkpoint(self.run_dir / "last", self.model, record, state)
 
     def resume(self) -> None:
-        """Restore model, optimiser, counters and RNG from ``last``; the next epoch continues the run."""
+        """Restore model, optimiser, counters and RNG from ``last``; the next epoch continues the run.
+
+        Under DDP every rank reads the run folder (on multi-node runs it must be on a shared filesystem) and takes
+        its own RNG state back when the process count is unchanged; with another count the ranks are reseeded.
+        """
         stem = self.run_dir / "last"
         record = load_record(stem)
         state = load_state(stem, record)
-        model, _ = load_model(stem)
-        self.model.load_state_dict(model.state_dict())
+        # Into this trainer's own model (a subclass may build it differently from the registry's factory).
+        self.model.load_state_dict(load_file(str(stem.with_name(stem.name + ".safetensors"))))
         self.optimizer.load_state_dict(state["optimizer"])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
         self.epoch = int(state["epoch"])
         self.step = int(state["step"])
         self.elapsed = float(state["elapsed"])
         self.best_score = state["best_score"] if state["best_score"] is not None else -math.inf
         self.best_epoch = int(state["best_epoch"])
-        torch.set_rng_state(state["torch_rng"])
-        self.generator.set_state(state["loader_rng"])
+        rng = state.get("rng") or [{"torch": state["torch_rng"]}]  # older checkpoints stored one torch state
+        if len(rng) == self.dist.world_size:
+            torch.set_rng_state(rng[self.dist.rank]["torch"])
+            if self.device.type == "cuda" and "cuda" in rng[self.dist.rank]:
+                torch.cuda.set_rng_state(rng[self.dist.rank]["cuda"], self.device)
+        else:
+            _logger.warning("resuming %d-process state on %d processes: reseeding", len(rng), self.dist.world_size)
+            seed_everything(self.cfg.train.seed + 1_000_003 * self.dist.rank + self.epoch)
 
-    def on_epoch_end(self, row: dict[str, Any]) -> None:
+    def _append_csv(self, row: dict[str, Any]) -> None:
         csv_path = self.run_dir / "metrics.csv"
         new = not csv_path.exists()
         with open(csv_path, "a", newline="") as f:
@@ -264,24 +605,6 @@ class Trainer:
                 writer.writeheader()
             writer.writerow(row)
         plot_training_curves(csv_path, self.run_dir / "curves.png")
-
-    def on_train_end(self) -> None:
-        """Choose the post-processing on the validation ids with the best weights; store it in ``best.json``."""
-        best = self.run_dir / "best"
-        if not self.cfg.train.postprocess or not (self.run_dir / "best.json").is_file():
-            return
-        model, record = load_model(best)
-        preds, gts = [], []
-        for pred, target, _ in predict_dataset(
-            model, self.val_set, self.cfg.train.threshold, self.cfg.train.precision, channels_last=False
-        ):
-            preds.extend(p[0].numpy() for p in pred)
-            gts.extend(t[0].numpy() for t in target)
-        reduction = "per_image" if self.cfg.train.monitor == "dice_per_image" else "global"
-        choice = select_postprocessing(preds, gts, reduction=reduction)
-        record["postprocess"] = choice.to_dict()
-        save_checkpoint(best, model, record)
-        tqdm.write(f"post-processing chosen on {len(preds)} validation ids: {choice.steps or 'none'} ({choice.scores})")
 
     def _trim_csv(self) -> None:
         """Drop rows past the resumed epoch (written after the last checkpoint of a killed run)."""
@@ -294,74 +617,6 @@ class Trainer:
             writer = csv.DictWriter(f, fieldnames=_CSV_FIELDS)
             writer.writeheader()
             writer.writerows(rows)
-
-    # ----------------------------------------------------------------------------------------------------- loop
-    def finished(self) -> bool:
-        budget = self.cfg.train.time_budget_min
-        return self.epoch >= self.cfg.train.epochs or bool(budget and self.elapsed >= 60.0 * budget)
-
-    def fit(self, resume: bool = False, stop_after: int | None = None) -> dict[str, Any]:
-        """Train until the epoch count or the time budget is reached; returns a summary.
-
-        Args:
-            resume: continue from the run folder's ``last`` checkpoint.
-            stop_after: leave after this many epochs of this call (the run stays resumable), e.g. to time-slice.
-        """
-        epochs_this_call = 0
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        if resume:
-            self.resume()
-            self._trim_csv()
-        else:
-            for stale in ("metrics.csv", "last.json", "best.json"):
-                (self.run_dir / stale).unlink(missing_ok=True)
-        save_config(self.cfg, self.run_dir / "config.yaml")
-        t = self.cfg.train
-        while not self.finished():
-            start = time.perf_counter()
-            self.model.train()
-            losses = []
-            bar = tqdm(self.train_loader, desc=f"epoch {self.epoch + 1}", disable=not self.progress, leave=False)
-            for x, y, _ in bar:
-                losses.append(self.train_step(x, y))
-                bar.set_postfix(loss=f"{losses[-1]:.4f}")
-            self.epoch += 1
-            row: dict[str, Any] = {
-                "epoch": self.epoch,
-                "step": self.step,
-                "lr": self.current_lr(),
-                "train_loss": float(np.mean(losses)),
-            }
-            last_epoch = self.finished_after(time.perf_counter() - start)
-            if self.epoch % t.val_every == 0 or last_epoch:
-                row.update(self.validate())
-                score = row["val_" + t.monitor]
-                if score > self.best_score:
-                    self.best_score, self.best_epoch = score, self.epoch
-                    save_checkpoint(self.run_dir / "best", self.model, self.record({"val": row}))
-            self.elapsed += time.perf_counter() - start
-            row["epoch_seconds"] = round(time.perf_counter() - start, 3)
-            row["elapsed_seconds"] = round(self.elapsed, 1)
-            self.on_epoch_end(row)
-            if self.epoch % t.checkpoint_every == 0 or self.finished():
-                self.save_last()
-            self._log(row)
-            epochs_this_call += 1
-            if stop_after is not None and epochs_this_call >= stop_after:
-                break
-        if self.finished():
-            self.on_train_end()
-        return {
-            "run_dir": str(self.run_dir),
-            "epochs": self.epoch,
-            "elapsed_seconds": self.elapsed,
-            "best_epoch": self.best_epoch,
-            "best_" + t.monitor: self.best_score,
-        }
-
-    def finished_after(self, epoch_seconds: float) -> bool:
-        budget = self.cfg.train.time_budget_min
-        return self.epoch >= self.cfg.train.epochs or bool(budget and self.elapsed + epoch_seconds >= 60.0 * budget)
 
     def _log(self, row: dict[str, Any]) -> None:
         parts = [

@@ -23,11 +23,23 @@ BACKENDS = ("torch", "onnxruntime")
 
 
 def autocast_context(precision: str, device: torch.device | str = "cpu"):
-    """bf16 autocast for ``precision == "bf16"``, a no-op context for fp32."""
+    """The autocast context of a precision on a device.
+
+    ``fp32``: no autocast. ``bf16``: bfloat16 autocast on CPU or CUDA. ``fp16``: float16 autocast, CUDA only (float16
+    training also needs a gradient scaler, which the trainer adds; CPU runs use ``bf16``).
+
+    Raises:
+        ValueError: an unknown precision, or ``fp16`` on a non-CUDA device.
+    """
+    kind = torch.device(device).type
     if precision == "bf16":
-        return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)
+        return torch.autocast(device_type=kind, dtype=torch.bfloat16)
+    if precision == "fp16":
+        if kind != "cuda":
+            raise ValueError(f"precision fp16 needs a CUDA device, got {kind}; use bf16 on CPU")
+        return torch.autocast(device_type="cuda", dtype=torch.float16)
     if precision != "fp32":
-        raise ValueError(f"precision must be fp32 or bf16, got {precision!r}")
+        raise ValueError(f"precision must be fp32, bf16 or fp16, got {precision!r}")
     return contextlib.nullcontext()
 
 
@@ -43,7 +55,7 @@ class Predictor:
         std: normalisation std in [0, 1] units.
         threshold: probability threshold of the binary mask.
         in_channels: 3 (RGB) or 1 (grayscale).
-        precision: ``fp32`` or ``bf16`` (torch backend).
+        precision: ``fp32``, ``bf16`` or (CUDA) ``fp16`` (torch backend).
         tta: average over horizontal and vertical flips.
         device: torch device (torch backend).
         postprocess: mask post-processing steps (see :mod:`lesionseg.inference.postprocess`), usually the ones the
@@ -71,8 +83,8 @@ class Predictor:
             raise ValueError(f"threshold must be in (0, 1), got {threshold}")
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-        autocast_context(precision)  # validates the name
         self.device = torch.device(device)
+        autocast_context(precision, self.device)  # validates the name (and fp16 only on CUDA)
         self.image_size = (int(image_size[0]), int(image_size[1]))
         self.mean, self.std = channel_stats(mean, std, in_channels)
         self.threshold = threshold
@@ -154,7 +166,7 @@ class Predictor:
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast_context(self.precision, self.device):
-            return self.model(x.to(self.device)).float()
+            return self.model(x.to(self.device, non_blocking=True)).float()
 
     @torch.inference_mode()
     def logits_at_working_size(self, x: torch.Tensor) -> torch.Tensor:
