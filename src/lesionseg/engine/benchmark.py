@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import math
 import platform
 from collections.abc import Sequence
@@ -49,6 +50,8 @@ __all__ = [
     "run_benchmark",
     "write_report",
 ]
+
+logger = logging.getLogger(__name__)
 
 _PROTOCOLS = ("fixed", "official", "repeated", "kfold")
 _TABLE_METRICS = ("dice", "iou", "accuracy", "sensitivity", "specificity", "f1")
@@ -223,9 +226,11 @@ def make_splits(cfg: BenchmarkConfig) -> list[Path]:
                 raise ValueError(f"protocol.stratify {p.stratify!r}: {len(missing)} cases lack it, e.g. {missing[0]}")
         name = Path(cfg.data["root"]).name
         if p.kind == "repeated":
-            splits = repeated_holdout(ids, p.repeats, p.test_fraction, p.val_fraction, p.seed, strata, name)
+            splits = repeated_holdout(
+                ids, p.repeats, p.test_fraction, p.val_fraction, p.seed, strata, name, p.stratify or None
+            )
         else:
-            splits = kfold(ids, p.k, p.val_fraction, p.seed, strata, name)
+            splits = kfold(ids, p.k, p.val_fraction, p.seed, strata, name, p.stratify or None)
     for split, path in zip(splits, paths):
         if not path.is_file():
             save_split(split, path)
@@ -337,7 +342,8 @@ def run_benchmark(
                     failures.append(f"{model.name} run {run}: {type(err).__name__}: {err}")
                     state = f"FAILED ({err})"
                 if progress or state.startswith("FAILED"):
-                    print(f"[benchmark] {model.name} run {run}: {state}", flush=True)
+                    log = logger.warning if state.startswith("FAILED") else logger.info
+                    log("[benchmark] %s run %d: %s", model.name, run, state)
     report = write_report(cfg, failures)
     if failures:
         raise BenchmarkError(f"{len(failures)} run(s) failed (listed in {report}): " + "; ".join(failures))

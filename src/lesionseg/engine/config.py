@@ -34,7 +34,7 @@ class DataConfig:
 
     Attributes:
         layout: dataset layout name (``ph2``, ``kvasir_seg``, ``isic2018``, ``folder``, ...); None detects it.
-        root: data root in that layout.
+        root: data root in that layout (required: there is no default location).
         split: shipped split name (``ph2``) or a split JSON path.
         image_size: working size (H, W) for training and the default evaluation.
         in_channels: 3 (RGB) or 1 (grayscale).
@@ -44,10 +44,12 @@ class DataConfig:
         num_workers: DataLoader workers (0 = in the main process; cached datasets need none).
         cache: keep decoded, resized images in memory.
         augment: training augmentation.
+        skip_bad: leave out cases with unusable files (recorded in the run folder's ``skipped.json``) instead of
+            refusing to start; ``lesionseg data check ROOT`` lists them.
     """
 
     layout: str | None = None
-    root: str = "../shared/data/ph2"
+    root: str = ""
     split: str = "ph2"
     image_size: tuple[int, int] = (256, 256)
     in_channels: int = 3
@@ -57,6 +59,7 @@ class DataConfig:
     num_workers: int = 0
     cache: bool = True
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    skip_bad: bool = False
 
 
 @dataclass

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from ..data.base import Case, SegmentationDataset, find_cases, load_case
+from ..data.base import Case, DataProblem, SegmentationDataset, load_case, scan_cases
+from ..data.check import screen_cases
 from ..data.splits import Split, load_split
 from ..inference.predictor import Predictor, autocast_context
 from ..metrics import SegmentationMetrics, format_table
@@ -34,16 +35,24 @@ def evaluate_dataset(
     include_hd95: bool = False,
     channels_last: bool = False,
     progress: bool = False,
+    forward: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> SegmentationMetrics:
-    """Scores at the dataset's working size (how the papers report): prediction and mask both resized."""
+    """Scores at the dataset's working size (how the papers report): prediction and mask both resized.
+
+    ``forward`` maps a normalised batch to logits in place of ``model`` (e.g. a predictor's flip-averaged
+    :meth:`~lesionseg.inference.Predictor.logits_at_working_size`); its precision is its own.
+    """
     model.eval()
     metrics = SegmentationMetrics(include_hd95=include_hd95)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0)
     for x, y, ids in tqdm(loader, desc="evaluate", disable=not progress, leave=False):
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with autocast_context(precision):
-            logits = model(x).float()
+        if forward is not None:
+            logits = forward(x).float()
+        else:
+            with autocast_context(precision):
+                logits = model(x).float()
         metrics.update((torch.sigmoid(logits) > threshold).to(torch.uint8), y.to(torch.uint8), ids=list(ids))
     return metrics
 
@@ -72,29 +81,49 @@ def select_cases(
     layout: str | None = None,
     split: str | Split | None = None,
     subset: str = "test",
+    skip_bad: bool = False,
+    channels: int = 3,
+    progress: bool = False,
+    skipped: list[DataProblem] | None = None,
 ) -> tuple[list[Case], str]:
     """Cases of ``root`` to evaluate, and a description of the choice.
 
     With a split and ``subset="test"``: the split's test ids found under ``root`` plus every id the split does not
     list at all (cases unseen in training, e.g. another copy of the dataset); ids used for training or validation are
     left out. ``subset="train"``/``"val"``: exactly those ids. ``subset="all"`` or no split: every case.
+
+    Every chosen case is read once first: cases with unusable files (unreadable, no mask, sizes differ, ...) raise
+    :class:`~lesionseg.data.BadDataError` naming all of them, or with ``skip_bad`` are left out and their problems
+    appended to ``skipped``.
     """
-    cases = [c for c in find_cases(root, layout) if c.mask is not None]
-    if split is None or subset == "all":
-        return cases, f"all {len(cases)} cases of {root}"
-    sp = split if isinstance(split, Split) else load_split(split)
-    if subset == "test":
+    scan = scan_cases(root, layout)
+    ids = sorted({c.id for c in scan.cases if c.mask is not None} | {p.case_id for p in scan.problems if p.case_id})
+    sp = None if split is None or subset == "all" else (split if isinstance(split, Split) else load_split(split))
+    if sp is None:
+        chosen = ids
+    elif subset == "test":
         seen = set(sp.train) | set(sp.val)
-        chosen = [c for c in cases if c.id not in seen]
-        n_test = sum(c.id in set(sp.test) for c in chosen)
-        desc = f"{len(chosen)} cases of {root}: {n_test} split test ids + {len(chosen) - n_test} ids not in the split"
+        chosen = [i for i in ids if i not in seen]
     else:
         wanted = set(sp.subset(subset))
-        chosen = [c for c in cases if c.id in wanted]
-        desc = f"{len(chosen)} {subset} ids of {root}"
-    if not chosen:
+        chosen = [i for i in ids if i in wanted]
+    cases, bad = screen_cases(scan, chosen, skip_bad=skip_bad, channels=channels, progress=progress)
+    cases = [c for c in cases if c.mask is not None]
+    if skipped is not None:
+        skipped.extend(bad)
+    note = f" ({len({p.case_id for p in bad})} skipped for unusable files)" if bad else ""
+    if sp is None:
+        desc = f"all {len(cases)} cases of {root}{note}"
+    elif subset == "test":
+        n_test = sum(c.id in set(sp.test) for c in cases)
+        desc = (
+            f"{len(cases)} cases of {root}: {n_test} split test ids + {len(cases) - n_test} ids not in the split{note}"
+        )
+    else:
+        desc = f"{len(cases)} {subset} ids of {root}{note}"
+    if not cases:
         raise ValueError(f"{root}: no cases left to evaluate for subset {subset!r}")
-    return chosen, desc
+    return cases, desc
 
 
 @dataclass
@@ -114,6 +143,7 @@ class Evaluation:
     checkpoint: str
     cases: str
     resolution: str
+    skipped: list[DataProblem] = field(default_factory=list)
 
     @property
     def title(self) -> str:
@@ -142,6 +172,13 @@ class Evaluation:
                 writer.writeheader()
                 writer.writerows(rows)
         (out / "report.md").write_text(format_table(results, self.title) + "\n")
+        if self.skipped:
+            ids = sorted({p.case_id or str(p.path) for p in self.skipped})
+            payload["skipped"] = ids
+            skipped = {"cases": ids, "problems": [p.to_dict() for p in self.skipped]}
+            (out / "skipped.json").write_text(json.dumps(skipped, indent=1) + "\n")
+        else:
+            (out / "skipped.json").unlink(missing_ok=True)
         # metrics.json last: its presence marks a complete evaluation.
         (out / "metrics.json").write_text(json.dumps(payload, indent=1) + "\n")
         return out
@@ -159,6 +196,7 @@ def evaluate_checkpoint(
     tta: bool = False,
     include_hd95: bool = True,
     progress: bool = False,
+    skip_bad: bool | None = None,
 ) -> Evaluation:
     """Scores a checkpoint on a split's test ids or on any data root of a known layout.
 
@@ -171,9 +209,11 @@ def evaluate_checkpoint(
         native: score at each image's own resolution instead of the working size.
         threshold: probability threshold; None = the checkpoint's.
         precision: ``fp32`` or ``bf16`` inference.
-        tta: flip test-time augmentation (native resolution only: the predictor applies it).
+        tta: flip test-time augmentation (horizontal and vertical flips averaged), at either resolution.
         include_hd95: also compute HD95 (pixels of the evaluated resolution).
         progress: show a progress bar.
+        skip_bad: leave out cases with unusable files (listed in :attr:`Evaluation.skipped`) instead of refusing;
+            None = the checkpoint's training setting ``data.skip_bad``.
     """
     model, record = load_model(checkpoint)
     ds = record.get("dataset", {})
@@ -184,7 +224,12 @@ def evaluate_checkpoint(
         layout = ds.get("layout")
     if isinstance(split, str) and split == "checkpoint":
         split = ds.get("split")
-    cases, desc = select_cases(root, layout, split, subset)
+    if skip_bad is None:
+        skip_bad = bool(record.get("config", {}).get("data", {}).get("skip_bad", False))
+    skipped: list[DataProblem] = []
+    cases, desc = select_cases(
+        root, layout, split, subset, skip_bad, record.get("in_channels", 3), progress, skipped=skipped
+    )
     size = tuple(record["image_size"])
     predictor = Predictor(
         model,
@@ -215,6 +260,9 @@ def evaluate_checkpoint(
             precision=precision,
             include_hd95=include_hd95,
             progress=progress,
+            forward=predictor.logits_at_working_size if tta else None,
         )
         where = f"{size[0]}x{size[1]}"
-    return Evaluation(metrics, record["model"], str(checkpoint), desc, where)
+    if tta:
+        where += ", flip TTA"
+    return Evaluation(metrics, record["model"], str(checkpoint), desc, where, skipped)

@@ -8,9 +8,10 @@ state.safetensors}`` (resumable, written every ``checkpoint_every`` epochs, so a
 from __future__ import annotations
 
 import csv
+import json
+import logging
 import math
 import random
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,8 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from ..data.base import Case, SegmentationDataset, find_cases
+from ..data.base import Case, DataProblem, SegmentationDataset, scan_cases
+from ..data.check import screen_cases
 from ..data.splits import Split, load_split
 from ..data.transforms import build_train_transform
 from ..inference.predictor import autocast_context
@@ -33,6 +35,8 @@ from .config import RunConfig, config_to_dict, load_config, save_config
 from .evaluator import evaluate_dataset
 
 __all__ = ["Trainer", "seed_everything", "split_cases"]
+
+logger = logging.getLogger(__name__)
 
 _CSV_FIELDS = (
     "epoch",
@@ -128,11 +132,41 @@ class Trainer:
 
     def _build_datasets(self) -> tuple[SegmentationDataset, SegmentationDataset]:
         d = self.cfg.data
-        parts = split_cases(find_cases(d.root, d.layout), load_split(d.split))
+        if not d.root:
+            raise ValueError(
+                "data.root is not set: give the data root in the config (data: {root: PATH}) or with "
+                "--set data.root=PATH"
+            )
+        split = load_split(d.split)
+        # Every train/val case is read once before the first epoch, so that a bad file stops the run now (with the
+        # whole list) rather than mid-epoch, or is left out and recorded with data.skip_bad.
+        cases, skipped = screen_cases(
+            scan_cases(d.root, d.layout),
+            set(split.train) | set(split.val),
+            skip_bad=d.skip_bad,
+            channels=d.in_channels,
+            progress=self.progress,
+            what=f"among the train/val ids of split {d.split}",
+        )
+        self._record_skipped(skipped)
+        if skipped:
+            split = split.without({p.case_id for p in skipped if p.case_id is not None})
+        parts = split_cases(cases, split)
         common = {"size": d.image_size, "mean": d.mean, "std": d.std, "in_channels": d.in_channels, "cache": d.cache}
         train = SegmentationDataset(parts["train"], transform=build_train_transform(d.augment), **common)
         val = SegmentationDataset(parts["val"], **common)
         return train, val
+
+    def _record_skipped(self, skipped: list[DataProblem]) -> None:
+        """``skipped.json`` in the run folder: the cases left out by ``data.skip_bad`` and why (absent otherwise)."""
+        path = self.run_dir / "skipped.json"
+        if not self.cfg.data.skip_bad:
+            path.unlink(missing_ok=True)
+            return
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        ids = sorted({p.case_id or str(p.path) for p in skipped})
+        payload = {"root": self.cfg.data.root, "cases": ids, "problems": [p.to_dict() for p in skipped]}
+        path.write_text(json.dumps(payload, indent=1) + "\n")
 
     # ----------------------------------------------------------------------------------------------------- schedule
     @property
@@ -351,8 +385,7 @@ class Trainer:
         if "val_dice_per_image" in row:
             parts.append(f"val Dice per-image {row['val_dice_per_image']:.4f} global {row['val_dice_global']:.4f}")
         parts.append(f"{row['epoch_seconds']:.1f}s (elapsed {row['elapsed_seconds'] / 60:.1f} min)")
-        tqdm.write(" | ".join(parts))
-        sys.stdout.flush()
+        logger.info(" | ".join(parts))
 
     @classmethod
     def from_run_dir(cls, run_dir: str | Path, overrides: list[str] | None = None, progress: bool = True) -> Trainer:
