@@ -90,7 +90,7 @@ def find_ph2_cases(root: Path) -> list[Case]:
             )
             continue
         if not masks:
-            message = f"{case_dir}: no lesion mask {cid}_lesion/{cid}_lesion.bmp"
+            message = f"{images[0]}: no lesion mask {case_dir / f'{cid}_lesion' / f'{cid}_lesion.bmp'}"
             report_layout_problems([DataProblem("image_without_mask", images[0], message, cid)], message)
             continue
         meta = {"diagnosis": diagnoses[cid]} if cid in diagnoses else {}
