@@ -6,6 +6,7 @@ import argparse
 import ctypes
 import ctypes.util
 import json
+import logging
 import sys
 from pathlib import Path
 
@@ -25,6 +26,28 @@ def _tune_allocator() -> None:
         pass
 
 
+class _TqdmLogHandler(logging.Handler):
+    """Library log records on stderr, written between progress-bar redraws (never through a bar)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            from tqdm.auto import tqdm
+
+            tqdm.write(self.format(record), file=sys.stderr)
+        except Exception:  # a broken stderr must not stop a run
+            self.handleError(record)
+
+
+def _setup_logging(verbose: bool = False) -> None:
+    """Show the package's INFO records (epoch lines, skipped cases) on stderr; DEBUG with ``verbose``."""
+    log = logging.getLogger("lesionseg")
+    log.setLevel(logging.DEBUG if verbose else logging.INFO)
+    if not any(isinstance(h, _TqdmLogHandler) for h in log.handlers):
+        handler = _TqdmLogHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        log.addHandler(handler)
+
+
 def _print_results(results: dict, title: str) -> None:
     from .metrics import format_table
 
@@ -34,6 +57,8 @@ def _print_results(results: dict, title: str) -> None:
 def cmd_train(args: argparse.Namespace) -> int:
     from .engine import Trainer, load_config
 
+    if args.skip_bad:
+        args.set = [*args.set, "data.skip_bad=true"]
     if args.resume:
         trainer = Trainer.from_run_dir(args.resume, args.set, progress=not args.no_progress)
     else:
@@ -74,11 +99,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         postprocess=not args.no_postprocess,
         device=args.device,
+        skip_bad=True if args.skip_bad else None,
     )
     _print_results(evaluation.results(), evaluation.title)
+    for p in evaluation.skipped:
+        print(f"skipped [{p.kind}] {p.message}", file=sys.stderr)
     if args.out:
         evaluation.save(args.out)
-        print(f"wrote {args.out}/metrics.json, report.md, per_image.csv")
+        extra = ", skipped.json" if evaluation.skipped else ""
+        print(f"wrote {args.out}/metrics.json, report.md, per_image.csv{extra}")
     return 0
 
 
@@ -270,21 +299,37 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_data(args: argparse.Namespace) -> int:
-    from .data import find_cases, load_case, make_split, save_split
-    from .data.io import ImageReadError
+def _print_check(report, limit_notes: int = 5) -> None:
+    """Errors and warnings in full, notes up to ``limit_notes``, then the summary by kind."""
+    shown_notes = 0
+    for p in report.problems:
+        if p.severity == "note":
+            shown_notes += 1
+            if shown_notes > limit_notes:
+                continue
+        print(f"{p.severity.upper():7s} {p.kind:18s} {p.message}")
+    if shown_notes > limit_notes:
+        print(f"NOTE    ... and {shown_notes - limit_notes} more note(s) (--json lists them all)")
+    counts = ", ".join(f"{kind} {n}" for kind, n in report.counts().items()) or "no problems"
+    print(
+        f"{report.root} ({report.layout}): {report.n_cases} case(s) read, {len(report.bad_ids())} bad; "
+        f"{len(report.errors)} error(s), {len(report.by_severity('warning'))} warning(s), "
+        f"{len(report.by_severity('note'))} note(s): {counts}"
+    )
 
-    cases = find_cases(args.root, args.layout)
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from .data import DEFAULT_MAX_PIXELS, check_root, find_cases, make_split, save_split
+
     if args.action == "check":
-        bad = 0
-        for case in cases:
-            try:
-                load_case(case)
-            except ImageReadError as err:
-                bad += 1
-                print(f"BAD  {err}")
-        print(f"{len(cases)} cases, {bad} bad")
-        return 1 if bad else 0
+        max_pixels = args.max_pixels or DEFAULT_MAX_PIXELS
+        report = check_root(args.root, args.layout, max_pixels=max_pixels, progress=not args.no_progress)
+        if args.json:
+            print(json.dumps(report.to_dict(), indent=1))
+        else:
+            _print_check(report)
+        return 0 if report.ok else 1
+    cases = find_cases(args.root, args.layout)
     strata = None
     if args.stratify:
         strata = {c.id: c.meta.get(args.stratify) for c in cases}
@@ -298,6 +343,7 @@ def cmd_data(args: argparse.Namespace) -> int:
         args.seed,
         strata,
         name=args.name or Path(args.root).name,
+        stratified_by=args.stratify,
     )
     save_split(split, args.out)
     print(f"wrote {args.out}: train {len(split.train)}, val {len(split.val)}, test {len(split.test)}")
@@ -306,6 +352,7 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lesionseg", description="Medical lesion segmentation toolkit.")
+    parser.add_argument("--verbose", "-v", action="store_true", help="debug log (e.g. decoder warnings per file)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train a model from a YAML config")
@@ -323,6 +370,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
     p.add_argument("--overwrite", action="store_true", help="start afresh in an existing run folder")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--skip-bad",
+        action="store_true",
+        help="train without cases whose files are unusable (listed in the run folder's skipped.json) instead of "
+        "refusing to start (config key data.skip_bad)",
+    )
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="score a checkpoint on a split or a data root")
@@ -342,9 +395,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=float, help="probability threshold (default: the checkpoint's)")
     p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"), help="fp16: CUDA only")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
-    p.add_argument("--tta", action="store_true", help="flip test-time augmentation")
+    p.add_argument("--tta", action="store_true", help="flip test-time augmentation (at either resolution)")
     p.add_argument("--no-hd95", action="store_true", help="skip HD95")
     p.add_argument("--no-postprocess", action="store_true", help="skip the checkpoint's chosen mask post-processing")
+    p.add_argument(
+        "--skip-bad",
+        action="store_true",
+        help="evaluate without cases whose files are unusable (named in the output, and in skipped.json with --out) "
+        "instead of refusing (default: the checkpoint's data.skip_bad)",
+    )
     p.add_argument("--out", help="folder for metrics.json, report.md, per_image.csv")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_evaluate)
@@ -424,6 +483,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-fraction", type=float, default=0.1)
     p.add_argument("--stratify", help="case meta field to stratify by (e.g. diagnosis for PH2)")
     p.add_argument("--name", help="dataset name stored in the split")
+    p.add_argument("--json", action="store_true", help="check: print the report as JSON")
+    p.add_argument(
+        "--max-pixels",
+        type=int,
+        default=None,
+        help="check: largest width x height accepted before decoding (default: the readers' limit)",
+    )
+    p.add_argument("--no-progress", action="store_true", help="check: no progress bar")
     p.set_defaults(func=cmd_data)
     return parser
 
@@ -431,6 +498,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     _tune_allocator()
     args = build_parser().parse_args(argv)
+    _setup_logging(getattr(args, "verbose", False))
     try:
         return args.func(args)
     except (ValueError, FileNotFoundError) as err:

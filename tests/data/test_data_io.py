@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -8,6 +10,7 @@ from data_fixtures import case_image, case_mask, write_image, write_mask
 from PIL import Image
 
 from lesionseg.data import Case, ImageReadError, load_case, read_image, read_mask
+from lesionseg.data.io import DEFAULT_MAX_PIXELS, decode_image_bytes, decode_mask_bytes, read_mask_values
 
 H, W = 8, 10
 
@@ -171,3 +174,98 @@ def test_load_case_extra_masks_are_or_combined(tmp_path: Path) -> None:
     _, mask = load_case(Case("a", image, pa, meta={"extra_masks": (pb,)}))
     np.testing.assert_array_equal(mask, a | b)
     assert set(np.unique(mask)) == {0, 1}
+
+
+# ------------------------------------------------------------------------------------------- hostile and odd files
+def _png_declaring(width: int, height: int) -> bytes:
+    """A valid PNG header (correct CRCs) declaring ``width x height`` pixels, with a few rows of data."""
+
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\0" * (width + 1) * 4))
+        + chunk(b"IEND", b"")
+    )
+
+
+@pytest.mark.parametrize(("width", "height"), [(30000, 30000), (10000, 9000)])
+def test_decompression_bomb_is_refused_before_decoding(tmp_path: Path, width: int, height: int) -> None:
+    # 30000^2 is over Pillow's own hard limit (Pillow refuses in Image.open); 10000x9000 is between Pillow's warning
+    # threshold and twice it, where Pillow alone would decode 270 MB; both must end as our error naming the file.
+    p = tmp_path / "bomb.png"
+    p.write_bytes(_png_declaring(width, height))
+    assert p.stat().st_size < 2000
+    for reader in (read_image, read_mask, read_mask_values):
+        with pytest.raises(ImageReadError) as err:
+            reader(p)
+        msg = str(err.value)
+        assert str(p) in msg and f"{width * height:,} pixels" in msg and f"{DEFAULT_MAX_PIXELS:,}" in msg
+    with pytest.raises(ImageReadError, match="upload.png"):
+        decode_image_bytes(p.read_bytes(), "upload.png")
+
+
+def test_max_pixels_is_configurable(tmp_path: Path) -> None:
+    p = write_image(tmp_path / "a.png", case_image(0))  # 8 x 10 = 80 pixels
+    assert read_image(p, max_pixels=80).shape == (H, W, 3)
+    with pytest.raises(ImageReadError, match=r"10x8 = 80 pixels, over the limit of 79 pixels"):
+        read_image(p, max_pixels=79)
+    with pytest.raises(ImageReadError, match="limit of 79"):
+        read_mask(p, max_pixels=79)
+    with pytest.raises(ValueError, match="max_pixels"):
+        read_image(p, max_pixels=0)
+
+
+def test_bytes_entry_matches_the_file_reader(tmp_path: Path) -> None:
+    arr = case_image(3)
+    for ext in (".png", ".bmp", ".tif", ".webp", ".gif", ".jpg"):
+        p = write_image(tmp_path / f"a{ext}", arr)
+        np.testing.assert_array_equal(decode_image_bytes(p.read_bytes(), p.name), read_image(p))
+        np.testing.assert_array_equal(decode_image_bytes(p.read_bytes(), p.name, 1), read_image(p, 1))
+        np.testing.assert_array_equal(decode_mask_bytes(p.read_bytes(), p.name, 127), read_mask(p, 127))
+    with pytest.raises(ImageReadError, match="up.png: empty file"):
+        decode_image_bytes(b"", "up.png")
+    with pytest.raises(TypeError):
+        decode_image_bytes("not bytes", "x")  # type: ignore[arg-type]
+
+
+def test_empty_file(tmp_path: Path) -> None:
+    p = tmp_path / "e.png"
+    p.write_bytes(b"")
+    with pytest.raises(ImageReadError, match="empty file"):
+        read_image(p)
+
+
+def test_format_outside_the_list_is_refused(tmp_path: Path) -> None:
+    # A PPM is a valid image, but not one of the formats the readers accept (decoders are limited by content).
+    p = tmp_path / "x.png"
+    Image.fromarray(case_image(0)).save(p, format="PPM")
+    with pytest.raises(ImageReadError, match="x.png"):
+        read_image(p)
+
+
+@pytest.mark.parametrize(
+    "exc", [struct.error("unpack"), EOFError(), MemoryError(), SyntaxError("bad"), IndexError("i"), KeyError("k")]
+)
+def test_any_decoder_exception_becomes_image_read_error(tmp_path: Path, monkeypatch, exc: Exception) -> None:
+    p = write_image(tmp_path / "a.png", case_image(0))
+
+    def broken_load(self):
+        raise exc
+
+    monkeypatch.setattr(Image.Image, "load", broken_load)
+    for reader in (read_image, read_mask):
+        with pytest.raises(ImageReadError) as err:
+            reader(p)
+        assert str(p) in str(err.value) and type(exc).__name__ in str(err.value)
+        assert err.value.__cause__ is exc
+
+
+def test_mask_values_before_threshold(tmp_path: Path) -> None:
+    arr = np.zeros((H, W), np.uint8)
+    arr[0, :3] = [1, 128, 255]
+    p = write_image(tmp_path / "m.png", arr)
+    np.testing.assert_array_equal(read_mask_values(p), arr)

@@ -33,7 +33,13 @@ def test_make_split_stratified() -> None:
     assert Counter(STRATA[i] for i in s.test) == {0: 8, 1: 8, 2: 4}
     val = Counter(STRATA[i] for i in s.val)
     assert abs(val[0] - 4) <= 1 and abs(val[1] - 4) <= 1 and abs(val[2] - 2) <= 1
-    assert s.info["stratified_by"] == "diagnosis"
+    assert s.info["stratified_by"] == "strata"  # strata given without saying what they hold
+    named = make_split(IDS, 0.2, 0.1, seed=0, strata=STRATA, stratified_by="tuberculosis")
+    assert named.info["stratified_by"] == "tuberculosis" and named.test == s.test
+    assert make_split(IDS, 0.2, 0.1, seed=0, stratified_by="diagnosis").info["stratified_by"] is None
+    for fold in kfold(IDS, 3, strata=STRATA, stratified_by="subset"):
+        assert fold.info["stratified_by"] == "subset"
+    assert repeated_holdout(IDS, 2, strata=STRATA, stratified_by="x")[1].info["stratified_by"] == "x"
 
 
 def test_val_comes_out_of_the_training_part() -> None:

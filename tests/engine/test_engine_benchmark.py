@@ -85,7 +85,7 @@ def test_benchmark_trains_reports_and_skips_finished_runs(bench_config: Path, tm
     stamp = best.stat().st_mtime_ns
     capsys.readouterr()
     assert main(["benchmark", "--config", str(bench_config)]) == 0
-    assert "unet_a run 1: done" in capsys.readouterr().out
+    assert "unet_a run 1: done" in capsys.readouterr().err
     assert best.stat().st_mtime_ns == stamp
     assert (out / "report.md").read_text() == report
 

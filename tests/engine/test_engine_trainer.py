@@ -1,11 +1,13 @@
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import pytest
 import torch
 
+from lesionseg.data import BadDataError
 from lesionseg.engine import Trainer, load_model
 from lesionseg.engine.config import config_from_dict
 
@@ -72,10 +74,50 @@ def test_bf16_and_channels_last_train(tiny_config):
 
 
 def test_split_ids_missing_from_root_are_an_error(tiny_config, tmp_path):
-    import json
-
     split = tmp_path / "bad.json"
     split.write_text(json.dumps({"train": ["nope"], "val": [], "test": []}))
     bad = {**tiny_config, "data": {**tiny_config["data"], "split": str(split)}}
     with pytest.raises(ValueError, match="missing from the data root"):
         Trainer(config_from_dict(bad), progress=False)
+
+
+def _break(root: Path) -> None:
+    """case001 (train) truncated, case009 (val) without its mask, case003 (train) mask of the wrong size."""
+    img = root / "images" / "case001.png"
+    img.write_bytes(img.read_bytes()[:50])
+    (root / "masks" / "case009.png").unlink()
+    from PIL import Image
+
+    Image.new("L", (41, 40)).save(root / "masks" / "case003.png")
+
+
+def test_bad_files_stop_the_run_before_the_first_epoch_naming_all(tiny_config, blob_root):
+    _break(blob_root)
+    cfg = _cfg(tiny_config)
+    with pytest.raises(BadDataError) as err:
+        Trainer(cfg, progress=False)
+    msg = str(err.value)
+    for name in ("case001.png", "case009.png", "case003.png"):
+        assert name in msg, name
+    assert f"lesionseg data check {blob_root}" in msg
+    assert not (Path(cfg.train.out_dir) / "tiny" / "metrics.csv").exists()
+
+
+def test_skip_bad_trains_without_them_and_records_them(tiny_config, blob_root):
+    _break(blob_root)
+    cfg = config_from_dict({**tiny_config, "data": {**tiny_config["data"], "skip_bad": True}})
+    trainer = Trainer(cfg, progress=False)
+    skipped_ids = {"case001", "case003", "case009"}
+    assert set(trainer.train_set.ids) == {f"case{i:03d}" for i in range(8)} - skipped_ids
+    assert set(trainer.val_set.ids) == {"case008"}
+    record = json.loads((trainer.run_dir / "skipped.json").read_text())
+    assert sorted(record["cases"]) == sorted(skipped_ids)
+    assert {p["kind"] for p in record["problems"]} == {"unreadable", "image_without_mask", "size_mismatch"}
+    assert trainer.fit()["epochs"] == 2
+
+
+def test_data_root_is_required(tiny_config):
+    cfg = config_from_dict({**tiny_config, "data": {**tiny_config["data"], "root": ""}})
+    with pytest.raises(ValueError, match=r"data.root is not set"):
+        Trainer(cfg, progress=False)
+    assert config_from_dict({}).data.root == ""

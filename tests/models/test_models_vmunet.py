@@ -120,10 +120,48 @@ def test_cross_scan_round_trip():
     torch.testing.assert_close(cross_merge(xs, 4, 5), 4 * x)
 
 
-def test_ss2d_shape_and_rectangular_input():
-    block = SS2D(8, d_state=2)
-    y = block(torch.randn(2, 3, 5, 8))
-    assert y.shape == (2, 3, 5, 8)
+def _ss2d_reference(block: SS2D, x: torch.Tensor) -> torch.Tensor:
+    """SS2D written out position by position: four scan orders as explicit pixel lists, the S6 recurrence as a
+    Python loop, each direction's outputs put back on the pixels they came from and summed."""
+    n, h, w, _ = x.shape
+    inner, s_dim, rank = block.d_inner, block.d_state, block.dt_rank
+    xz = x @ block.in_proj.weight.T
+    u, z = xz[..., :inner], xz[..., inner:]
+    u = torch.nn.functional.conv2d(u.permute(0, 3, 1, 2), block.conv.weight, block.conv.bias, padding=1, groups=inner)
+    u = torch.nn.functional.silu(u).permute(0, 2, 3, 1)  # (N, H, W, inner)
+    row_major = [(i, j) for i in range(h) for j in range(w)]
+    col_major = [(i, j) for j in range(w) for i in range(h)]
+    orders = [row_major, col_major, row_major[::-1], col_major[::-1]]
+    A = -torch.exp(block.A_log).view(4, inner, s_dim)
+    D = block.D.view(4, inner)
+    bias = block.dt_proj_bias.view(4, inner)
+    y = torch.zeros(n, h, w, inner)
+    for k, order in enumerate(orders):
+        state = torch.zeros(n, inner, s_dim)
+        for i, j in order:
+            u_t = u[:, i, j]  # (N, inner)
+            proj = u_t @ block.x_proj_weight[k].T  # (N, rank + 2S)
+            dt, b_t, c_t = proj[:, :rank], proj[:, rank : rank + s_dim], proj[:, rank + s_dim :]
+            delta = torch.nn.functional.softplus(dt @ block.dt_proj_weight[k].T + bias[k])  # (N, inner)
+            state = torch.exp(delta[..., None] * A[k]) * state + (delta * u_t)[..., None] * b_t[:, None, :]
+            y[:, i, j] += (state * c_t[:, None, :]).sum(-1) + D[k] * u_t
+    y = torch.nn.functional.layer_norm(y, (inner,), block.out_norm.weight, block.out_norm.bias, block.out_norm.eps)
+    return (y * torch.nn.functional.silu(z)) @ block.out_proj.weight.T
+
+
+def test_ss2d_matches_a_written_out_four_direction_scan():
+    torch.manual_seed(0)
+    block = SS2D(4, d_state=3).eval()
+    with torch.no_grad():  # per-direction parameters made different, so a direction mix-up shows
+        block.A_log.copy_(torch.randn_like(block.A_log) * 0.5)
+        block.D.copy_(torch.randn_like(block.D))
+        block.dt_proj_bias.copy_(torch.randn_like(block.dt_proj_bias) * 0.5)
+        block.out_norm.weight.copy_(torch.rand_like(block.out_norm.weight) + 0.5)
+        block.out_norm.bias.copy_(torch.randn_like(block.out_norm.bias) * 0.1)
+        x = torch.randn(2, 3, 5, 4)  # H != W: a transposed scan order would not even fit
+        out = block(x)
+        assert out.shape == (2, 3, 5, 4)
+        torch.testing.assert_close(out, _ss2d_reference(block, x), rtol=1e-4, atol=1e-5)
 
 
 def test_attention_blocks():
@@ -134,3 +172,31 @@ def test_attention_blocks():
     assert y.shape == x.shape
     y.sum().backward()
     assert cra.attend_h.weight.grad is not None and cra.attend_w.weight.grad is not None
+
+
+def test_cross_region_attention_pools_along_each_axis():
+    """y = x * g^h * g^w: g^h from the mean over W of each row (one weight per row), g^w from the mean over H of each
+    column, each through the shared reduction then its own 1x1 convolution and a sigmoid."""
+    torch.manual_seed(0)
+    cra = CrossRegionAttention(8, reduction=2, min_hidden=4).eval()
+    bn = cra.reduce[1]
+    with torch.no_grad():
+        bn.running_mean.copy_(torch.randn(4) * 0.2)
+        bn.running_var.copy_(torch.rand(4) + 0.5)
+        bn.weight.copy_(torch.rand(4) + 0.5)
+        bn.bias.copy_(torch.randn(4) * 0.2)
+    x = torch.randn(2, 8, 6, 10)
+
+    def hidden(z):  # (N, C, L) -> (N, hidden, L): shared 1x1 conv, eval BN, hard-swish
+        f = torch.einsum("kc,ncl->nkl", cra.reduce[0].weight[:, :, 0, 0], z)
+        f = (f - bn.running_mean[:, None]) / torch.sqrt(bn.running_var[:, None] + bn.eps) * bn.weight[:, None]
+        f = f + bn.bias[:, None]
+        return f * torch.clamp(f + 3, 0, 6) / 6
+
+    def gate(conv, f):
+        return torch.sigmoid(torch.einsum("ck,nkl->ncl", conv.weight[:, :, 0, 0], f) + conv.bias[:, None])
+
+    g_h = gate(cra.attend_h, hidden(x.mean(dim=3)))  # (N, C, H): one weight per row
+    g_w = gate(cra.attend_w, hidden(x.mean(dim=2)))  # (N, C, W): one weight per column
+    with torch.no_grad():
+        torch.testing.assert_close(cra(x), x * g_h[..., :, None] * g_w[..., None, :], rtol=1e-4, atol=1e-5)

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from . import cvc, folder, isic, kvasir, montgomery, ph2  # noqa: F401  (register the layouts)
 from .base import (
+    PROBLEM_SEVERITY,
     Case,
+    DataProblem,
     DatasetLayoutError,
+    ScanResult,
     SegmentationDataset,
     detect_layout,
     find_cases,
@@ -15,20 +18,33 @@ from .base import (
     pair_by_id,
     register_layout,
     resize_pair,
+    scan_cases,
 )
-from .io import ImageReadError, read_image, read_mask
+from .check import BadDataError, CheckReport, check_case, check_cases, check_root, screen_cases
+from .io import DEFAULT_MAX_PIXELS, ImageReadError, decode_image_bytes, decode_mask_bytes, read_image, read_mask
 from .splits import Split, builtin_splits, kfold, load_split, make_split, repeated_holdout, save_split
 from .transforms import AugmentConfig, build_train_transform
 
 __all__ = [
     "AugmentConfig",
+    "BadDataError",
     "Case",
+    "CheckReport",
+    "DEFAULT_MAX_PIXELS",
+    "DataProblem",
     "DatasetLayoutError",
     "ImageReadError",
+    "PROBLEM_SEVERITY",
+    "ScanResult",
     "SegmentationDataset",
     "Split",
     "build_train_transform",
     "builtin_splits",
+    "check_case",
+    "check_cases",
+    "check_root",
+    "decode_image_bytes",
+    "decode_mask_bytes",
     "detect_layout",
     "find_cases",
     "index_images",
@@ -44,4 +60,6 @@ __all__ = [
     "repeated_holdout",
     "resize_pair",
     "save_split",
+    "scan_cases",
+    "screen_cases",
 ]

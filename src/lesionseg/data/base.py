@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,11 +18,16 @@ from .io import IMAGE_EXTENSIONS, ImageReadError, read_image, read_mask
 
 __all__ = [
     "Case",
+    "DataProblem",
     "DatasetLayoutError",
+    "PROBLEM_SEVERITY",
+    "ScanResult",
     "SegmentationDataset",
     "register_layout",
     "list_layouts",
     "find_cases",
+    "scan_cases",
+    "report_layout_problems",
     "detect_layout",
     "pair_by_id",
     "index_images",
@@ -52,6 +59,100 @@ class Case:
     mask: Path | None = None
     mask_threshold: int = 0
     meta: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+
+# Kind of problem -> severity. Errors make a case unusable (training refuses them, or skips them when asked);
+# warnings are legal but suspicious; notes are informational.
+PROBLEM_SEVERITY: dict[str, str] = {
+    "unreadable": "error",
+    "size_mismatch": "error",
+    "image_without_mask": "error",
+    "mask_without_image": "error",
+    "duplicate_id": "error",
+    "empty_mask": "warning",
+    "non_binary_mask": "note",
+}
+
+
+@dataclass(frozen=True)
+class DataProblem:
+    """One problem of a data root: what kind, which file, which case.
+
+    Attributes:
+        kind: a key of :data:`PROBLEM_SEVERITY` (``unreadable``, ``size_mismatch``, ``image_without_mask``, ...).
+        path: the file (or folder) at fault.
+        message: a sentence naming the file and the problem.
+        case_id: the case the problem belongs to, when known.
+    """
+
+    kind: str
+    path: Path
+    message: str
+    case_id: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in PROBLEM_SEVERITY:
+            raise ValueError(f"unknown problem kind {self.kind!r}; known: {', '.join(PROBLEM_SEVERITY)}")
+
+    @property
+    def severity(self) -> str:
+        return PROBLEM_SEVERITY[self.kind]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "severity": self.severity,
+            "case_id": self.case_id,
+            "path": str(self.path),
+            "message": self.message,
+        }
+
+
+@dataclass
+class ScanResult:
+    """What a lenient layout scan found: the usable cases and the problems of the others.
+
+    Attributes:
+        root: the data root.
+        layout: the layout scanned.
+        cases: cases whose files pair up (not yet read), sorted by id.
+        problems: images without masks, masks without images, duplicate ids.
+    """
+
+    root: Path
+    layout: str
+    cases: list[Case]
+    problems: list[DataProblem]
+
+
+# Set while scan_cases runs: layouts then hand their pairing problems over instead of raising on the first one.
+_COLLECTED: ContextVar[list[DataProblem] | None] = ContextVar("lesionseg_layout_problems", default=None)
+
+
+@contextmanager
+def _collecting() -> Iterator[list[DataProblem]]:
+    problems: list[DataProblem] = []
+    token = _COLLECTED.set(problems)
+    try:
+        yield problems
+    finally:
+        _COLLECTED.reset(token)
+
+
+def report_layout_problems(problems: Sequence[DataProblem], strict_error: str | None) -> None:
+    """Called by layouts for files they cannot pair.
+
+    Under :func:`scan_cases` the problems are collected and the layout goes on without those files. Otherwise
+    (:func:`find_cases`, strict) ``strict_error`` is raised as :class:`DatasetLayoutError`, or, when it is None, the
+    files are left out silently (e.g. masks without an image, which strict loading has always ignored).
+    """
+    if not problems:
+        return
+    collected = _COLLECTED.get()
+    if collected is not None:
+        collected.extend(problems)
+    elif strict_error is not None:
+        raise DatasetLayoutError(strict_error)
 
 
 @dataclass(frozen=True)
@@ -95,22 +196,59 @@ def detect_layout(root: str | Path) -> str:
     raise DatasetLayoutError(f"{root}: no known dataset layout found; known: {', '.join(sorted(_LAYOUTS))}")
 
 
-def find_cases(root: str | Path, layout: str | None = None) -> list[Case]:
-    """All cases under ``root`` in ``layout`` (detected when None), sorted by id."""
+def _find(root: str | Path, layout: str | None) -> tuple[Path, str, list[Case]]:
     root = Path(root).expanduser()
     if not root.is_dir():
         raise DatasetLayoutError(f"{root}: data root is not a directory")
     name = layout or detect_layout(root)
     if name not in _LAYOUTS:
         raise ValueError(f"unknown layout {name!r}; known layouts: {', '.join(sorted(_LAYOUTS))}")
-    cases = _LAYOUTS[name].find(root)
+    cases = sorted(_LAYOUTS[name].find(root), key=lambda c: c.id)
+    first: dict[str, Case] = {}
+    duplicates: list[DataProblem] = []
+    for case in cases:
+        if case.id in first:
+            duplicates.append(
+                DataProblem(
+                    "duplicate_id",
+                    case.image,
+                    f"{case.image}: case id {case.id!r} also used by {first[case.id].image}",
+                    case.id,
+                )
+            )
+        else:
+            first[case.id] = case
+    dup = sorted({p.case_id for p in duplicates if p.case_id})
+    report_layout_problems(duplicates, f"{root}: duplicate case ids {dup[:5]}")
+    return root, name, list(first.values())
+
+
+def find_cases(root: str | Path, layout: str | None = None) -> list[Case]:
+    """All cases under ``root`` in ``layout`` (detected when None), sorted by id.
+
+    Strict: an image without a mask, two files for one id or a duplicate case id raises
+    :class:`DatasetLayoutError`; :func:`scan_cases` reports them all instead.
+    """
+    root, name, cases = _find(root, layout)
     if not cases:
         raise DatasetLayoutError(f"{root}: no cases found in the {name} layout")
-    ids = [c.id for c in cases]
-    if len(set(ids)) != len(ids):
-        dup = sorted({i for i in ids if ids.count(i) > 1})
-        raise DatasetLayoutError(f"{root}: duplicate case ids {dup[:5]}")
-    return sorted(cases, key=lambda c: c.id)
+    return cases
+
+
+def scan_cases(root: str | Path, layout: str | None = None) -> ScanResult:
+    """Every case under ``root`` whose files pair up, and a problem for each file that does not.
+
+    Lenient counterpart of :func:`find_cases` (which raises at the first pairing problem): images without masks,
+    masks without images and duplicate ids are collected, and the other cases are returned. Nothing is read.
+
+    Raises:
+        DatasetLayoutError: the root does not exist, matches no layout, or holds neither cases nor problems.
+    """
+    with _collecting() as problems:
+        root, name, cases = _find(root, layout)
+    if not cases and not problems:
+        raise DatasetLayoutError(f"{root}: no cases found in the {name} layout")
+    return ScanResult(root, name, cases, sorted(problems, key=lambda p: (p.case_id or "", str(p.path))))
 
 
 def index_images(folder: Path, strip_suffixes: Sequence[str] = ()) -> dict[str, Path]:
@@ -129,7 +267,9 @@ def index_images(folder: Path, strip_suffixes: Sequence[str] = ()) -> dict[str, 
                 stem = stem[: -len(suffix)]
                 break
         if stem in out:
-            raise DatasetLayoutError(f"{folder}: two files for id {stem!r}: {out[stem].name} and {p.name}")
+            message = f"{folder}: two files for id {stem!r}: {out[stem].name} and {p.name}"
+            report_layout_problems([DataProblem("duplicate_id", p, message, stem)], message)
+            continue  # the first file (in name order) stays the case
         out[stem] = p
     return out
 
@@ -137,26 +277,53 @@ def index_images(folder: Path, strip_suffixes: Sequence[str] = ()) -> dict[str, 
 def pair_by_id(
     images: dict[str, Path],
     masks: dict[str, Path] | None,
-    mask_threshold: int = 0,
+    mask_threshold: int | Callable[[Path], int] = 0,
     require_masks: bool = True,
     meta: Callable[[str], dict[str, Any]] | None = None,
+    missing_hint: str = "",
 ) -> list[Case]:
     """Pair images and masks by id (never by listing order).
 
+    Args:
+        images: id -> image file.
+        masks: id -> mask file.
+        mask_threshold: mask values above it are lesion; or a function of the mask file giving it (e.g. 127 for
+            JPEG masks only).
+        require_masks: an image without a mask is a problem (else a case without mask).
+        meta: id -> extra fields of the case.
+        missing_hint: where the mask was expected, appended to the error (e.g. ``<id>_segmentation.png in ...``).
+
     Raises:
-        DatasetLayoutError: when ``require_masks`` and some image has no mask (the first ids are named).
+        DatasetLayoutError: when ``require_masks`` and some image has no mask (the first ids are named); under
+            :func:`scan_cases` these images, and masks without an image, are reported instead.
     """
     masks = masks or {}
     missing = sorted(set(images) - set(masks))
     if require_masks and missing:
         examples = ", ".join(str(images[i]) for i in missing[:3])
-        raise DatasetLayoutError(f"{len(missing)} image(s) without a mask, e.g. {examples}")
+        hint = f" ({missing_hint})" if missing_hint else ""
+        report_layout_problems(
+            [DataProblem("image_without_mask", images[i], f"{images[i]}: no mask{hint}", i) for i in missing],
+            f"{len(missing)} image(s) without a mask{hint}, e.g. {examples}",
+        )
+        images = {i: p for i, p in images.items() if i not in set(missing)}
+    orphans = sorted(set(masks) - set(images) - set(missing))
+    report_layout_problems(
+        [DataProblem("mask_without_image", masks[i], f"{masks[i]}: no image for mask id {i!r}", i) for i in orphans],
+        None,
+    )
+
+    def threshold(path: Path | None) -> int:
+        if path is None or not callable(mask_threshold):
+            return mask_threshold if isinstance(mask_threshold, int) else 0
+        return int(mask_threshold(path))
+
     return [
         Case(
             id=i,
             image=images[i],
             mask=masks.get(i),
-            mask_threshold=mask_threshold,
+            mask_threshold=threshold(masks.get(i)),
             meta=meta(i) if meta else {},
         )
         for i in sorted(images)

@@ -18,7 +18,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .base import Case, DatasetLayoutError, index_images, pair_by_id, register_layout
+from .base import (
+    Case,
+    DataProblem,
+    DatasetLayoutError,
+    index_images,
+    pair_by_id,
+    register_layout,
+    report_layout_problems,
+)
 
 __all__ = ["find_cvc_clinicdb_cases", "CVC_MASK_THRESHOLD"]
 
@@ -41,7 +49,9 @@ def _by_number(folder: Path) -> dict[str, Path]:
     for stem, path in index_images(folder).items():
         key = str(int(stem)) if stem.isdigit() else stem
         if key in out:
-            raise DatasetLayoutError(f"{folder}: two files for frame {key}: {out[key].name} and {path.name}")
+            message = f"{folder}: two files for frame {key}: {out[key].name} and {path.name}"
+            report_layout_problems([DataProblem("duplicate_id", path, message, key)], message)
+            continue
         out[key] = path
     return out
 

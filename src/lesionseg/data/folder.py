@@ -1,7 +1,8 @@
 """Generic layout: ``images/`` and ``masks/`` folders paired by file stem.
 
 A mask may carry one of the suffixes ``_mask``, ``_segmentation``, ``_Segmentation``, ``_gt`` after the image's stem.
-Masks are thresholded at 0 (any non-zero value is lesion) unless they are JPEGs, which are thresholded at 127.
+Masks are thresholded at 0 (any non-zero value is lesion) unless they are JPEGs, which are thresholded at 127; the
+choice is made per mask file, so a folder mixing PNG and JPEG masks reads each correctly.
 """
 
 from __future__ import annotations
@@ -10,8 +11,9 @@ from pathlib import Path
 
 from .base import Case, DatasetLayoutError, index_images, pair_by_id, register_layout
 
-__all__ = ["find_folder_cases", "MASK_SUFFIXES"]
+__all__ = ["find_folder_cases", "mask_threshold_for", "MASK_SUFFIXES", "JPEG_MASK_THRESHOLD"]
 
+JPEG_MASK_THRESHOLD = 127
 MASK_SUFFIXES = ("_mask", "_segmentation", "_Segmentation", "_gt")
 
 
@@ -26,5 +28,9 @@ def find_folder_cases(root: Path) -> list[Case]:
         raise DatasetLayoutError(f"{root}: expected images/ and masks/ folders")
     images = index_images(root / "images")
     masks = index_images(root / "masks", MASK_SUFFIXES)
-    jpeg = all(p.suffix.lower() in (".jpg", ".jpeg") for p in masks.values()) and bool(masks)
-    return pair_by_id(images, masks, 127 if jpeg else 0)
+    return pair_by_id(images, masks, mask_threshold_for, missing_hint=f"{root / 'masks'}/<id>[_mask].*")
+
+
+def mask_threshold_for(path: Path) -> int:
+    """127 for a JPEG mask (compression noise around 0 and 255), 0 for a lossless one."""
+    return JPEG_MASK_THRESHOLD if path.suffix.lower() in (".jpg", ".jpeg") else 0

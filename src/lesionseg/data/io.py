@@ -1,34 +1,124 @@
-"""Safe image and mask reading: every failure names the file and the problem."""
+"""Safe image and mask reading: every failure names the file and the problem.
+
+Every reader checks the pixel count an image declares in its header against a limit *before* decoding it, so a small
+file that declares 30000 x 30000 pixels (a decompression bomb) is refused without allocating its pixels. Every
+exception a decoder raises on bad bytes (``OSError``, ``SyntaxError``, ``ValueError``, ``struct.error``,
+``EOFError``, ``MemoryError``, Pillow's ``DecompressionBombError`` and ``DecompressionBombWarning``, ...) leaves as an
+:class:`ImageReadError` naming the file; nothing else leaves a reader for a bad file.
+
+:func:`decode_image_bytes` and :func:`decode_mask_bytes` apply the same checks to bytes held in memory (uploads).
+"""
 
 from __future__ import annotations
 
+import io
+import logging
+import re
+import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 
-__all__ = ["ImageReadError", "read_image", "read_mask", "IMAGE_EXTENSIONS"]
+__all__ = [
+    "DEFAULT_MAX_PIXELS",
+    "IMAGE_EXTENSIONS",
+    "ImageReadError",
+    "decode_image_bytes",
+    "decode_mask_bytes",
+    "read_image",
+    "read_mask",
+    "read_mask_values",
+]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp")
+
+# 80 megapixels: 2.6x the largest ISIC image (6748 x 4499) and 4x a Montgomery radiograph (4892 x 4020), 240 MB as
+# RGB; a 30000 x 30000 bomb declares 900 megapixels. Kept under Pillow's own warning threshold (89.5 MP), so that
+# Pillow never warns about an image this limit accepts.
+DEFAULT_MAX_PIXELS = 80_000_000
+
+# Decoders tried, by content (never by file extension); limiting them keeps rarely used decoders away from untrusted
+# bytes. The JPEG decoder also opens MPO files (camera JPEGs with a second frame); DIB is a headerless BMP.
+_FORMATS = ("PNG", "JPEG", "BMP", "DIB", "TIFF", "GIF", "WEBP")
+
+_T = TypeVar("_T")
+
+logger = logging.getLogger(__name__)
 
 
 class ImageReadError(ValueError):
     """An image or mask file that cannot be used; the message names the file and the problem."""
 
 
-def _open(path: str | Path) -> Image.Image:
-    path = Path(path)
-    if not path.is_file():
-        raise ImageReadError(f"{path}: no such file")
+def _check_max_pixels(max_pixels: int) -> None:
+    if isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < 1:
+        raise ValueError(f"max_pixels must be a positive integer, got {max_pixels!r}")
+
+
+def _decode(source: str | Path | bytes, name: str, max_pixels: int, convert: Callable[[Image.Image], _T]) -> _T:
+    """Open ``source`` (a path or bytes), check its declared size, decode it and apply ``convert``.
+
+    Every failure, whatever the decoder raises, becomes an :class:`ImageReadError` naming ``name``.
+    """
+    _check_max_pixels(max_pixels)
+    if isinstance(source, bytes | bytearray | memoryview):
+        if len(source) == 0:
+            raise ImageReadError(f"{name}: empty file")
+        fp: str | Path | io.BytesIO = io.BytesIO(bytes(source))
+    else:
+        fp = Path(source)
+        if not fp.is_file():
+            raise ImageReadError(f"{name}: no such file")
+        if fp.stat().st_size == 0:
+            raise ImageReadError(f"{name}: empty file")
+    size = "unknown size"
     try:
-        img = Image.open(path)
-        img.load()
-    except (UnidentifiedImageError, OSError, SyntaxError) as err:
-        raise ImageReadError(f"{path}: not a readable image ({err})") from err
-    try:
-        return ImageOps.exif_transpose(img) or img
-    except Exception as err:  # a corrupt EXIF block must not hide the image itself
-        raise ImageReadError(f"{path}: bad EXIF orientation data ({err})") from err
+        with warnings.catch_warnings(record=True) as caught:
+            # Decoders warn about damage they step over (corrupt EXIF, oversized tags): kept for the log rather
+            # than printed once per file of a large folder.
+            warnings.simplefilter("always")
+            # Pillow only warns between its own limit (89.5 MP) and twice it, and would then decode; the check
+            # below refuses such an image before decoding with its declared size in the message, so the warning
+            # is silenced here rather than raised from inside ``Image.open`` (where the size is not yet known).
+            # Above twice its limit Pillow raises DecompressionBombError itself, whatever ``max_pixels`` says.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(fp, formats=_FORMATS) as img:
+                width, height = img.size
+                size = f"{width}x{height}"
+                if width <= 0 or height <= 0:
+                    raise ImageReadError(f"{name}: image declares zero size ({size})")
+                if width * height > max_pixels:
+                    raise ImageReadError(
+                        f"{name}: image declares {size} = {width * height:,} pixels, over the limit of "
+                        f"{max_pixels:,} pixels (a decompression bomb or a mislabelled file; raise max_pixels to "
+                        "read it)"
+                    )
+                img.load()
+                oriented = ImageOps.exif_transpose(img) or img
+                out = convert(oriented)
+        for w in caught:
+            logger.debug("%s: decoder warning: %s", name, w.message)
+        return out
+    except ImageReadError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        # Pillow refuses inside Image.open, before the size is known here; its message holds the pixel count.
+        found = re.search(r"\((\d+) pixels\)", str(err))
+        declared = f"{int(found.group(1)):,} pixels" if found else size
+        raise ImageReadError(
+            f"{name}: image declares {declared}, over the limit of {max_pixels:,} pixels (refused by Pillow as a "
+            "decompression bomb)"
+        ) from err
+    except Exception as err:
+        # Decoders fed hostile bytes raise whatever their parsing code hits (OSError, SyntaxError, ValueError,
+        # struct.error, EOFError, IndexError, MemoryError, ...): each is a property of the file, not a bug here.
+        raise ImageReadError(
+            f"{name}: not a readable image ({type(err).__name__}: {err}; declared size {size}, limit "
+            f"{max_pixels:,} pixels)"
+        ) from err
 
 
 def _to_uint8(arr: np.ndarray) -> np.ndarray:
@@ -41,48 +131,93 @@ def _to_uint8(arr: np.ndarray) -> np.ndarray:
     return np.clip(arr / hi * 255.0 + 0.5, 0, 255).astype(np.uint8)
 
 
-def read_image(path: str | Path, channels: int = 3) -> np.ndarray:
+def _image_array(channels: int) -> Callable[[Image.Image], np.ndarray]:
+    def convert(img: Image.Image) -> np.ndarray:
+        if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+            arr = _to_uint8(np.asarray(img))
+            arr = np.repeat(arr[..., None], 3, axis=2) if channels == 3 else arr[..., None]
+            return np.ascontiguousarray(arr)
+        arr = np.asarray(img.convert("RGB" if channels == 3 else "L"), dtype=np.uint8)
+        if arr.ndim == 2:
+            arr = arr[..., None]
+        return np.ascontiguousarray(arr)
+
+    return convert
+
+
+def _mask_values(img: Image.Image) -> np.ndarray:
+    if img.mode in ("P", "1", "L", "I", "I;16", "I;16B", "I;16L", "F"):
+        arr = np.asarray(img)
+    else:
+        arr = np.asarray(img.convert("RGB")).max(axis=2)
+    if arr.ndim != 2:
+        raise ValueError(f"mask must be 2-D after conversion, got shape {arr.shape}")
+    return np.ascontiguousarray(arr)
+
+
+def _check_channels(channels: int) -> None:
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 or 3, got {channels}")
+
+
+def read_image(path: str | Path, channels: int = 3, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Read an image as uint8 (H, W, channels), EXIF orientation applied.
 
-    Accepts RGB, RGBA (alpha dropped), grayscale, 16-bit and palette images.
+    Accepts RGB, RGBA (alpha dropped), grayscale, 16-bit and palette images in PNG, JPEG, BMP, TIFF, GIF (first
+    frame) or WebP, recognised by content.
 
     Args:
         path: image file.
         channels: 3 for RGB output, 1 for grayscale output.
+        max_pixels: largest width x height accepted; checked on the header, before decoding.
 
     Raises:
-        ImageReadError: the file is missing, unreadable or empty.
+        ImageReadError: the file is missing, empty, unreadable, truncated, or declares more than ``max_pixels``.
+        ValueError: ``channels`` or ``max_pixels`` is invalid.
     """
-    if channels not in (1, 3):
-        raise ValueError(f"channels must be 1 or 3, got {channels}")
-    img = _open(path)
-    if img.width == 0 or img.height == 0:
-        raise ImageReadError(f"{path}: image has zero size")
-    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        arr = _to_uint8(np.asarray(img))
-        arr = np.repeat(arr[..., None], 3, axis=2) if channels == 3 else arr[..., None]
-        return np.ascontiguousarray(arr)
-    img = img.convert("RGB" if channels == 3 else "L")
-    arr = np.asarray(img, dtype=np.uint8)
-    if arr.ndim == 2:
-        arr = arr[..., None]
-    return np.ascontiguousarray(arr)
+    _check_channels(channels)
+    return _decode(path, str(path), max_pixels, _image_array(channels))
 
 
-def read_mask(path: str | Path, threshold: int = 0) -> np.ndarray:
+def decode_image_bytes(
+    data: bytes, name: str = "<bytes>", channels: int = 3, *, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> np.ndarray:
+    """:func:`read_image` for bytes held in memory (e.g. an upload); ``name`` is what error messages call them.
+
+    Raises:
+        ImageReadError: the bytes are empty, not an image, truncated, or declare more than ``max_pixels``.
+    """
+    _check_channels(channels)
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise TypeError(f"data must be bytes, got {type(data).__name__}")
+    return _decode(data, name, max_pixels, _image_array(channels))
+
+
+def read_mask_values(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """A mask's stored values (H, W) before thresholding: palette index, gray level or the largest RGB channel.
+
+    Raises:
+        ImageReadError: as :func:`read_image`, or the mask is not 2-D after conversion.
+    """
+    return _decode(path, str(path), max_pixels, _mask_values)
+
+
+def read_mask(path: str | Path, threshold: int = 0, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Read a binary mask as uint8 (H, W) of {0, 1}, EXIF orientation applied.
 
     A pixel is lesion when any channel of its value exceeds ``threshold`` (0 for clean masks; 127 for masks
     stored with lossy compression, e.g. Kvasir-SEG's JPEGs). Palette masks are read by palette index.
 
     Raises:
-        ImageReadError: the file is missing or unreadable.
+        ImageReadError: as :func:`read_image`.
     """
-    img = _open(path)
-    if img.mode in ("P", "1", "L", "I", "I;16", "I;16B", "I;16L", "F"):
-        arr = np.asarray(img)
-    else:
-        arr = np.asarray(img.convert("RGB")).max(axis=2)
-    if arr.ndim != 2:
-        raise ImageReadError(f"{path}: mask must be 2-D after conversion, got shape {arr.shape}")
-    return (arr > threshold).astype(np.uint8)
+    return (read_mask_values(path, max_pixels=max_pixels) > threshold).astype(np.uint8)
+
+
+def decode_mask_bytes(
+    data: bytes, name: str = "<bytes>", threshold: int = 0, *, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> np.ndarray:
+    """:func:`read_mask` for bytes held in memory."""
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise TypeError(f"data must be bytes, got {type(data).__name__}")
+    return (_decode(data, name, max_pixels, _mask_values) > threshold).astype(np.uint8)

@@ -84,13 +84,15 @@ def find_isic_cases(root: Path, layout: str) -> list[Case]:
         if not images:
             raise DatasetLayoutError(f"{input_dir}: no ISIC_xxxxxxx.jpg images")
         masks = index_images(truth_dir, (suffix,))
-        missing = sorted(set(images) - set(masks))
-        if missing:
-            examples = ", ".join(str(images[i]) for i in missing[:3])
-            raise DatasetLayoutError(
-                f"{truth_dir}: {len(missing)} image(s) without a mask <id>{suffix}.png, e.g. {examples}"
+        cases.extend(
+            pair_by_id(
+                images,
+                masks,
+                0,
+                meta=lambda _i, s=subset: {"subset": s},
+                missing_hint=f"expected <id>{suffix}.png in {truth_dir}",
             )
-        cases.extend(pair_by_id(images, masks, 0, meta=lambda _i, s=subset: {"subset": s}))
+        )
     if not cases:
         folders = ", ".join(f"{inputs} + {truth}" for _, inputs, truth, _ in ISIC_SUBSETS[layout])
         raise DatasetLayoutError(f"{root}: no {layout} subset found; expected at least one of {folders}")

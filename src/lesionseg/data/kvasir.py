@@ -28,4 +28,9 @@ def find_kvasir_cases(root: Path) -> list[Case]:
     base = _base(root)
     if base is None:
         raise DatasetLayoutError(f"{root}: no Kvasir-SEG/images and Kvasir-SEG/masks folders")
-    return pair_by_id(index_images(base / "images"), index_images(base / "masks"), JPEG_MASK_THRESHOLD)
+    return pair_by_id(
+        index_images(base / "images"),
+        index_images(base / "masks"),
+        JPEG_MASK_THRESHOLD,
+        missing_hint=f"expected {base / 'masks'}/<id>.jpg",
+    )

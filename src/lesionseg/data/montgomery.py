@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from .base import Case, DatasetLayoutError, index_images, register_layout
+from .base import Case, DataProblem, DatasetLayoutError, index_images, register_layout, report_layout_problems
 
 __all__ = ["find_montgomery_cases"]
 
@@ -54,12 +54,32 @@ def find_montgomery_cases(root: Path) -> list[Case]:
     left, right = index_images(base / _LEFT), index_images(base / _RIGHT)
     cases = []
     for cid in sorted(images):
-        for side, folder, masks in (("left", _LEFT, left), ("right", _RIGHT, right)):
-            if cid not in masks:
-                raise DatasetLayoutError(f"{images[cid]}: no {side}-lung mask {base / folder / cid}.png")
+        absent = [
+            DataProblem(
+                "image_without_mask", images[cid], f"{images[cid]}: no {side}-lung mask {base / folder / cid}.png", cid
+            )
+            for side, folder, masks in (("left", _LEFT, left), ("right", _RIGHT, right))
+            if cid not in masks
+        ]
+        if absent:
+            report_layout_problems(absent, absent[0].message)
+            continue
         meta: dict[str, object] = {"extra_masks": (right[cid],)}
         m = _ID.fullmatch(cid)
         if m:
             meta["tuberculosis"] = int(m.group(1))
         cases.append(Case(id=cid, image=images[cid], mask=left[cid], meta=meta))
+    orphans = sorted((set(left) | set(right)) - set(images))
+    report_layout_problems(
+        [
+            DataProblem(
+                "mask_without_image",
+                (left.get(i) or right[i]),
+                f"{left.get(i) or right[i]}: no image for mask id {i!r}",
+                i,
+            )
+            for i in orphans
+        ],
+        None,
+    )
     return cases

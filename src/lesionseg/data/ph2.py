@@ -19,7 +19,7 @@ import csv
 import re
 from pathlib import Path
 
-from .base import Case, DatasetLayoutError, register_layout
+from .base import Case, DataProblem, DatasetLayoutError, register_layout, report_layout_problems
 from .io import IMAGE_EXTENSIONS
 
 __all__ = ["find_ph2_cases", "read_ph2_diagnoses"]
@@ -82,11 +82,17 @@ def find_ph2_cases(root: Path) -> list[Case]:
         cid = case_dir.name
         image_dir = case_dir / f"{cid}_Dermoscopic_Image"
         images = [p for p in sorted(image_dir.glob(f"{cid}.*")) if p.suffix.lower() in IMAGE_EXTENSIONS]
-        if not images:
-            raise DatasetLayoutError(f"{image_dir}: no image {cid}.bmp/.png for case {cid}")
         masks = [p for p in sorted((case_dir / f"{cid}_lesion").glob(f"{cid}_lesion.*"))]
+        if not images:
+            message = f"{image_dir}: no image {cid}.bmp/.png for case {cid}"
+            report_layout_problems(
+                [DataProblem("mask_without_image", masks[0] if masks else image_dir, message, cid)], message
+            )
+            continue
         if not masks:
-            raise DatasetLayoutError(f"{case_dir}: no lesion mask {cid}_lesion/{cid}_lesion.bmp")
+            message = f"{images[0]}: no lesion mask {case_dir / f'{cid}_lesion' / f'{cid}_lesion.bmp'}"
+            report_layout_problems([DataProblem("image_without_mask", images[0], message, cid)], message)
+            continue
         meta = {"diagnosis": diagnoses[cid]} if cid in diagnoses else {}
         cases.append(Case(id=cid, image=images[0], mask=masks[0], meta=meta))
     return cases

@@ -55,6 +55,18 @@ class Split:
             raise ValueError(f"unknown split subset {name!r}; use train, val or test")
         return list(getattr(self, name))
 
+    def without(self, ids: set[str] | frozenset[str]) -> Split:
+        """A copy with ``ids`` removed from every part (e.g. cases skipped for unusable files); ``info`` records
+        the removed ids under ``"removed"``."""
+        removed = sorted(set(ids) & self.all_ids)
+        info = {**self.info, "removed": sorted(set(self.info.get("removed", [])) | set(removed))}
+        return Split(
+            train=[i for i in self.train if i not in ids],
+            val=[i for i in self.val if i not in ids],
+            test=[i for i in self.test if i not in ids],
+            info=info,
+        )
+
     @property
     def all_ids(self) -> set[str]:
         return set(self.train) | set(self.val) | set(self.test)
@@ -80,6 +92,12 @@ def _stratified_take(ids: Sequence[str], strata: Mapping[str, Any] | None, frac:
     return sorted(taken), [i for i in sorted(ids) if i not in taken_set]
 
 
+def _strata_name(strata: Mapping[str, Any] | None, stratified_by: str | None) -> str | None:
+    if not strata:
+        return None
+    return stratified_by or "strata"
+
+
 def make_split(
     ids: Sequence[str],
     test_fraction: float = 0.2,
@@ -87,6 +105,7 @@ def make_split(
     seed: int = 0,
     strata: Mapping[str, Any] | None = None,
     name: str = "",
+    stratified_by: str | None = None,
 ) -> Split:
     """Draw a seeded train/val/test split.
 
@@ -97,6 +116,8 @@ def make_split(
         seed: seed of the draw.
         strata: optional id -> class (e.g. PH2 diagnosis) to stratify every part by.
         name: dataset name stored in ``info``.
+        stratified_by: what ``strata`` holds (e.g. ``diagnosis``), stored in ``info``; ``"strata"`` when
+            ``strata`` is given without a name.
     """
     if not 0 <= test_fraction < 1 or not 0 <= val_fraction < 1 or test_fraction + val_fraction >= 1:
         raise ValueError(f"bad fractions test={test_fraction} val={val_fraction}")
@@ -110,7 +131,7 @@ def make_split(
         "seed": seed,
         "test_fraction": test_fraction,
         "val_fraction": val_fraction,
-        "stratified_by": "diagnosis" if strata else None,
+        "stratified_by": _strata_name(strata, stratified_by),
         "generator": "lesionseg.data.splits.make_split",
     }
     return Split(train=train, val=val, test=test, info=info)
@@ -124,9 +145,10 @@ def repeated_holdout(
     seed: int = 0,
     strata: Mapping[str, Any] | None = None,
     name: str = "",
+    stratified_by: str | None = None,
 ) -> list[Split]:
     """``repeats`` independent 80:20-style splits with seeds ``seed, seed + 1, ...``."""
-    return [make_split(ids, test_fraction, val_fraction, seed + r, strata, name) for r in range(repeats)]
+    return [make_split(ids, test_fraction, val_fraction, seed + r, strata, name, stratified_by) for r in range(repeats)]
 
 
 def kfold(
@@ -136,6 +158,7 @@ def kfold(
     seed: int = 0,
     strata: Mapping[str, Any] | None = None,
     name: str = "",
+    stratified_by: str | None = None,
 ) -> list[Split]:
     """K folds: each fold's test part is one k-th of the ids (stratified if given), val drawn from the rest."""
     if k < 2 or k > len(ids):
@@ -162,7 +185,7 @@ def kfold(
             "fold": f,
             "k": k,
             "val_fraction": val_fraction,
-            "stratified_by": "diagnosis" if strata else None,
+            "stratified_by": _strata_name(strata, stratified_by),
             "generator": "lesionseg.data.splits.kfold",
         }
         splits.append(Split(train=train, val=val, test=test, info=info))

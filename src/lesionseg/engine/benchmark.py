@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import math
 import os
 import platform
@@ -60,6 +61,8 @@ __all__ = [
     "shard_runs",
     "write_report",
 ]
+
+logger = logging.getLogger(__name__)
 
 _PROTOCOLS = ("fixed", "official", "repeated", "kfold")
 _TABLE_METRICS = ("dice", "iou", "accuracy", "sensitivity", "specificity", "f1")
@@ -234,9 +237,11 @@ def make_splits(cfg: BenchmarkConfig) -> list[Path]:
                 raise ValueError(f"protocol.stratify {p.stratify!r}: {len(missing)} cases lack it, e.g. {missing[0]}")
         name = Path(cfg.data["root"]).name
         if p.kind == "repeated":
-            splits = repeated_holdout(ids, p.repeats, p.test_fraction, p.val_fraction, p.seed, strata, name)
+            splits = repeated_holdout(
+                ids, p.repeats, p.test_fraction, p.val_fraction, p.seed, strata, name, p.stratify or None
+            )
         else:
-            splits = kfold(ids, p.k, p.val_fraction, p.seed, strata, name)
+            splits = kfold(ids, p.k, p.val_fraction, p.seed, strata, name, p.stratify or None)
     for split, path in zip(splits, paths):
         if not path.is_file():
             # Shards may draw at the same moment; each draw is identical, and a rename never shows a half file.
@@ -439,7 +444,8 @@ def run_benchmark(
                     failures.append(f"{model.name} run {run}: {type(err).__name__}: {err}")
                     state = f"FAILED ({err})"
                 if progress or state.startswith("FAILED"):
-                    print(f"[benchmark] {model.name} run {run}: {state}", flush=True)
+                    log = logger.warning if state.startswith("FAILED") else logger.info
+                    log("[benchmark] %s run %d: %s", model.name, run, state)
         else:
             failures += _run_jobs(cfg, pairs, splits, jobs, device)
     if shard is not None:

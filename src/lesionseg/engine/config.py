@@ -57,7 +57,7 @@ class DataConfig:
 
     Attributes:
         layout: dataset layout name (``ph2``, ``kvasir_seg``, ``isic2018``, ``folder``, ...); None detects it.
-        root: data root in that layout.
+        root: data root in that layout (required: there is no default location).
         split: shipped split name (``ph2``) or a split JSON path.
         draw_split: when ``split`` is a JSON path that does not exist yet, draw it this way, store it there and say
             so (the papers' configs set it); None = a missing split file is an error naming ``lesionseg data split``.
@@ -72,10 +72,12 @@ class DataConfig:
             datasets need none; up to 4 per GPU process on CUDA, which also pins host memory).
         cache: keep decoded, resized images in memory.
         augment: training augmentation.
+        skip_bad: leave out cases with unusable files (recorded in the run folder's ``skipped.json``) instead of
+            refusing to start; ``lesionseg data check ROOT`` lists them.
     """
 
     layout: str | None = None
-    root: str = "../shared/data/ph2"
+    root: str = ""
     split: str = "ph2"
     draw_split: SplitDrawConfig | None = None
     image_size: tuple[int, int] = (256, 256)
@@ -86,6 +88,7 @@ class DataConfig:
     num_workers: int = -1
     cache: bool = True
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    skip_bad: bool = False
 
 
 @dataclass

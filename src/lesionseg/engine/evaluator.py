@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,8 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from ..data.base import Case, SegmentationDataset, find_cases, load_case
+from ..data.base import Case, DataProblem, SegmentationDataset, load_case, scan_cases
+from ..data.check import screen_cases
 from ..data.splits import Split, load_split
 from ..inference.postprocess import apply_postprocessing
 from ..inference.predictor import Predictor, autocast_context
@@ -43,10 +44,12 @@ def predict_dataset(
     channels_last: bool = False,
     progress: bool = False,
     device: str | torch.device | None = None,
+    forward: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> Iterator[tuple[Tensor, Tensor, list[str]]]:
     """Yield ``(pred uint8 (B, 1, h, w), target uint8 (B, 1, h, w), ids)`` over a dataset at its working size.
 
     The model computes on ``device`` (None = where its parameters are); predictions come back on the CPU.
+    ``forward``, when given, replaces the model call (a predictor's TTA forward, on the CPU batch).
     """
     model.eval()
     if device is None:
@@ -56,11 +59,14 @@ def predict_dataset(
         model.to(device)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0, pin_memory=device.type == "cuda")
     for x, y, ids in tqdm(loader, desc="evaluate", disable=not progress, leave=False):
-        x = x.to(device, non_blocking=True)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with autocast_context(precision, device):
-            logits = model(x).float()
+        if forward is not None:
+            logits = forward(x).float()
+        else:
+            x = x.to(device, non_blocking=True)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with autocast_context(precision, device):
+                logits = model(x).float()
         yield (torch.sigmoid(logits) > threshold).to(torch.uint8).cpu(), y.to(torch.uint8), list(ids)
 
 
@@ -75,14 +81,17 @@ def evaluate_dataset(
     progress: bool = False,
     postprocess: Sequence[str] = (),
     device: str | torch.device | None = None,
+    forward: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> SegmentationMetrics:
     """Scores at the dataset's working size (how the papers report): prediction and mask both resized.
 
     ``postprocess`` steps (e.g. the checkpoint record's) are applied to each predicted mask before scoring.
+    ``forward`` maps a normalised batch to logits in place of ``model`` (e.g. a predictor's flip-averaged
+    :meth:`~lesionseg.inference.Predictor.logits_at_working_size`); its precision and device are its own.
     """
     metrics = SegmentationMetrics(include_hd95=include_hd95)
     for pred, target, ids in predict_dataset(
-        model, dataset, threshold, precision, batch_size, channels_last, progress, device
+        model, dataset, threshold, precision, batch_size, channels_last, progress, device, forward
     ):
         if postprocess:
             pred = torch.from_numpy(np.stack([apply_postprocessing(p[0].numpy(), postprocess) for p in pred]))[:, None]
@@ -114,29 +123,49 @@ def select_cases(
     layout: str | None = None,
     split: str | Split | None = None,
     subset: str = "test",
+    skip_bad: bool = False,
+    channels: int = 3,
+    progress: bool = False,
+    skipped: list[DataProblem] | None = None,
 ) -> tuple[list[Case], str]:
     """Cases of ``root`` to evaluate, and a description of the choice.
 
     With a split and ``subset="test"``: the split's test ids found under ``root`` plus every id the split does not
     list at all (cases unseen in training, e.g. another copy of the dataset); ids used for training or validation are
     left out. ``subset="train"``/``"val"``: exactly those ids. ``subset="all"`` or no split: every case.
+
+    Every chosen case is read once first: cases with unusable files (unreadable, no mask, sizes differ, ...) raise
+    :class:`~lesionseg.data.BadDataError` naming all of them, or with ``skip_bad`` are left out and their problems
+    appended to ``skipped``.
     """
-    cases = [c for c in find_cases(root, layout) if c.mask is not None]
-    if split is None or subset == "all":
-        return cases, f"all {len(cases)} cases of {root}"
-    sp = split if isinstance(split, Split) else load_split(split)
-    if subset == "test":
+    scan = scan_cases(root, layout)
+    ids = sorted({c.id for c in scan.cases if c.mask is not None} | {p.case_id for p in scan.problems if p.case_id})
+    sp = None if split is None or subset == "all" else (split if isinstance(split, Split) else load_split(split))
+    if sp is None:
+        chosen = ids
+    elif subset == "test":
         seen = set(sp.train) | set(sp.val)
-        chosen = [c for c in cases if c.id not in seen]
-        n_test = sum(c.id in set(sp.test) for c in chosen)
-        desc = f"{len(chosen)} cases of {root}: {n_test} split test ids + {len(chosen) - n_test} ids not in the split"
+        chosen = [i for i in ids if i not in seen]
     else:
         wanted = set(sp.subset(subset))
-        chosen = [c for c in cases if c.id in wanted]
-        desc = f"{len(chosen)} {subset} ids of {root}"
-    if not chosen:
+        chosen = [i for i in ids if i in wanted]
+    cases, bad = screen_cases(scan, chosen, skip_bad=skip_bad, channels=channels, progress=progress)
+    cases = [c for c in cases if c.mask is not None]
+    if skipped is not None:
+        skipped.extend(bad)
+    note = f" ({len({p.case_id for p in bad})} skipped for unusable files)" if bad else ""
+    if sp is None:
+        desc = f"all {len(cases)} cases of {root}{note}"
+    elif subset == "test":
+        n_test = sum(c.id in set(sp.test) for c in cases)
+        desc = (
+            f"{len(cases)} cases of {root}: {n_test} split test ids + {len(cases) - n_test} ids not in the split{note}"
+        )
+    else:
+        desc = f"{len(cases)} {subset} ids of {root}{note}"
+    if not cases:
         raise ValueError(f"{root}: no cases left to evaluate for subset {subset!r}")
-    return chosen, desc
+    return cases, desc
 
 
 @dataclass
@@ -156,6 +185,7 @@ class Evaluation:
     checkpoint: str
     cases: str
     resolution: str
+    skipped: list[DataProblem] = field(default_factory=list)
 
     @property
     def title(self) -> str:
@@ -184,6 +214,13 @@ class Evaluation:
                 writer.writeheader()
                 writer.writerows(rows)
         (out / "report.md").write_text(format_table(results, self.title) + "\n")
+        if self.skipped:
+            ids = sorted({p.case_id or str(p.path) for p in self.skipped})
+            payload["skipped"] = ids
+            skipped = {"cases": ids, "problems": [p.to_dict() for p in self.skipped]}
+            (out / "skipped.json").write_text(json.dumps(skipped, indent=1) + "\n")
+        else:
+            (out / "skipped.json").unlink(missing_ok=True)
         # metrics.json last: its presence marks a complete evaluation.
         (out / "metrics.json").write_text(json.dumps(payload, indent=1) + "\n")
         return out
@@ -203,6 +240,7 @@ def evaluate_checkpoint(
     progress: bool = False,
     postprocess: bool = True,
     device: str = "auto",
+    skip_bad: bool | None = None,
 ) -> Evaluation:
     """Scores a checkpoint on a split's test ids or on any data root of a known layout.
 
@@ -215,11 +253,13 @@ def evaluate_checkpoint(
         native: score at each image's own resolution instead of the working size.
         threshold: probability threshold; None = the checkpoint's.
         precision: ``fp32``, ``bf16`` or (CUDA) ``fp16`` inference.
-        tta: flip test-time augmentation (native resolution only: the predictor applies it).
+        tta: flip test-time augmentation (horizontal and vertical flips averaged), at either resolution.
         include_hd95: also compute HD95 (pixels of the evaluated resolution).
         progress: show a progress bar.
         postprocess: apply the post-processing the checkpoint record chose on validation data (if any).
         device: ``auto`` (CUDA when present), ``cpu``, ``cuda`` or ``cuda:N``.
+        skip_bad: leave out cases with unusable files (listed in :attr:`Evaluation.skipped`) instead of refusing;
+            None = the checkpoint's training setting ``data.skip_bad``.
     """
     torch_device = resolve_device(device)
     model, record = load_model(resolve_checkpoint(checkpoint))
@@ -232,7 +272,12 @@ def evaluate_checkpoint(
         layout = ds.get("layout")
     if isinstance(split, str) and split == "checkpoint":
         split = ds.get("split")
-    cases, desc = select_cases(root, layout, split, subset)
+    if skip_bad is None:
+        skip_bad = bool(record.get("config", {}).get("data", {}).get("skip_bad", False))
+    skipped: list[DataProblem] = []
+    cases, desc = select_cases(
+        root, layout, split, subset, skip_bad, record.get("in_channels", 3), progress, skipped=skipped
+    )
     size = tuple(record["image_size"])
     predictor = Predictor(
         model,
@@ -267,8 +312,11 @@ def evaluate_checkpoint(
             progress=progress,
             postprocess=steps,
             device=torch_device,
+            forward=predictor.logits_at_working_size if tta else None,
         )
         where = f"{size[0]}x{size[1]}"
+    if tta:
+        where += ", flip TTA"
     if steps:
         where += f", post-processed: {' + '.join(steps)}"
-    return Evaluation(metrics, record["model"], str(checkpoint), desc, where)
+    return Evaluation(metrics, record["model"], str(checkpoint), desc, where, skipped)

@@ -19,11 +19,11 @@ state.safetensors}`` (resumable, written every ``checkpoint_every`` epochs, so a
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import math
 import os
 import random
-import sys
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -36,7 +36,8 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 from tqdm.auto import tqdm
 
-from ..data.base import Case, SegmentationDataset, find_cases
+from ..data.base import Case, DataProblem, SegmentationDataset, scan_cases
+from ..data.check import screen_cases
 from ..data.splits import Split, load_split, make_split, save_split
 from ..data.transforms import build_train_transform
 from ..inference.postprocess import select_postprocessing
@@ -64,6 +65,8 @@ from .optim import ScheduleState, build_optimizer, scheduled_lr
 __all__ = ["Trainer", "ensure_split", "seed_everything", "split_cases"]
 
 _logger = logging.getLogger(__name__)
+
+logger = logging.getLogger(__name__)
 
 _CSV_FIELDS = (
     "epoch",
@@ -242,14 +245,34 @@ class Trainer:
 
     def _build_datasets(self) -> tuple[SegmentationDataset, SegmentationDataset]:
         d = self.cfg.data
-        cases = find_cases(d.root, d.layout)
+        if not d.root:
+            raise ValueError(
+                "data.root is not set: give the data root in the config (data: {root: PATH}) or with "
+                "--set data.root=PATH"
+            )
+        scan = scan_cases(d.root, d.layout)
         if self.is_main:
-            message = ensure_split(self.cfg, cases)
+            message = ensure_split(self.cfg, scan.cases)
             if message:
                 _logger.warning(message)
                 tqdm.write(message)
         barrier()  # the other ranks read the split rank 0 may just have drawn
-        parts = split_cases(cases, load_split(d.split))
+        split = load_split(d.split)
+        # Every train/val case is read once before the first epoch, so that a bad file stops the run now (with the
+        # whole list) rather than mid-epoch, or is left out and recorded with data.skip_bad.
+        cases, skipped = screen_cases(
+            scan,
+            set(split.train) | set(split.val),
+            skip_bad=d.skip_bad,
+            channels=d.in_channels,
+            progress=self.progress and self.is_main,
+            what=f"among the train/val ids of split {d.split}",
+        )
+        if self.is_main:
+            self._record_skipped(skipped)
+        if skipped:
+            split = split.without({p.case_id for p in skipped if p.case_id is not None})
+        parts = split_cases(cases, split)
         common = {"size": d.image_size, "mean": d.mean, "std": d.std, "in_channels": d.in_channels, "cache": d.cache}
         train = SegmentationDataset(parts["train"], transform=build_train_transform(d.augment), **common)
         val = SegmentationDataset(parts["val"], **common)
@@ -293,6 +316,17 @@ class Trainer:
         """This rank's validation ids: every ``world_size``-th, no padding (a padded id would be counted twice)."""
         shard = Subset(self.val_set, range(self.dist.rank, len(self.val_set), self.dist.world_size))
         return DataLoader(shard, batch_size=16, shuffle=False, num_workers=0, pin_memory=self.device.type == "cuda")
+
+    def _record_skipped(self, skipped: list[DataProblem]) -> None:
+        """``skipped.json`` in the run folder: the cases left out by ``data.skip_bad`` and why (absent otherwise)."""
+        path = self.run_dir / "skipped.json"
+        if not self.cfg.data.skip_bad:
+            path.unlink(missing_ok=True)
+            return
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        ids = sorted({p.case_id or str(p.path) for p in skipped})
+        payload = {"root": self.cfg.data.root, "cases": ids, "problems": [p.to_dict() for p in skipped]}
+        path.write_text(json.dumps(payload, indent=1) + "\n")
 
     # ----------------------------------------------------------------------------------------------------- schedule
     @property
@@ -627,8 +661,7 @@ class Trainer:
         if "val_dice_per_image" in row:
             parts.append(f"val Dice per-image {row['val_dice_per_image']:.4f} global {row['val_dice_global']:.4f}")
         parts.append(f"{row['epoch_seconds']:.1f}s (elapsed {row['elapsed_seconds'] / 60:.1f} min)")
-        tqdm.write(" | ".join(parts))
-        sys.stdout.flush()
+        logger.info(" | ".join(parts))
 
     @classmethod
     def from_run_dir(cls, run_dir: str | Path, overrides: list[str] | None = None, progress: bool = True) -> Trainer:
