@@ -35,7 +35,10 @@ pytestmark = pytest.mark.browser
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
 if not (CHROMIUM and CHROMEDRIVER):
-    pytest.skip("chromium and chromedriver are not installed (apt-get install chromium chromium-driver)", allow_module_level=True)
+    pytest.skip(
+        "chromium and chromedriver are not installed (apt-get install chromium chromium-driver)",
+        allow_module_level=True,
+    )
 
 
 def _multipart(path: Path) -> tuple[bytes, str]:
@@ -77,8 +80,9 @@ def live_server(predictor):
 def browser():
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--window-size=1280,1000"):
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
         options.add_argument(arg)
+    options.add_argument("--window-size=1280,1000")
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     driver.set_page_load_timeout(60)
     yield driver
@@ -104,8 +108,9 @@ def shoot(tmp_path):
 def _open_page(driver, url: str) -> None:
     driver.get(url)
     WebDriverWait(driver, 30).until(
-        lambda d: d.execute_script("return [...document.querySelectorAll('#model option')].map(o => o.value)")
-        == ["skin"]
+        lambda d: (
+            d.execute_script("return [...document.querySelectorAll('#model option')].map(o => o.value)") == ["skin"]
+        )
     )
 
 
