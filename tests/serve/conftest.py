@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +32,25 @@ def encode(image: np.ndarray, fmt: str = "PNG", **kw) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(image).save(buf, format=fmt, **kw)
     return buf.getvalue()
+
+
+def _png_chunk(kind: bytes, payload: bytes) -> bytes:
+    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload) & 0xFFFFFFFF)
+
+
+def png_bomb(width: int, height: int) -> bytes:
+    """A valid 1-bit PNG of zeros: a few kilobytes that decode to width x height pixels."""
+    row = b"\x00" * (1 + (width + 7) // 8)  # filter byte + packed bits
+    comp = zlib.compressobj(9)
+    parts = [comp.compress(row * 256) for _ in range(height // 256)]
+    parts += [comp.compress(row * (height % 256)), comp.flush()]
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", header)
+        + _png_chunk(b"IDAT", b"".join(parts))
+        + _png_chunk(b"IEND", b"")
+    )
 
 
 def _tiny_checkpoint(stem: Path) -> Path:

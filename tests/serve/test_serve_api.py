@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import base64
 import io
-import struct
 import threading
 import time
-import zlib
 
 import numpy as np
 import pytest
@@ -22,7 +20,7 @@ from lesionseg.inference import measure_lesion  # noqa: E402
 from lesionseg.serve import PROBA_MAX_SIDE, create_app  # noqa: E402
 from lesionseg.serve.app import STATIC_DIR  # noqa: E402
 
-from .conftest import blob_image, encode  # noqa: E402
+from .conftest import blob_image, encode, png_bomb  # noqa: E402
 
 MAX_UPLOAD = 2 * 1024 * 1024
 MAX_PIXELS = 1_000_000
@@ -42,25 +40,6 @@ def _png_decode(b64: str) -> np.ndarray:
 def _post(client, data: bytes, name: str = "lesion.png", ctype: str = "image/png", **fields):
     form = {k: str(v) for k, v in fields.items()}
     return client.post("/api/segment", files={"image": (name, data, ctype)}, data=form)
-
-
-def _png_chunk(kind: bytes, payload: bytes) -> bytes:
-    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload) & 0xFFFFFFFF)
-
-
-def png_bomb(width: int, height: int) -> bytes:
-    """A valid 1-bit PNG of zeros: a few kilobytes that decode to width x height pixels."""
-    row = b"\x00" * (1 + (width + 7) // 8)  # filter byte + packed bits
-    comp = zlib.compressobj(9)
-    parts = [comp.compress(row * 256) for _ in range(height // 256)]
-    parts += [comp.compress(row * (height % 256)), comp.flush()]
-    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + _png_chunk(b"IHDR", header)
-        + _png_chunk(b"IDAT", b"".join(parts))
-        + _png_chunk(b"IEND", b"")
-    )
 
 
 # ---------------------------------------------------------------------------------------------------------- valid
