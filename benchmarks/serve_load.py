@@ -83,7 +83,8 @@ def _client(host, port, body, ctype, deadline, budget, timeout, busy_wait, out, 
             res = conn.getresponse()
             res.read()
             status = res.status
-            if res.getheader("connection", "").lower() == "close":
+            # A refused request's body is left unread by the server: start the next one on a fresh connection.
+            if status != 200 or res.getheader("connection", "").lower() == "close":
                 conn.close()
                 conn = None
         except (OSError, http.client.HTTPException):

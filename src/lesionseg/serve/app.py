@@ -413,7 +413,7 @@ def create_app(
         name = _clean_name(image.filename)
         mid = model or state.default_model
         if mid not in state.models:
-            return _error(422, f"unknown model {mid!r}; this server holds: {', '.join(state.models)}")
+            return _error(422, f"unknown model {mid[:80]!r}; this server holds: {', '.join(state.models)}")
         predictor = state.models[mid]
         if threshold is not None and not (0.0 < threshold < 1.0):
             return _error(422, f"threshold must be in (0, 1), got {threshold}")

@@ -223,6 +223,8 @@
         (result.postprocess.length ? ` · post-processing: ${result.postprocess.join(", ")}` : "");
       els.viewer.dataset.state = "ready";
       setStatus(`Segmented ${result.image.name}.`);
+      // On a phone the result sits below the controls: bring it into view.
+      if (window.matchMedia("(max-width: 800px)").matches) els.viewer.scrollIntoView({ block: "start" });
     } catch (err) {
       showError(`Could not show the result: ${err.message}`);
       restoreViewer();
