@@ -1,4 +1,4 @@
-"""Command line: ``lesionseg train | evaluate | predict | export | benchmark | models | data``."""
+"""Command line: ``lesionseg train | evaluate | predict | export | serve | benchmark | models | data``."""
 
 from __future__ import annotations
 
@@ -250,6 +250,50 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        import uvicorn
+
+        from .serve import create_app
+    except ImportError as err:
+        hint = "pip install 'lesionseg[serve]'"
+        print(f"lesionseg serve: needs the serve extra ({err.name} missing): {hint}", file=sys.stderr)
+        return 2
+    import ipaddress
+    import logging
+    import os
+
+    import torch
+
+    if args.workers_threads < 1:
+        print(f"lesionseg serve: --workers-threads must be >= 1, got {args.workers_threads}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(message)s")
+    # Each pool thread runs its own model call: split the cores between them rather than oversubscribe.
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // args.workers_threads))
+    app = create_app(
+        models=args.model or None,
+        max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
+        max_pixels=int(args.max_megapixels * 1e6),
+        threads=args.workers_threads,
+        queue_size=args.queue_size,
+        cors_origins=args.cors_origin or None,
+        device=args.device,
+    )
+    try:
+        loopback = ipaddress.ip_address(args.host).is_loopback
+    except ValueError:
+        loopback = args.host == "localhost"
+    if not loopback:
+        print(
+            f"lesionseg serve: listening on {args.host}, reachable from other machines; the API has no authentication",
+            file=sys.stderr,
+        )
+    print(f"lesionseg serve: page at http://{args.host}:{args.port}/ , API docs at http://{args.host}:{args.port}/docs")
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=not args.no_access_log)
+    return 0
+
+
 def _print_pretrained(show_cards: bool) -> int:
     from .models.hub import list_pretrained, model_card
 
@@ -448,6 +492,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--opset", type=int, default=17)
     p.add_argument("--exporter", default="auto", choices=("auto", "torchscript", "dynamo"))
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser(
+        "serve",
+        help="web page and JSON API over the shipped models (needs the serve extra)",
+        description="Serve a page (drop an image, see the mask, measurements, downloads) and a JSON API "
+        "(POST /api/segment, GET /api/models, GET /healthz, docs at /docs). Binds 127.0.0.1 unless --host says "
+        "otherwise; no CORS unless --cors-origin is given.",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument(
+        "--model",
+        action="append",
+        default=[],
+        help="shipped tag (skin, polyp) or checkpoint to serve; repeatable; the first is the default "
+        "(default: every shipped model)",
+    )
+    p.add_argument("--workers-threads", type=int, default=2, metavar="N", help="inference threads (default: 2)")
+    p.add_argument(
+        "--queue-size", type=int, default=16, help="requests that may wait for a thread; beyond them 503 (default: 16)"
+    )
+    p.add_argument("--device", default="cpu", help="torch device of the models (default: cpu)")
+    p.add_argument("--max-upload-mb", type=float, default=20.0, help="largest image file accepted (default: 20)")
+    p.add_argument("--max-megapixels", type=float, default=40.0, help="largest image accepted (default: 40)")
+    p.add_argument(
+        "--cors-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="allow pages from this origin to call the API (repeatable; default: none)",
+    )
+    p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
+    p.add_argument("--no-access-log", action="store_true", help="do not log every request")
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("benchmark", help="train and evaluate several models under one protocol; write the report")
     p.add_argument("--config", "-c", required=True, help="benchmark YAML (configs/benchmark/*.yaml)")

@@ -1,0 +1,78 @@
+"""The models a server holds: loaded once at start, described for ``GET /api/models``."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from ..inference import Predictor
+from ..models.hub import list_pretrained
+
+__all__ = ["load_models", "model_id", "describe_model"]
+
+_logger = logging.getLogger(__name__)
+
+
+def model_id(spec: str | Path, record: Mapping[str, Any]) -> str:
+    """Short id of a served model: its shipped tag, else the run folder of a ``best``/``last`` checkpoint, else the
+    checkpoint's stem name (``runs/skin/best`` -> ``skin``)."""
+    tag = record.get("pretrained", {}).get("tag")
+    if tag:
+        return str(tag)
+    path = Path(str(spec))
+    if path.name.endswith((".json", ".safetensors")):
+        path = path.with_name(path.name.split(".")[0])
+    if path.is_dir():
+        return path.name
+    return path.parent.name if path.name in ("best", "last") and path.parent.name else path.name
+
+
+def load_models(specs: Sequence[str | Path] | None = None, device: str = "cpu") -> dict[str, Predictor]:
+    """Load each model once, keyed by :func:`model_id`.
+
+    Args:
+        specs: shipped tags (``skin``, ``polyp``) or checkpoints (stem, file or run folder); None serves every shipped
+            model.
+        device: torch device of the models.
+
+    Raises:
+        ValueError: no model to serve, or a spec that is neither a shipped tag nor a checkpoint.
+    """
+    if specs is None:
+        specs = list(list_pretrained())
+        if not specs:
+            raise ValueError("no shipped models in this installation; give checkpoints to serve (--model PATH)")
+    out: dict[str, Predictor] = {}
+    for spec in specs:
+        predictor = Predictor.from_checkpoint(spec, device=device)
+        mid = base = model_id(spec, predictor.record)
+        n = 2
+        while mid in out:  # two checkpoints from folders of the same name
+            mid, n = f"{base}-{n}", n + 1
+        out[mid] = predictor
+        _logger.info("loaded model %s from %s (%s)", mid, spec, predictor.record.get("model", "?"))
+    if not out:
+        raise ValueError("no model to serve")
+    return out
+
+
+def describe_model(mid: str, predictor: Predictor) -> dict[str, Any]:
+    """JSON description of a served model (what ``GET /api/models`` lists)."""
+    record = predictor.record
+    shipped = record.get("pretrained", {})
+    dataset = shipped.get("dataset") or record.get("dataset", {}).get("layout", "")
+    arch = record.get("model", type(predictor.model).__name__ if predictor.model is not None else "onnx")
+    return {
+        "id": mid,
+        "model": arch,
+        "title": shipped.get("title") or f"{arch} checkpoint" + (f" ({dataset})" if dataset else ""),
+        "dataset": dataset,
+        "shipped": bool(shipped),
+        "threshold": predictor.threshold,
+        "postprocess": list(predictor.postprocess),
+        "image_size": list(predictor.image_size),
+        "in_channels": predictor.in_channels,
+        "test_metrics": shipped.get("test_metrics", {}),
+    }
