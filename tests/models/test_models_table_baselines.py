@@ -165,3 +165,42 @@ def test_ph2_configs_load(name):
     model = create_model(cfg.model.name, **cfg.model.kwargs)
     if name == "transfuse_s":
         assert cfg.loss.deep_supervision == (0.5, 0.3, 0.2) and model.side_heads is not None
+
+
+def test_benchmark_configs_list_the_six():
+    from lesionseg.engine.benchmark import load_benchmark_config
+
+    for bench in ("ph2", "kvasir_seg"):
+        cfg = load_benchmark_config(CONFIGS / "benchmark" / f"{bench}.yaml")
+        names = {load_config(CONFIGS.parent / m.config).model.name for m in cfg.models}
+        assert set(NEW_CPU_MODELS) <= names
+
+
+@pytest.mark.heavy
+@pytest.mark.parametrize("name", NEW_CPU_MODELS)
+def test_ph2_recipe_trains_and_reloads(name, blob_root, blob_split, tmp_path):
+    """One epoch of each PH2 recipe (data swapped for synthetic blobs); the best checkpoint reloads (about 3 s each)."""
+    from lesionseg.engine import Trainer, load_model
+
+    stem = name.removesuffix("_s")
+    size = 128 if name == "lv_unet" else 64  # LV-UNet halves seven times
+    overrides = [
+        "data.layout=folder",
+        f"data.root={blob_root}",
+        f"data.split={blob_split}",
+        f"data.image_size=[{size},{size}]",
+        "data.batch_size=4",
+        "train.epochs=1",
+        "train.time_budget_min=null",
+        "train.threads=1",
+        f"train.out_dir={tmp_path / 'runs'}",
+        "train.name=run",
+    ]
+    cfg = load_config(CONFIGS / f"{stem}_ph2.yaml", overrides)
+    summary = Trainer(cfg, progress=False).fit()
+    assert summary["epochs"] == 1
+    model, record = load_model(tmp_path / "runs" / "run" / "best")
+    assert record["model"] == name
+    x = torch.randn(1, 3, size, size)
+    with torch.no_grad():
+        assert model(x).shape == (1, 1, size, size)
