@@ -10,7 +10,7 @@ stages of SS-Conv-SSM blocks at widths [C, 2C, 4C, 8C] with patch merging betwee
 ``BN -> conv3x3 -> BN -> ReLU -> conv3x3 -> BN -> ReLU -> conv1x1 -> ReLU`` (full 3x3 convolutions, with biases), the
 second through ``drop_path(SS2D(LayerNorm(x)))`` (VMamba's v0 SS2D: d_state 16, expansion 2, 4-direction scan); the
 two halves are concatenated (convolution half first), channel-shuffled with 2 groups, and added to the block input.
-Stochastic depth 0.1, LayerNorm eps 1e-6 in the block.
+Stochastic depth 0.1 rising linearly over the blocks.
 
 How we adapt it to segmentation (the CM-SSM paper's MedMamba rows give no recipe): MedMamba's encoder (its patch
 embedding, SS-Conv-SSM stages at depths [2, 2, 4, 2] and patch merging) inside VM-UNet's U-shaped frame
@@ -62,7 +62,7 @@ class SSConvSSM(nn.Module):
         if dim < 2 or dim % 2:
             raise ValueError(f"SS-Conv-SSM splits the channels in halves; dim must be even, got {dim}")
         half = dim // 2
-        self.ssm_norm = nn.LayerNorm(half, eps=1e-6)
+        self.ssm_norm = nn.LayerNorm(half)
         self.ssm = SS2D(half, d_state=d_state, expand=expand)
         self.drop_path = DropPath(drop_path)
         self.conv_branch = nn.Sequential(
