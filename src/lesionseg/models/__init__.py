@@ -7,14 +7,20 @@ from . import cmssm_unet as _cmssm_unet  # noqa: F401
 from . import eamnet as _eamnet  # noqa: F401
 from . import efp as _efp  # noqa: F401
 from . import egeunet as _egeunet  # noqa: F401
+from . import hcmamba as _hcmamba  # noqa: F401
+from . import lv_unet as _lv_unet  # noqa: F401
 from . import malunet as _malunet  # noqa: F401
+from . import maskformer as _maskformer  # noqa: F401
+from . import medmamba as _medmamba  # noqa: F401
 from . import mgmfnet as _mgmfnet  # noqa: F401
 from . import resunetpp as _resunetpp  # noqa: F401
 from . import sc_unext as _sc_unext  # noqa: F401
 from . import segformer as _segformer  # noqa: F401
+from . import transfuse as _transfuse  # noqa: F401
 from . import unet as _unet  # noqa: F401  (registers the factories)
 from . import unetpp as _unetpp  # noqa: F401
 from . import unext as _unext  # noqa: F401
+from . import utnetv2 as _utnetv2  # noqa: F401
 from . import vmunet as _vmunet  # noqa: F401
 from ._registry import create_model, is_model, list_models, model_entrypoint, register_model
 from .base import ModelOutput, SegmentationModel
