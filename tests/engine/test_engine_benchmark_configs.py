@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from lesionseg.engine import load_config
 from lesionseg.engine.benchmark import load_benchmark_config
@@ -23,8 +24,18 @@ def test_benchmark_config_is_valid(path: Path, monkeypatch) -> None:
     for model in cfg.models:
         run = load_config(model.config, list(model.set))
         arch[model.name] = run.model
-    net = create_model(arch[cfg.report.feature_model].name, **arch[cfg.report.feature_model].kwargs)
-    net.get_submodule(cfg.report.feature_layer)
+    net = create_model(arch[cfg.report.feature_model].name, **arch[cfg.report.feature_model].kwargs).eval()
+    layer = net.get_submodule(cfg.report.feature_layer)  # raises AttributeError naming the missing part
+    # the feature-map figure needs the layer to run in the forward pass and give a multi-channel spatial map
+    maps: list[torch.Tensor] = []
+    hook = layer.register_forward_hook(lambda _m, _i, out: maps.append(out))
+    with torch.no_grad():
+        net(torch.zeros(1, net.in_channels if hasattr(net, "in_channels") else 3, 64, 64))
+    hook.remove()
+    assert len(maps) >= 1, f"{cfg.report.feature_layer} never runs in {arch[cfg.report.feature_model].name}'s forward"
+    fmap = maps[0]
+    assert isinstance(fmap, torch.Tensor) and fmap.ndim == 4, type(fmap)
+    assert fmap.shape[1] > 1 and min(fmap.shape[-2:]) >= 2, tuple(fmap.shape)
 
 
 def test_ph2_and_kvasir_cover_the_zoo() -> None:

@@ -70,7 +70,27 @@ def test_time_budget_stops_early(tiny_config):
 
 def test_bf16_and_channels_last_train(tiny_config):
     trainer = Trainer(_cfg(tiny_config, epochs=1, precision="bf16", channels_last=True), progress=False)
+    convs = [m for m in trainer.model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert all(c.weight.is_contiguous(memory_format=torch.channels_last) for c in convs)
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    seen: list[tuple[torch.dtype, bool, bool]] = []
+
+    def record(module, inputs, output):
+        x = inputs[0]
+        seen.append((output.dtype, x.is_contiguous(memory_format=torch.channels_last), module.training))
+
+    hook = convs[0].register_forward_hook(record)
     assert trainer.fit()["epochs"] == 1
+    hook.remove()
+    training = [s for s in seen if s[2]]
+    assert len(training) == len(trainer.train_loader)  # one forward per step
+    # the convolutions of the training steps ran in bf16 on channels-last inputs
+    assert all(dtype == torch.bfloat16 and channels_last for dtype, channels_last, _ in training)
+    after = trainer.model.state_dict()
+    assert all(torch.isfinite(v.float()).all() for v in after.values())
+    assert any(not torch.equal(before[k], after[k]) for k in before if before[k].is_floating_point())
+    # weights stay float32 (autocast, not a cast of the model)
+    assert all(p.dtype == torch.float32 for p in trainer.model.parameters())
 
 
 def test_split_ids_missing_from_root_are_an_error(tiny_config, tmp_path):

@@ -52,12 +52,36 @@ def test_mrcf_block_handles_maps_smaller_than_its_pooling():
         assert block(torch.randn(1, 8, 3, 5)).shape == (1, 16, 3, 5)
 
 
-def test_cross_mix_attention_is_bounded_by_the_input():
+def test_cross_mix_attention_is_the_documented_formula():
+    """y = x * sigmoid(c(x) + sum_k g_k s_k(x)), recomputed from the parameters with 2x2 / 4x4 block means, a
+    shared MLP on the average- and max-pooled channels, softmax gates per sample and bilinear upsampling."""
+    torch.manual_seed(0)
     att = CrossMixAttention(8).eval()
-    x = torch.rand(2, 8, 16, 16)
-    y = att(x)
-    assert y.shape == x.shape
-    assert torch.all(y <= x) and torch.all(y >= 0)
+    with torch.no_grad():  # larger gate weights: the three contexts get clearly different shares
+        att.context_gate.weight.mul_(20)
+    x = torch.randn(2, 8, 16, 16)
+    n = x.shape[0]
+    avg, mx = x.mean(dim=(2, 3)), x.amax(dim=(2, 3))  # (N, C)
+    w1, b1 = att.channel_mlp[0].weight[:, :, 0, 0], att.channel_mlp[0].bias
+    w2, b2 = att.channel_mlp[2].weight[:, :, 0, 0], att.channel_mlp[2].bias
+
+    def mlp(v):
+        return (v @ w1.T + b1).clamp_min(0) @ w2.T + b2
+
+    c = mlp(avg) + mlp(mx)  # (N, C)
+    gates = torch.softmax(torch.cat([avg, mx], 1) @ att.context_gate.weight[:, :, 0, 0].T + att.context_gate.bias, 1)
+    assert gates.shape == (n, 3) and (gates.max(1).values - gates.min(1).values).min() > 0.05
+    s = torch.zeros(n, 16, 16)
+    for k, factor in enumerate((1, 2, 4)):
+        blocks = x.reshape(n, 8, 16 // factor, factor, 16 // factor, factor).mean(dim=(3, 5))
+        planes = torch.stack([blocks.mean(1), blocks.amax(1)], 1)
+        conv = att.spatial[k]
+        sk = torch.nn.functional.conv2d(planes, conv.weight, conv.bias, padding=3)
+        sk = torch.nn.functional.interpolate(sk, size=(16, 16), mode="bilinear", align_corners=False)
+        s = s + gates[:, k, None, None] * sk[:, 0]
+    expected = x * torch.sigmoid(c[:, :, None, None] + s[:, None])
+    with torch.no_grad():
+        torch.testing.assert_close(att(x), expected, rtol=1e-4, atol=1e-5)
 
 
 def test_external_attention_is_position_equivariant():

@@ -59,6 +59,32 @@ def test_switches_remove_the_modules():
     assert all(not f.use_mask_guidance for f in guided.fusions)
 
 
+def test_mask_guidance_gates_each_branch_with_its_focus_region():
+    """Branch k sees x * (1 + r_k) for the k-th focus region of the mask; without guidance the mask is ignored."""
+    torch.manual_seed(0)
+    fusion = MaskGuidedFusion(8, 8, 8).eval()
+    plain = MaskGuidedFusion(8, 8, 8, use_mask_guidance=False).eval()
+    plain.load_state_dict(fusion.state_dict())
+    skip, deep = torch.randn(1, 8, 12, 12), torch.randn(1, 8, 12, 12)
+    lesion = torch.full((1, 1, 12, 12), -30.0)
+    lesion[..., 2:5, 2:5] = 30.0
+    other = torch.full((1, 1, 12, 12), -30.0)
+    other[..., 7:10, 6:10] = 30.0
+    seen: list[torch.Tensor] = []
+    hooks = [b.register_forward_hook(lambda _m, inp, _o: seen.append(inp[0])) for b in fusion.branches]
+    with torch.no_grad():
+        out_lesion = fusion(skip, deep, lesion)
+        x = fusion.reduce(torch.cat([skip, deep], 1))
+        for branch_input, region in zip(seen, focus_regions(lesion)):
+            torch.testing.assert_close(branch_input, x * (1 + region))
+        # the mask changes the fusion, and where it is empty the gates are 1: the unguided fusion of the same weights
+        assert not torch.allclose(out_lesion, fusion(skip, deep, other), atol=1e-3)
+        torch.testing.assert_close(fusion(skip, deep, torch.full_like(lesion, -30.0)), plain(skip, deep, lesion))
+        torch.testing.assert_close(plain(skip, deep, lesion), plain(skip, deep, other))
+    for h in hooks:
+        h.remove()
+
+
 def test_focus_regions_by_hand():
     mask = torch.full((1, 1, 9, 9), -20.0)
     mask[..., 3:6, 3:6] = 20.0  # a 3x3 square, probability ~1 inside, ~0 outside

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from model_checks import params_without_grad
+from model_checks import check_save_load_roundtrip, params_without_grad
 
 from lesionseg.models import ModelOutput, create_model, list_models
 from lesionseg.models._registry import _MODEL_DEFAULTS
@@ -80,3 +80,13 @@ def test_predict_is_probability(name):
     p = model.predict(torch.randn(1, 3, s, s))
     assert p.min() >= 0 and p.max() <= 1
     assert not model.training
+
+
+def test_save_load_gives_the_same_output(tmp_path):
+    check_save_load_roundtrip("unet_small", tmp_path)
+
+
+@pytest.mark.heavy
+@pytest.mark.parametrize("name", CPU_MODELS)
+def test_save_load_gives_the_same_output_every_model(name, tmp_path):
+    check_save_load_roundtrip(name, tmp_path)
