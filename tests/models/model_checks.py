@@ -7,8 +7,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from lesionseg.engine.checkpoint import load_model, save_checkpoint
 from lesionseg.models import create_model
+from lesionseg.models.hub import load_model, save_checkpoint
 
 
 def params_without_grad(model: nn.Module) -> list[str]:
