@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors.torch import load_file, save_file
 
 from lesionseg.data import load_split
 from lesionseg.engine import Trainer, evaluate_checkpoint
@@ -76,6 +77,7 @@ def main() -> None:
     parser.add_argument("--why", default="", help="why this architecture, one paragraph")
     parser.add_argument("--machine", default="", help="where it was trained (quoted in the card)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--half", action="store_true", help="store the weights as float16 (metrics measured after)")
     args = parser.parse_args()
 
     best = args.run_dir / "best"
@@ -84,6 +86,14 @@ def main() -> None:
         trainer = Trainer.from_run_dir(args.run_dir, progress=False)
         trainer.on_train_end()
         record = load_record(best)
+    if args.half:
+        # Half-precision storage halves the package; loading casts back into the model's float32 parameters, and
+        # every figure below is measured on the stored (rounded) weights.
+        weights = load_file(str(best) + ".safetensors")
+        half = args.run_dir / "best_float16"
+        save_file({k: v.half() if v.is_floating_point() else v for k, v in weights.items()}, str(half) + ".safetensors")
+        shutil.copyfile(str(best) + ".json", str(half) + ".json")
+        best = half
     evaluations = {}
     for key, native in (("working", False), ("native", True)):
         ev = evaluate_checkpoint(best, native=native, include_hd95=True)
@@ -117,6 +127,7 @@ def main() -> None:
         "latency_ms_768x576": {**{k: round(v, 1) for k, v in lat.items()}, "threads": args.threads},
         "trained_with": f"lesionseg train --config {args.config}",
         "date": datetime.date.today().isoformat(),
+        "stored_as": "float16" if args.half else "float32",
     }
     record.pop("state", None)
     data_root = record["dataset"]["root"]
