@@ -109,7 +109,7 @@ def _trial(
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=os.environ.copy())
         except subprocess.TimeoutExpired:
-            return {"status": "timeout", "detail": f"over {timeout_s:.0f} s"}
+            return {"status": "timeout", "detail": f"after {timeout_s:.0f} s"}
         seconds = time.perf_counter() - start
         if proc.returncode != 0:
             tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or [f"exit status {proc.returncode}"]
@@ -134,6 +134,8 @@ def decide(fp32: dict[str, Any], bf16: dict[str, Any]) -> tuple[str, str]:
     """The precision the two trial records support, and why (see the module docstring)."""
     if fp32.get("status") != "ok":
         return "fp32", f"the fp32 trial did not finish ({fp32.get('status')}), so bf16 cannot be compared"
+    if bf16.get("status") == "timeout":
+        return "fp32", f"the bf16 trial was stopped {bf16.get('detail', '')}, over twice fp32's time"
     if bf16.get("status") != "ok":
         return "fp32", f"the bf16 trial did not finish ({bf16.get('status')}: {bf16.get('detail', '')})"
     speedup = fp32["steady_epoch_s"] / max(bf16["steady_epoch_s"], 1e-9)
@@ -198,7 +200,12 @@ def resolve_precision(
         keep = [o for o in overrides if not o.startswith(("train.epochs=", "train.time_budget_min=", "train.seed="))]
         logger.info("probing fp32 vs bf16 for %s (%d epochs each)", label, epochs)
         record["fp32"] = _trial(Path(config), keep, "fp32", epochs, device, timeout_s)
-        record["bf16"] = _trial(Path(config), keep, "bf16", epochs, device, timeout_s)
+        # A bf16 trial that takes over twice as long as fp32's cannot be adopted; stop it there (on one model a
+        # bf16 kernel without native support made its trial 5x slower).
+        limit = timeout_s
+        if record["fp32"].get("status") == "ok":
+            limit = min(timeout_s, 2.0 * record["fp32"]["wall_s"] + 30.0)
+        record["bf16"] = _trial(Path(config), keep, "bf16", epochs, device, limit)
         record["precision"], record["reason"] = decide(record["fp32"], record["bf16"])
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
