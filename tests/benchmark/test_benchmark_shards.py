@@ -18,7 +18,8 @@ def _done(results: Path) -> set[tuple[str, int]]:
 
 
 def test_shards_are_deterministic_round_robin(bench_config: Path):
-    cfg = load_benchmark_config(bench_config, ["models=[{config: a.yaml, epochs: 1}, {config: b.yaml, epochs: 1}]"])
+    models = "models=[{config: a.yaml, epochs: 1}, {config: b.yaml, epochs: 1}]"
+    cfg = load_benchmark_config(bench_config, [models, "report.feature_model=null"])
     names = lambda pairs: [(m.name, r) for m, r in pairs]  # noqa: E731
     assert names(shard_runs(cfg)) == [("a", 0), ("a", 1), ("b", 0), ("b", 1)]
     assert names(shard_runs(cfg, (1, 2))) == [("a", 0), ("b", 0)]
