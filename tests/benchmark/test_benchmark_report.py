@@ -67,7 +67,7 @@ def test_partial_tables_say_what_is_missing_and_what_is_significant(tmp_path: Pa
     assert "good is significantly better than poor" in report
     assert "The difference from close (Δ +0.71, p = 0.416) is not significant" in report
     assert "Without any finished run: none." in report
-    assert "6 of 12 runs are finished; missing: close: run 2; poor: run 1, run 2; none: run 0, run 1, run 2." in report
+    assert "6 of 12 runs are finished; missing: close: seed2; poor: seed1, seed2; none: seed0, seed1, seed2." in report
     # n per model, std only where defined, a dash for a model without runs
     lines = report.splitlines()
     per_image = lines[lines.index(next(x for x in lines if x.startswith("## Per-image mean"))) + 4 :][:4]
@@ -84,7 +84,7 @@ def test_partial_tables_say_what_is_missing_and_what_is_significant(tmp_path: Pa
     # a run is added: the summary follows
     _store(cfg, "close", 2, 0.05)
     assert "5 of 12 runs are finished" not in write_report(cfg).read_text()
-    assert "missing: poor: run 1, run 2; none" in (tmp_path / "results" / "report.md").read_text()
+    assert "missing: poor: seed1, seed2; none" in (tmp_path / "results" / "report.md").read_text()
 
 
 def test_no_finished_run_gives_a_short_report(tmp_path: Path) -> None:

@@ -45,7 +45,7 @@ def test_two_slices_then_merged_report(bench_config: Path, tmp_path: Path, capsy
     assert "--report-only" in capsys.readouterr().out
     assert main(["benchmark", "--config", str(bench_config), "--report-only", "--no-progress", *LIGHT]) == 0
     partial = (res / "report.md").read_text()
-    assert "2 of 4 runs are finished; missing: unet_a: run 1; unet_b: run 1." in partial
+    assert "2 of 4 runs are finished; missing: unet_a: seed1; unet_b: seed1." in partial
     assert "| unet_a | 1 |" in partial and "| unet_a | `" in partial and "| 1/2 | seed1 |" in partial
     # slice 2 of 2 (another machine, the same results folder), then the merge covers all four runs
     args = ["benchmark", "--config", str(bench_config), "--shard", "2/2", "--no-progress", "--device", "cpu", *LIGHT]

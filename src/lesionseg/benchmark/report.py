@@ -233,7 +233,7 @@ def _what_the_table_says(
             f"{scored[best]:.2f}); the two reductions disagree on the top model."
         )
     if missing:
-        gaps = "; ".join(f"{label}: {', '.join(f'run {r}' for r in rs)}" for label, rs in missing)
+        gaps = "; ".join(f"{label}: {', '.join(cfg.run_key(r) for r in rs)}" for label, rs in missing)
         text.append(
             f"{finished} of {total} runs are finished; missing: {gaps}. Everything above uses the finished runs "
             "only and is recomputed when runs are added."
