@@ -15,18 +15,11 @@ import json
 from pathlib import Path
 
 from lesionseg.engine import load_model
+from lesionseg.metrics import METRICS
 from lesionseg.metrics.stats import paired_wilcoxon
 from lesionseg.models.complexity import count_parameters
 
-NAMES = {
-    "dice": "Dice",
-    "iou": "IoU",
-    "accuracy": "Acc",
-    "sensitivity": "Sens",
-    "specificity": "Spec",
-    "precision": "Prec",
-    "f1": "F1",
-}
+NAMES = {m.name: m.short for m in METRICS if m.score is not None}
 
 
 def row_of(run_dir: Path, eval_name: str, metrics: list[str]) -> list[str]:

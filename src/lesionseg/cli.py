@@ -112,7 +112,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_benchmark(args: argparse.Namespace) -> int:
-    from .engine.benchmark import load_benchmark_config, run_benchmark
+    from .benchmark import load_benchmark_config, run_benchmark
 
     cfg = load_benchmark_config(args.config, args.set)
     only = [x for item in args.only for x in item.split(",") if x]
@@ -124,6 +124,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
         shard=args.shard,
         jobs=args.jobs,
         device=args.device,
+        export_only=args.export_only,
     )
     if report is None:
         print(f"slice {args.shard} done; when every slice is: lesionseg benchmark --config {args.config} --report-only")
@@ -531,12 +532,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", "-c", required=True, help="benchmark YAML (configs/benchmark/*.yaml)")
     p.add_argument("--set", "-s", action="extend", nargs="+", default=[], metavar="KEY=VALUE")
     p.add_argument("--only", action="append", default=[], metavar="LABEL", help="train only these models (repeatable)")
-    p.add_argument("--report-only", action="store_true", help="train nothing; rewrite the report from finished runs")
+    p.add_argument(
+        "--report-only",
+        action="store_true",
+        help="touch no run or data; rebuild report.md, results.csv and the figures from results_dir alone",
+    )
+    p.add_argument(
+        "--export-only",
+        action="store_true",
+        help="train nothing; export finished run folders of out_dir whose results are missing into results_dir",
+    )
     p.add_argument(
         "--shard",
         metavar="I/N",
         help="run only slice I of N (1-based; runs dealt round-robin in config order), e.g. one per cluster job; "
-        "slices share --config's out_dir; merge with --report-only",
+        "slices share --config's results_dir; merge with --report-only",
     )
     p.add_argument("--jobs", type=int, default=1, metavar="K", help="K single-thread runs at once on this machine")
     p.add_argument("--device", help="train.device for every run and the evaluation device (default: each config's)")

@@ -22,7 +22,19 @@ from .base import (
 )
 from .check import BadDataError, CheckReport, check_case, check_cases, check_root, screen_cases
 from .io import DEFAULT_MAX_PIXELS, ImageReadError, decode_image_bytes, decode_mask_bytes, read_image, read_mask
-from .splits import Split, builtin_splits, kfold, load_split, make_split, repeated_holdout, save_split
+from .splits import (
+    PROTOCOLS,
+    Split,
+    SplitProtocol,
+    builtin_splits,
+    kfold,
+    load_split,
+    make_split,
+    official_split,
+    protocol_splits,
+    repeated_holdout,
+    save_split,
+)
 from .transforms import AugmentConfig, build_train_transform
 
 __all__ = [
@@ -35,9 +47,11 @@ __all__ = [
     "DatasetLayoutError",
     "ImageReadError",
     "PROBLEM_SEVERITY",
+    "PROTOCOLS",
     "ScanResult",
     "SegmentationDataset",
     "Split",
+    "SplitProtocol",
     "build_train_transform",
     "builtin_splits",
     "check_case",
@@ -53,7 +67,9 @@ __all__ = [
     "load_case",
     "load_split",
     "make_split",
+    "official_split",
     "pair_by_id",
+    "protocol_splits",
     "read_image",
     "read_mask",
     "register_layout",

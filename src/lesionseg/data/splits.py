@@ -1,13 +1,17 @@
-"""Seeded, stored splits: train/val/test id lists, repeated 80:20 hold-outs and k-folds.
+"""Seeded, stored splits: train/val/test id lists, repeated 80:20 hold-outs, k-folds, and the protocols built on them.
 
 A split is drawn once by :func:`make_split` and stored as JSON (ids, seed, how it was drawn); training and evaluation
 read the stored lists and never re-draw them. The validation ids come out of the training part, so a checkpoint is
 never selected on the test ids.
+
+A :class:`SplitProtocol` (``fixed``, ``official``, ``repeated``, ``kfold``) turns a data root into one split per run;
+:func:`protocol_splits` draws them once into a folder and reads them back afterwards (the benchmark's protocols).
 """
 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -16,8 +20,14 @@ from typing import Any
 
 import numpy as np
 
+from .base import find_cases
+
 __all__ = [
+    "PROTOCOLS",
     "Split",
+    "SplitProtocol",
+    "official_split",
+    "protocol_splits",
     "make_split",
     "repeated_holdout",
     "kfold",
@@ -221,3 +231,118 @@ def load_split(name_or_path: str | Path) -> Split:
         return Split(train=d["train"], val=d["val"], test=d["test"], info=d.get("info", {}))
     except (KeyError, json.JSONDecodeError) as err:
         raise ValueError(f"{name_or_path}: not a split file ({err})") from err
+
+
+PROTOCOLS = ("fixed", "official", "repeated", "kfold")
+
+
+@dataclass
+class SplitProtocol:
+    """How the runs of a comparison get their splits.
+
+    Attributes:
+        kind: ``fixed`` (one stored split for every run), ``official`` (the layout's own train/val/test subsets, e.g.
+            ISIC's; val drawn from train when the layout has none), ``repeated`` (``repeats`` seeded train/test draws,
+            e.g. 80:20 repeated 3x) or ``kfold`` (``k`` folds).
+        split: for ``fixed``: a stored split name (``ph2``) or JSON path.
+        repeats: number of draws for ``repeated``.
+        k: number of folds for ``kfold``.
+        test_fraction: test part of every ``repeated`` draw.
+        val_fraction: validation part (always taken out of the training part; checkpoints are never chosen on test).
+        seed: seed of the first draw (draw r uses ``seed + r``; folds share ``seed``).
+        stratify: case meta field to stratify draws by (``diagnosis`` for PH2).
+    """
+
+    kind: str = "fixed"
+    split: str | None = None
+    repeats: int = 3
+    k: int = 5
+    test_fraction: float = 0.2
+    val_fraction: float = 0.1
+    seed: int = 0
+    stratify: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in PROTOCOLS:
+            raise ValueError(f"protocol.kind must be one of {PROTOCOLS}, got {self.kind!r}")
+        if self.kind == "fixed" and not self.split:
+            raise ValueError("protocol.kind fixed needs protocol.split (a stored split name or JSON path)")
+
+    @property
+    def draws(self) -> int | None:
+        """Number of distinct splits (``repeats`` or ``k``); None when every run shares one split."""
+        return {"repeated": self.repeats, "kfold": self.k}.get(self.kind)
+
+    def describe(self) -> str:
+        """One line for a report."""
+        return {
+            # a split file by its name only: a report must not depend on where the file was
+            "fixed": f"stored split `{Path(str(self.split)).name}`",
+            "official": "the dataset's official subsets",
+            "repeated": f"{self.repeats} seeded draws of {1 - self.test_fraction:.0%}:{self.test_fraction:.0%} "
+            "train:test",
+            "kfold": f"{self.k}-fold cross-validation",
+        }[self.kind]
+
+
+def official_split(root: str | Path, layout: str | None, val_fraction: float = 0.1, seed: int = 0) -> Split:
+    """The layout's own subsets (``meta["subset"]``); without a val subset, val is drawn (seeded) from train."""
+    cases = find_cases(root, layout)
+    parts: dict[str, list[str]] = {"train": [], "val": [], "test": []}
+    for c in cases:
+        subset = c.meta.get("subset")
+        if subset not in parts:
+            raise ValueError(f"protocol official: case {c.id} ({c.image}) has no official subset in its layout")
+        if c.mask is not None:
+            parts[subset].append(c.id)
+    if not parts["train"] or not parts["test"]:
+        raise ValueError(f"protocol official: {root} lacks a train or test subset")
+    info: dict[str, Any] = {"dataset": Path(root).name, "generator": "official subsets"}
+    if not parts["val"]:
+        drawn = make_split(parts["train"], 0.0, val_fraction, seed)
+        parts["train"], parts["val"] = drawn.train, drawn.val
+        info["val"] = f"{val_fraction:.0%} of train, seed {seed}"
+    return Split(train=sorted(parts["train"]), val=sorted(parts["val"]), test=sorted(parts["test"]), info=info)
+
+
+def protocol_splits(
+    protocol: SplitProtocol, root: str | Path, layout: str | None, runs: int, folder: str | Path
+) -> list[Path]:
+    """The split file ``folder/run<r>.json`` of each of ``runs`` runs, drawn on first use and read back afterwards.
+
+    ``fixed`` and ``official`` give every run the same split; ``repeated`` and ``kfold`` give run r draw
+    ``r % draws``. Files that exist are never redrawn, so a run never changes split.
+    """
+    folder = Path(folder)
+    paths = [folder / f"run{r}.json" for r in range(runs)]
+    if all(p.is_file() for p in paths):
+        return paths
+    p = protocol
+    if p.kind == "fixed":
+        splits = [load_split(p.split)] * runs
+    elif p.kind == "official":
+        splits = [official_split(root, layout, p.val_fraction, p.seed)] * runs
+    else:
+        cases = find_cases(root, layout)
+        ids = [c.id for c in cases]
+        strata = None
+        if p.stratify:
+            strata = {c.id: c.meta.get(p.stratify) for c in cases}
+            missing = [i for i, v in strata.items() if v is None]
+            if missing:
+                raise ValueError(f"protocol.stratify {p.stratify!r}: {len(missing)} cases lack it, e.g. {missing[0]}")
+        name = Path(root).name
+        if p.kind == "repeated":
+            drawn = repeated_holdout(ids, p.repeats, p.test_fraction, p.val_fraction, p.seed, strata, name, p.stratify)
+        else:
+            drawn = kfold(ids, p.k, p.val_fraction, p.seed, strata, name, p.stratify)
+        splits = [drawn[r % len(drawn)] for r in range(runs)]
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, path in zip(splits, paths):
+        if not path.is_file():
+            # Concurrent callers may draw at the same moment; each draw is identical, and a rename never shows a
+            # half-written file.
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            save_split(split, tmp)
+            os.replace(tmp, path)
+    return paths

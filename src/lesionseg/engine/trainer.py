@@ -43,7 +43,7 @@ from ..data.transforms import build_train_transform
 from ..inference.postprocess import select_postprocessing
 from ..inference.predictor import autocast_context
 from ..losses import DeepSupervisionLoss, build_loss
-from ..metrics import SCORE_FUNCTIONS
+from ..metrics import TRAINING_METRICS, training_csv_columns
 from ..metrics.confusion import ConfusionStats, get_stats
 from ..models import ModelOutput, create_model
 from ..models.hub import load_model, load_record, load_state, save_checkpoint
@@ -68,18 +68,8 @@ _logger = logging.getLogger(__name__)
 
 logger = logging.getLogger(__name__)
 
-_CSV_FIELDS = (
-    "epoch",
-    "step",
-    "lr",
-    "train_loss",
-    "val_dice_per_image",
-    "val_dice_global",
-    "val_iou_per_image",
-    "val_iou_global",
-    "epoch_seconds",
-    "elapsed_seconds",
-)
+# The validation columns come from the metric registry (val_dice_per_image, val_dice_global, val_iou_...).
+_CSV_FIELDS = ("epoch", "step", "lr", "train_loss", *training_csv_columns(), "epoch_seconds", "elapsed_seconds")
 
 
 def seed_everything(seed: int) -> None:
@@ -466,10 +456,9 @@ class Trainer:
         if per_image.shape[1] != len(self.val_set):
             raise RuntimeError(f"validation scored {per_image.shape[1]} images, expected {len(self.val_set)}")
         scores = {}
-        for name in ("dice", "iou"):
-            fn = SCORE_FUNCTIONS[name]
-            scores[f"val_{name}_global"] = float(fn(*total.reshape(4, 1), "global"))
-            scores[f"val_{name}_per_image"] = float(fn(*per_image, "per_image"))
+        for m in TRAINING_METRICS:
+            scores[f"val_{m.name}_global"] = float(m.score(*total.reshape(4, 1), "global"))
+            scores[f"val_{m.name}_per_image"] = float(m.score(*per_image, "per_image"))
         self._row.update(scores)
         score = scores["val_" + self.cfg.train.monitor]
         if score > self.best_score:

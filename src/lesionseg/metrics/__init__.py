@@ -1,10 +1,22 @@
-"""Binary segmentation metrics: per-image confusion counts first, scores with an explicit reduction second."""
+"""Binary segmentation metrics: per-image confusion counts first, scores with an explicit reduction second.
+
+Every metric is one entry of :data:`METRICS` (``registry.py``); tables and CSV columns are generated from it.
+"""
 
 from __future__ import annotations
 
 from lesionseg.metrics.confusion import ConfusionStats, get_stats
-from lesionseg.metrics.cumulative import SCORE_FUNCTIONS, SegmentationMetrics, format_table
+from lesionseg.metrics.cumulative import SegmentationMetrics, format_table
 from lesionseg.metrics.hd95 import hd95, hd95_batch
+from lesionseg.metrics.registry import (
+    METRICS,
+    REPORT_METRICS,
+    SCORE_FUNCTIONS,
+    TRAINING_METRICS,
+    MetricSpec,
+    get_metric,
+    training_csv_columns,
+)
 from lesionseg.metrics.scores import (
     REDUCTIONS,
     Reduction,
@@ -18,7 +30,13 @@ from lesionseg.metrics.scores import (
 )
 
 __all__ = [
+    "METRICS",
     "REDUCTIONS",
+    "REPORT_METRICS",
+    "TRAINING_METRICS",
+    "MetricSpec",
+    "get_metric",
+    "training_csv_columns",
     "SCORE_FUNCTIONS",
     "ConfusionStats",
     "Reduction",

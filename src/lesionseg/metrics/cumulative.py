@@ -3,44 +3,22 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 
 import torch
 from torch import Tensor
 
 from lesionseg.metrics.confusion import ConfusionStats, get_stats
 from lesionseg.metrics.hd95 import _check_spacing, hd95_batch
-from lesionseg.metrics.scores import Reduction, accuracy, dice, f1, iou, precision, sensitivity, specificity
+from lesionseg.metrics.registry import METRICS, SCORE_FUNCTIONS, get_metric
 
 __all__ = ["SCORE_FUNCTIONS", "SegmentationMetrics", "format_table"]
-
-ScoreFn = Callable[[Tensor, Tensor, Tensor, Tensor, Reduction], Tensor]
-
-#: Score name -> function, in the column order used by reports.
-SCORE_FUNCTIONS: dict[str, ScoreFn] = {
-    "dice": dice,
-    "iou": iou,
-    "accuracy": accuracy,
-    "sensitivity": sensitivity,
-    "specificity": specificity,
-    "precision": precision,
-    "f1": f1,
-}
 
 _ROW_LABELS = {
     "global": "global (one confusion matrix over all pixels)",
     "per_image": "per-image mean",
 }
-_COLUMN_LABELS = {
-    "dice": "Dice (%)",
-    "iou": "IoU (%)",
-    "accuracy": "Accuracy (%)",
-    "sensitivity": "Sensitivity (%)",
-    "specificity": "Specificity (%)",
-    "precision": "Precision (%)",
-    "f1": "F1 (%)",
-    "hd95": "HD95",
-}
+_COLUMN_LABELS = {m.name: m.column for m in METRICS}
 
 
 class SegmentationMetrics:
@@ -170,9 +148,7 @@ class SegmentationMetrics:
 def _format_cell(name: str, value: float | None) -> str:
     if value is None or math.isnan(value):
         return "n/a"
-    if name == "hd95":
-        return f"{value:.2f}"
-    return f"{100.0 * value:.2f}"
+    return f"{get_metric(name).show(value):.2f}"
 
 
 def format_table(results: Mapping[str, Mapping[str, float]], title: str) -> str:

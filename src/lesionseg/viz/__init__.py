@@ -12,6 +12,7 @@ from typing import Any
 __all__ = [
     "overlay_mask",
     "plot_feature_maps",
+    "plot_feature_panels",
     "plot_overlay_grid",
     "plot_score_distributions",
     "plot_training_curves",
@@ -20,6 +21,7 @@ __all__ = [
 _WHERE = {
     "overlay_mask": ".overlay",
     "plot_feature_maps": ".figures",
+    "plot_feature_panels": ".figures",
     "plot_overlay_grid": ".figures",
     "plot_score_distributions": ".figures",
     "plot_training_curves": ".curves",

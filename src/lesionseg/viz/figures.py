@@ -14,7 +14,7 @@ import torch  # noqa: E402
 
 from .overlay import overlay_mask  # noqa: E402
 
-__all__ = ["plot_feature_maps", "plot_overlay_grid", "plot_score_distributions"]
+__all__ = ["plot_feature_maps", "plot_feature_panels", "plot_overlay_grid", "plot_score_distributions"]
 
 
 def plot_overlay_grid(
@@ -76,8 +76,23 @@ def plot_feature_maps(
     f = features.detach().float().cpu()
     energy = f.abs().mean(dim=(1, 2))
     top = torch.argsort(energy, descending=True)[: min(channels, f.shape[0])]
-    panels = [("input", image), ("mean |activation|", f.abs().mean(0).numpy())]
+    panels = [("mean |activation|", f.abs().mean(0).numpy())]
     panels += [(f"channel {int(i)}", f[i].numpy()) for i in top]
+    return plot_feature_panels(image, panels, out_png, title)
+
+
+def plot_feature_panels(
+    image: np.ndarray, panels: Sequence[tuple[str, np.ndarray]], out_png: str | Path, title: str = ""
+) -> Path:
+    """The input, then one (h, w) map per panel (e.g. stored feature maps), in one row.
+
+    Args:
+        image: HxWx3 uint8 input as the model saw it.
+        panels: ``(caption, (h, w) array)`` per panel.
+        out_png: output file.
+        title: figure title (model and layer).
+    """
+    panels = [("input", image), *panels]
     fig, axes = plt.subplots(1, len(panels), figsize=(2.1 * len(panels), 2.4), squeeze=False)
     for ax, (name, data) in zip(axes[0], panels):
         ax.imshow(data, cmap=None if data.ndim == 3 else "viridis")

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from lesionseg.benchmark import load_benchmark_config
 from lesionseg.engine import load_config
-from lesionseg.engine.benchmark import load_benchmark_config
 from lesionseg.models import create_model
 
 REPO = Path(__file__).resolve().parents[2]
@@ -20,6 +20,8 @@ def test_benchmark_config_is_valid(path: Path, monkeypatch) -> None:
     monkeypatch.chdir(REPO)
     cfg = load_benchmark_config(path)
     assert cfg.num_runs == 3
+    assert all(m.epochs >= 1 for m in cfg.models) and cfg.threads == 1
+    assert cfg.results_dir == f"docs/results/{cfg.name}" and cfg.out_dir == f"runs/benchmark/{cfg.name}"
     arch = {}
     for model in cfg.models:
         run = load_config(model.config, list(model.set))
@@ -39,8 +41,18 @@ def test_benchmark_config_is_valid(path: Path, monkeypatch) -> None:
 
 
 def test_ph2_and_kvasir_cover_the_zoo() -> None:
-    for name in ("ph2", "kvasir_seg"):
+    def archs(name: str) -> list[str]:
         cfg = load_benchmark_config(REPO / "configs" / "benchmark" / f"{name}.yaml")
-        names = {load_config(REPO / m.config).model.name for m in cfg.models}
-        assert {"eamnet_s", "mgmfnet_s", "efp_s", "sc_unext", "cmssm_unet_s"} <= names
-        assert {"unet_small", "unext", "malunet", "egeunet", "vmunet_s", "segformer_s"} <= names
+        assert cfg.precision == "auto" and not cfg.train
+        return [load_config(REPO / m.config).model.name for m in cfg.models]
+
+    methods = {"eamnet_s", "mgmfnet_s", "efp_s", "sc_unext", "cmssm_unet_s"}
+    assert methods | {"unet_small", "unext", "malunet", "egeunet", "vmunet_s", "segformer_s"} <= set(archs("ph2"))
+    assert sorted(archs("kvasir_seg")) == sorted(methods | {"unet_small", "unext", "malunet"})
+    assert not load_benchmark_config(REPO / "configs" / "benchmark" / "ph2.yaml").cross  # no skin-on-polyp
+
+
+def test_isic2018_to_ph2_tests_on_isic_and_cross_evaluates_on_ph2() -> None:
+    cfg = load_benchmark_config(REPO / "configs" / "benchmark" / "isic2018_to_ph2.yaml")
+    assert cfg.data["layout"] == "isic2018" and cfg.protocol.kind == "official"
+    assert [(c.name, c.root, c.layout) for c in cfg.cross] == [("ph2", "../shared/data/ph2", "ph2")]

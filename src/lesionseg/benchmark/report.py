@@ -1,0 +1,474 @@
+"""The benchmark's report: ``report.md``, ``results.csv`` and the figures, from ``results_dir`` alone.
+
+A pure function of the stored files and the benchmark config: no run folder, weights or data is read, no clock or
+absolute path is written, every number is formatted with a fixed precision and every list is in config order (models,
+seeds) or sorted (case ids), so rebuilding gives the same bytes on any machine.
+
+Statistics (said in the report too):
+
+* tables: mean ± sample std (n - 1) over the finished seeds of each model, n shown; one seed gives the value alone.
+* confidence intervals: percentile bootstrap over test images (seeded); per-image Dice from each image's Dice
+  averaged over the model's finished seeds, global Dice from each image's confusion counts summed over them.
+* paired comparison: the best model by mean per-image Dice against every other, two-sided Wilcoxon signed-rank over
+  test images, each image's Dice averaged over the seeds *both* models finished, Holm-adjusted over the comparisons.
+  Averaging over seeds first keeps one pair per image (pooling seeds as separate pairs would count each image three
+  times and overstate significance).
+* "What the table says" is generated from those tests, so it stays true as runs are added.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..metrics.registry import METRICS, REPORT_METRICS, MetricSpec, get_metric
+from ..metrics.stats import PairedTest, bootstrap_ci, global_dice, holm, paired_wilcoxon
+from .config import BenchmarkConfig
+from .figures import draw_figures, overlay_case_ids
+from .results import RunResults, read_complexity, read_run, run_results_dir
+
+__all__ = ["ALPHA", "collect_runs", "write_report", "write_results_csv"]
+
+#: Significance level of the paired tests, after Holm's adjustment.
+ALPHA = 0.05
+
+_REDUCTION_TITLES = {
+    "per_image": "Per-image mean (each test image scored, then averaged; HD95 over images where it is defined)",
+    "global": "Global (one confusion matrix over all test pixels of a run; how the papers report)",
+}
+
+
+def collect_runs(cfg: BenchmarkConfig) -> dict[str, list[RunResults]]:
+    """Every model's finished runs (possibly none), models and runs in config order."""
+    runs: dict[str, list[RunResults]] = {}
+    for model in cfg.models:
+        found = [
+            read_run(run_results_dir(cfg.results_dir, model.name, cfg.run_key(r)), model.name)
+            for r in range(cfg.num_runs)
+        ]
+        runs[model.name] = [r for r in found if r is not None]
+    return runs
+
+
+# ---------------------------------------------------------------------------------------------------- formatting
+def _values(results: Sequence[Mapping[str, Mapping[str, float]]], reduction: str, metric: MetricSpec) -> list[float]:
+    """The shown values of ``metric`` under ``reduction`` of each result mapping, undefined ones (NaN) left out."""
+    out = []
+    for res in results:
+        v = res.get(reduction, {}).get(metric.name, math.nan)
+        if v is not None and not math.isnan(v):
+            out.append(metric.show(float(v)))
+    return out
+
+
+def _mean_std(values: Sequence[float]) -> str:
+    if not values:
+        return "—"
+    if len(values) == 1:
+        return f"{values[0]:.2f}"
+    v = np.asarray(values, dtype=float)
+    return f"{v.mean():.2f} ± {v.std(ddof=1):.2f}"
+
+
+def _shown_path(path: str) -> str:
+    """A path as the config gives it when relative (``configs/x.yaml``), else its name: no machine's folders."""
+    return Path(path).name if Path(path).is_absolute() else path
+
+
+def _p_is(p: float) -> str:
+    """``p = 0.012`` or ``p < 0.001``, for running text."""
+    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
+
+
+def _p(p: float) -> str:
+    if math.isnan(p):
+        return "—"
+    return "< 0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def _table(rows: Sequence[Sequence[str]], head: Sequence[str], align: str | None = None) -> list[str]:
+    """A markdown table; ``align`` has one ``l``/``r`` per column (default: first left, the rest right)."""
+    align = align or "l" + "r" * (len(head) - 1)
+    lines = ["| " + " | ".join(head) + " |", "|" + "".join("---|" if a == "l" else "---:|" for a in align)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return lines
+
+
+def _metric_table(results: Mapping[str, Sequence[Mapping[str, Mapping[str, float]]]], reduction: str) -> list[str]:
+    """Mean ± std per model of every report metric under ``reduction``; ``results``: label -> one mapping per run."""
+    metrics = [m for m in REPORT_METRICS if reduction in m.reductions]
+    head = ["Model", "n"] + [f"{m.label} ({m.unit})" for m in metrics]
+    rows = [
+        [label, str(len(rs))] + [_mean_std(_values(rs, reduction, m)) for m in metrics] for label, rs in results.items()
+    ]
+    return _table(rows, head)
+
+
+# ---------------------------------------------------------------------------------------------------- statistics
+def _per_case(rs: Sequence[RunResults], key: str, runs: set[int] | None = None) -> dict[str, float]:
+    """Each test image's ``key`` averaged over the given runs (all of ``rs`` when None), by case id."""
+    sums: dict[str, list[float]] = {}
+    for r in rs:
+        if runs is not None and r.run not in runs:
+            continue
+        for row in r.rows:
+            sums.setdefault(str(row["id"]), []).append(float(row[key]))
+    return {k: float(np.mean(sums[k])) for k in sorted(sums)}
+
+
+def _case_counts(rs: Sequence[RunResults]) -> np.ndarray:
+    """(images, 4) confusion counts per test image, summed over the runs."""
+    counts: dict[str, np.ndarray] = {}
+    for r in rs:
+        for row in r.rows:
+            c = np.asarray([row[k] for k in ("tp", "fp", "fn", "tn")], dtype=float)
+            counts[str(row["id"])] = counts.get(str(row["id"]), 0) + c
+    return np.stack([counts[k] for k in sorted(counts)]) if counts else np.zeros((0, 4))
+
+
+def _mean_of(rs: Sequence[RunResults], reduction: str, name: str) -> float:
+    vals = _values([r.results for r in rs], reduction, get_metric(name))
+    return float(np.mean(vals)) if vals else math.nan
+
+
+class _Comparison:
+    def __init__(self, label: str, common: list[int], test: PairedTest | None) -> None:
+        self.label, self.common, self.test = label, common, test
+        self.p_holm = math.nan
+
+
+def _compare(runs: Mapping[str, Sequence[RunResults]], best: str) -> list[_Comparison]:
+    ref_runs = {r.run for r in runs[best]}
+    out = []
+    for label, rs in runs.items():
+        if label == best or not rs:
+            continue
+        common = sorted(ref_runs & {r.run for r in rs})
+        if not common:
+            out.append(_Comparison(label, [], None))
+            continue
+        a = _per_case(runs[best], "dice", set(common))
+        b = _per_case(rs, "dice", set(common))
+        keys = sorted(set(a) & set(b))
+        out.append(_Comparison(label, common, paired_wilcoxon([a[k] for k in keys], [b[k] for k in keys])))
+    tested = [c for c in out if c.test is not None and not math.isnan(c.test.p_value)]
+    for c, p in zip(tested, holm([c.test.p_value for c in tested]) if tested else []):  # type: ignore[union-attr]
+        c.p_holm = p
+    return out
+
+
+def _names(items: Sequence[str]) -> str:
+    if len(items) <= 1:
+        return "".join(items)
+    return ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def _what_the_table_says(
+    cfg: BenchmarkConfig,
+    runs: Mapping[str, Sequence[RunResults]],
+    best: str | None,
+    comparisons: Sequence[_Comparison],
+    missing: Sequence[tuple[str, list[int]]],
+) -> list[str]:
+    total = len(cfg.models) * cfg.num_runs
+    finished = sum(len(rs) for rs in runs.values())
+    if best is None:
+        return [f"No run has finished yet (0 of {total})."]
+    text = []
+    n_best = len(runs[best])
+    text.append(
+        f"By mean per-image Dice the best model is **{best}** "
+        f"({_mean_of(runs[best], 'per_image', 'dice'):.2f}, {n_best} of {cfg.num_runs} runs)."
+    )
+    tested = [c for c in comparisons if c.test is not None and not math.isnan(c.p_holm)]
+    if not tested:
+        text.append("No other model shares a finished run with it, so no difference can be tested yet.")
+    else:
+        sig = [c for c in tested if c.p_holm < ALPHA]
+        ns = [c for c in tested if c.p_holm >= ALPHA]
+
+        def item(c: _Comparison) -> str:
+            return f"{c.label} (Δ {100 * c.test.mean_difference:+.2f}, {_p_is(c.p_holm)})"  # type: ignore[union-attr]
+
+        text.append(
+            f"Paired tests on per-image Dice (two-sided Wilcoxon signed-rank, Holm-adjusted over {len(tested)} "
+            f"comparison{'s' if len(tested) > 1 else ''}, α = {ALPHA}; Δ = {best} minus the other, in Dice points):"
+        )
+        ahead = [c for c in sig if c.test.mean_difference > 0]  # type: ignore[union-attr]
+        behind = [c for c in sig if c.test.mean_difference <= 0]  # type: ignore[union-attr]
+        if ahead:
+            text.append(f"{best} is significantly better than {_names([item(c) for c in ahead])}.")
+        if behind:
+            text.append(
+                f"{best} differs significantly from {_names([item(c) for c in behind])}, which score higher on "
+                "the images the test weighs most."
+            )
+        if ns:
+            several = len(ns) > 1
+            text.append(
+                f"The difference{'s' if several else ''} from {_names([item(c) for c in ns])} "
+                f"{'are' if several else 'is'} not significant: this benchmark does not tell "
+                f"{'them' if several else 'it'} apart from {best} (which is not evidence that they are equal)."
+            )
+        if not sig:
+            text.append(f"No model differs significantly from {best}.")
+    untested = [c.label for c in comparisons if c.test is None]
+    if untested:
+        text.append(f"Not compared (no finished run in common with {best}): {_names(untested)}.")
+    empty = [label for label, rs in runs.items() if not rs]
+    if empty:
+        text.append(f"Without any finished run: {_names(empty)}.")
+    scored = {label: _mean_of(rs, "global", "dice") for label, rs in runs.items() if rs}
+    best_global = max(scored, key=lambda k: scored[k])
+    if best_global == best:
+        text.append(f"Global Dice ranks {best} first too.")
+    else:
+        text.append(
+            f"Global Dice ranks {best_global} first ({scored[best_global]:.2f} against "
+            f"{scored[best]:.2f}); the two reductions disagree on the top model."
+        )
+    if missing:
+        gaps = "; ".join(f"{label}: {', '.join(cfg.run_key(r) for r in rs)}" for label, rs in missing)
+        text.append(
+            f"{finished} of {total} runs are finished; missing: {gaps}. Everything above uses the finished runs "
+            "only and is recomputed when runs are added."
+        )
+    else:
+        text.append(f"All {total} runs ({len(cfg.models)} models x {cfg.num_runs}) are finished.")
+    return [" ".join(text)]
+
+
+# ------------------------------------------------------------------------------------------------------- writing
+def write_results_csv(runs: Mapping[str, Sequence[RunResults]], complexity: Mapping[str, Any], path: Path) -> None:
+    """One row per finished run: facts, then every registry metric under each reduction it has."""
+    fields = ["model", "arch", "run", "seed", "epochs", "best_epoch", "precision", "threads", "train_minutes"]
+    fields += ["machine", "params"]
+    scores = [(red, m) for red in ("global", "per_image") for m in METRICS if red in m.reductions]
+    fields += [f"{red}_{m.name}" for red, m in scores]
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields, lineterminator="\n")
+        writer.writeheader()
+        for label, rs in runs.items():
+            for r in rs:
+                row = {
+                    "model": label,
+                    "arch": r.meta.get("model"),
+                    "run": r.run,
+                    "seed": r.seed,
+                    "epochs": r.meta.get("epochs"),
+                    "best_epoch": r.meta.get("best_epoch"),
+                    "precision": r.meta.get("precision"),
+                    "threads": r.meta.get("threads"),
+                    "train_minutes": f"{float(r.meta.get('train_minutes') or 0.0):.2f}",
+                    "machine": r.meta.get("machine"),
+                    "params": complexity.get(label, {}).get("params"),
+                }
+                for red, m in scores:
+                    v = r.results.get(red, {}).get(m.name)
+                    row[f"{red}_{m.name}"] = "" if v is None or math.isnan(v) else f"{v:.6f}"
+                writer.writerow(row)
+
+
+def _split_of_run0(cfg: BenchmarkConfig) -> list[str]:
+    from ..data.splits import load_split
+
+    path = Path(cfg.results_dir) / "splits" / "run0.json"
+    return overlay_case_ids(load_split(path), cfg.report.overlay_cases) if path.is_file() else []
+
+
+def write_report(cfg: BenchmarkConfig, failures: Sequence[str] = ()) -> Path:
+    """Writes ``report.md``, ``results.csv`` and the figures into ``results_dir`` from its files; returns the
+    report's path."""
+    out = Path(cfg.results_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    runs = collect_runs(cfg)
+    complexity = read_complexity(out)
+    p = cfg.protocol
+    seeds = ", ".join(map(str, cfg.seeds))
+    precisions = sorted({cfg.precision_of(m) for m in cfg.models})
+    lines = [
+        f"# Benchmark: {cfg.name}",
+        "",
+        f"Dataset `{Path(cfg.data['root']).name}` (layout {cfg.data.get('layout') or 'detected'}); protocol: "
+        f"{p.describe()}, {cfg.num_runs} runs per model (seeds {seeds}); checkpoints selected on validation ids "
+        "taken from the training part, never on test. **Fixed compute**: each model trains for the number of epochs "
+        f"listed under Runs, with no wall-clock budget, {cfg.threads or 'default'} torch thread(s) per run and "
+        f"precision {'/'.join(precisions)} (the precision each run used is in the Training table); wall-clock "
+        "minutes are recorded for information only. Evaluated at "
+        f"{'each image’s native resolution' if cfg.native else 'the training size'}. Scores in percent, HD95 in "
+        "pixels of the evaluated resolution; mean ± sample std over the finished runs, n = finished runs.",
+        "",
+        "Rebuild this page (and `results.csv`, the figures) from the kept results alone, byte for byte: "
+        f"`lesionseg benchmark --config configs/benchmark/{cfg.name}.yaml --report-only`. Per-run files: "
+        "`runs/<model>/<seed>/`.",
+        "",
+    ]
+    if failures:
+        lines += ["**Failed in the last call**:", ""] + [f"- {f}" for f in failures] + [""]
+    scored = {label: rs for label, rs in runs.items() if rs}
+    best = None
+    if scored:
+        means = {label: _mean_of(rs, "per_image", "dice") for label, rs in scored.items()}
+        best = max(means, key=lambda k: means[k])
+    comparisons = _compare(runs, best) if best else []
+    done_runs = {label: {r.run for r in rs} for label, rs in runs.items()}
+    missing = [
+        (m.name, [r for r in range(cfg.num_runs) if r not in done_runs[m.name]])
+        for m in cfg.models
+        if len(done_runs[m.name]) < cfg.num_runs
+    ]
+    lines += ["## What the table says", ""] + _what_the_table_says(cfg, runs, best, comparisons, missing) + [""]
+
+    rows = []
+    for m in cfg.models:
+        rs = runs[m.name]
+        gone = [cfg.run_key(r) for r in range(cfg.num_runs) if r not in done_runs[m.name]]
+        rows.append(
+            [
+                m.name,
+                f"`{_shown_path(m.config)}`",
+                str(m.epochs),
+                cfg.precision_of(m),
+                f"{len(rs)}/{cfg.num_runs}",
+                ", ".join(gone) or "—",
+            ]
+        )
+    lines += ["## Runs", ""] + _table(rows, ["Model", "Config", "Epochs", "Precision", "Finished", "Missing"], "llrlrl")
+    lines.append("")
+    for reduction in ("per_image", "global"):
+        table = _metric_table({label: [r.results for r in rs] for label, rs in runs.items()}, reduction)
+        lines += [f"## {_REDUCTION_TITLES[reduction]}", ""] + table + [""]
+
+    case_dice = {label: _per_case(rs, "dice") for label, rs in scored.items()}
+    if scored:
+        lines += [
+            "## Confidence intervals (percentile bootstrap over test images, "
+            f"{cfg.report.bootstrap} resamples, seed 0)",
+            "",
+            "Per-image Dice: each image's Dice averaged over the model's finished runs; global Dice: each image's "
+            "confusion counts summed over them.",
+            "",
+        ]
+        rows = []
+        for label, rs in scored.items():
+            values = list(case_dice[label].values())
+            counts = _case_counts(rs)
+            lo, hi = bootstrap_ci(per_image=values, resamples=cfg.report.bootstrap)
+            glo, ghi = bootstrap_ci(counts=counts, resamples=cfg.report.bootstrap)
+            rows.append(
+                [
+                    label,
+                    str(len(rs)),
+                    str(len(values)),
+                    f"{100 * np.mean(values):.2f} [{100 * lo:.2f}, {100 * hi:.2f}]",
+                    f"{100 * global_dice(counts):.2f} [{100 * glo:.2f}, {100 * ghi:.2f}]",
+                ]
+            )
+        lines += _table(rows, ["Model", "n", "Test images", "Per-image Dice [95% CI]", "Global Dice [95% CI]"])
+        lines.append("")
+    if comparisons:
+        lines += [
+            "## Paired comparison",
+            "",
+            f"Best by mean per-image Dice: **{best}**. Two-sided Wilcoxon signed-rank test of its per-image Dice "
+            "against each other model's over the test images, each image's Dice averaged over the runs both models "
+            f"finished (one pair per image), Holm-adjusted over the comparisons; significant when p (Holm) < {ALPHA}. "
+            "Δ = best minus the other, in Dice points.",
+            "",
+        ]
+        rows = []
+        for c in comparisons:
+            if c.test is None:
+                rows.append([c.label, "—", "0", "—", "—", "—", "—", "not compared"])
+                continue
+            t = c.test
+            verdict = "—" if math.isnan(c.p_holm) else ("significant" if c.p_holm < ALPHA else "not significant")
+            rows.append(
+                [
+                    c.label,
+                    ", ".join(cfg.run_key(r) for r in c.common),
+                    str(t.n),
+                    f"{100 * t.mean_difference:+.2f}",
+                    f"{100 * t.median_difference:+.2f}",
+                    _p(t.p_value),
+                    _p(c.p_holm),
+                    verdict,
+                ]
+            )
+        head = ["Compared with", "Runs", "Images", "Mean Δ", "Median Δ", "p", "p (Holm)", "Verdict"]
+        lines += _table(rows, head, "llrrrrrl") + [""]
+
+    lines += ["## Size and speed", ""]
+    rows = []
+    for m in cfg.models:
+        c = complexity.get(m.name)
+        if c is None:
+            rows.append([m.name, "—", "—", "—", "—", "not measured yet"])
+            continue
+        rows.append(
+            [
+                m.name,
+                str(c["model"]),
+                f"{c['params'] / 1e6:.3f}",
+                f"{c['gmacs']:.3f}",
+                f"{c['latency_ms']:.1f}",
+                str(c["latency_setting"]),
+            ]
+        )
+    lines += _table(rows, ["Model", "Architecture", "Params (M)", "GMACs", "CPU latency (ms)", "Setting"], "llrrrl")
+    machines = sorted({str(c["machine"]) for c in complexity.values()})
+    if machines:
+        lines += ["", f"Latency measured on: {'; '.join(machines)}."]
+    lines.append("")
+
+    rows = []
+    for label, rs in scored.items():
+        for r in rs:
+            rows.append(
+                [
+                    label,
+                    r.key,
+                    str(r.meta.get("epochs")),
+                    str(r.meta.get("best_epoch")),
+                    str(r.meta.get("precision")),
+                    str(r.meta.get("threads")),
+                    f"{float(r.meta.get('train_minutes') or 0.0):.1f}",
+                    str(r.meta.get("machine")),
+                ]
+            )
+    if rows:
+        head = ["Model", "Run", "Epochs", "Best epoch", "Precision", "Threads", "Minutes", "Ran on"]
+        lines += ["## Training", ""] + _table(rows, head, "llrrlrrl")
+        lines.append("")
+
+    for c in cfg.cross:
+        cross = {label: [r for r in rs if c.name in r.cross] for label, rs in scored.items()}
+        cross = {label: rs for label, rs in cross.items() if rs}
+        if not cross:
+            continue
+        lines += [
+            f"## Cross-dataset: trained on {cfg.name}, evaluated on {c.name} (`{Path(c.root).name}`, all labelled "
+            "cases)",
+            "",
+        ]
+        for reduction in ("per_image", "global"):
+            lines += [f"{'Per-image mean' if reduction == 'per_image' else 'Global'}:", ""]
+            table = {label: [r.cross[c.name][0]["results"] for r in rs] for label, rs in cross.items()}
+            lines += _metric_table(table, reduction) + [""]
+
+    figures = draw_figures(
+        out, scored, {k: list(v.values()) for k, v in case_dice.items()}, _split_of_run0(cfg), cfg.report.feature_model
+    )
+    if figures:
+        lines += ["## Figures", ""] + figures
+    write_results_csv(scored, complexity, out / "results.csv")
+    while lines and lines[-1] == "":
+        lines.pop()
+    path = out / "report.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path

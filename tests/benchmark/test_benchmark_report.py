@@ -1,0 +1,101 @@
+"""The report from kept results alone, on partial tables (0-3 runs per model): n, missing runs, tests, the summary."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lesionseg.benchmark import BenchmarkConfig, BenchmarkModel, ReportConfig, write_report
+from lesionseg.benchmark.results import run_results_dir, write_run_results
+from lesionseg.data.splits import SplitProtocol
+from lesionseg.metrics import SegmentationMetrics, training_csv_columns
+
+IDS = [f"img{i:02d}" for i in range(30)]
+
+
+def _cfg(tmp_path: Path) -> BenchmarkConfig:
+    return BenchmarkConfig(
+        name="synthetic",
+        results_dir=str(tmp_path / "results"),
+        data={"root": "/nowhere/data", "layout": "folder"},
+        protocol=SplitProtocol(kind="fixed", split="ph2"),
+        seeds=(0, 1, 2),
+        report=ReportConfig(bootstrap=200),
+        models=tuple(
+            BenchmarkModel(config=f"configs/{x}.yaml", label=x, epochs=5) for x in ("good", "close", "poor", "none")
+        ),
+    )
+
+
+def _store(cfg: BenchmarkConfig, label: str, seed: int, noise: float) -> None:
+    """A run whose predictions are the truth with ``noise`` of each image's pixels flipped (seeded)."""
+    rng = np.random.default_rng(1000 * seed + int(noise * 1000) + len(label))
+    truth = np.zeros((30, 1, 16, 16), dtype=np.uint8)
+    truth[:, :, 4:12, 4:12] = 1
+    flips = rng.random(truth.shape) < noise * rng.uniform(0.5, 1.5, (30, 1, 1, 1))
+    metrics = SegmentationMetrics(include_hd95=True)
+    metrics.update(torch.from_numpy(truth ^ flips), torch.from_numpy(truth), ids=IDS)
+    dest = run_results_dir(cfg.results_dir, label, cfg.run_key(seed))
+    dest.mkdir(parents=True, exist_ok=True)
+    rows = metrics.per_image_table()
+    scratch = dest.parent / f"{dest.name}.csv"
+    with open(scratch, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    meta = {"run": seed, "seed": seed, "epochs": 5, "best_epoch": 4, "precision": "fp32", "threads": 1}
+    meta |= {"machine": "test host", "train_minutes": 1.5, "model": "unet_small", "results": metrics.aggregate()}
+    write_run_results(dest, meta, scratch, None, None)
+    scratch.unlink()
+
+
+def test_partial_tables_say_what_is_missing_and_what_is_significant(tmp_path: Path) -> None:
+    cfg = _cfg(tmp_path)
+    for seed in (0, 1, 2):
+        _store(cfg, "good", seed, 0.048)
+    for seed in (0, 1):
+        _store(cfg, "close", seed, 0.05)
+    _store(cfg, "poor", 0, 0.25)
+    path = write_report(cfg)
+    report = path.read_text()
+    first = path.read_bytes()
+    assert write_report(cfg).read_bytes() == first  # a rebuild gives the same bytes
+    assert "By mean per-image Dice the best model is **good**" in report
+    assert "good is significantly better than poor" in report
+    assert "The difference from close (Δ +0.71, p = 0.416) is not significant" in report
+    assert "Without any finished run: none." in report
+    assert "6 of 12 runs are finished; missing: close: seed2; poor: seed1, seed2; none: seed0, seed1, seed2." in report
+    # n per model, std only where defined, a dash for a model without runs
+    lines = report.splitlines()
+    per_image = lines[lines.index(next(x for x in lines if x.startswith("## Per-image mean"))) + 4 :][:4]
+    assert per_image[0].startswith("| good | 3 | ") and " ± " in per_image[0]
+    assert per_image[1].startswith("| close | 2 | ") and " ± " in per_image[1]
+    assert per_image[2].startswith("| poor | 1 | ") and " ± " not in per_image[2]
+    assert per_image[3] == "| none | 0 | — | — | — | — | — | — |"
+    assert "| none | `configs/none.yaml` | 5 | fp32 | 0/3 | seed0, seed1, seed2 |" in report
+    # the comparison with a one-run model uses only the seed both finished
+    assert "| poor | seed0 | 30 |" in report
+    assert "| none | — | 0 |" not in report  # models without runs are listed above, not tested
+    assert "not measured yet" in report  # no complexity.json: said, not invented
+
+    # a run is added: the summary follows
+    _store(cfg, "close", 2, 0.05)
+    assert "5 of 12 runs are finished" not in write_report(cfg).read_text()
+    assert "missing: poor: seed1, seed2; none" in (tmp_path / "results" / "report.md").read_text()
+
+
+def test_no_finished_run_gives_a_short_report(tmp_path: Path) -> None:
+    report = write_report(_cfg(tmp_path)).read_text()
+    assert "No run has finished yet (0 of 12)." in report
+    assert "## Paired comparison" not in report and "## Confidence intervals" not in report
+
+
+def test_the_trainer_csv_columns_come_from_the_registry() -> None:
+    from lesionseg.engine.trainer import _CSV_FIELDS
+
+    # the columns of existing runs' metrics.csv, unchanged
+    assert training_csv_columns() == ("val_dice_per_image", "val_dice_global", "val_iou_per_image", "val_iou_global")
+    assert _CSV_FIELDS[4:8] == training_csv_columns()
