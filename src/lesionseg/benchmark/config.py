@@ -127,6 +127,8 @@ class BenchmarkConfig:
         models: the models to compare, each with its ``epochs``.
         train: ``key=value`` overrides applied to every run (not the reserved keys: see the module docstring).
         precision: ``fp32``, ``bf16`` or ``auto`` (probed once per machine and model) for every model without its own.
+        precision_records: folder of the ``auto`` decisions (``<machine key>/<label>.json``), shared by every
+            benchmark: the choice depends on the machine and the model, not on the dataset.
         threads: torch threads of every run (0 = torch's default); fixed so results do not depend on ``--jobs``.
         native: evaluate at each image's native resolution instead of the training size.
         cross: other data roots to evaluate every run on.
@@ -142,6 +144,7 @@ class BenchmarkConfig:
     models: tuple[BenchmarkModel, ...] = ()
     train: tuple[str, ...] = ()
     precision: str = "fp32"
+    precision_records: str = "docs/results/precision"
     threads: int = 1
     native: bool = False
     cross: tuple[CrossDataset, ...] = ()

@@ -5,6 +5,11 @@ Kept with a run (needs its checkpoint, done once by the runner): the predicted m
 one layer's activations on the first overlay case (:func:`feature_summary`). Drawn by the report (files only, so
 ``--report-only`` rebuilds them on a fresh clone): the per-image Dice distribution, the overlay grid and the feature
 maps (:func:`draw_figures`).
+
+The overlay and feature figures are drawn over the dataset's images, which are data and never committed: the runner
+keeps the overlay cases' inputs at the evaluation size in the working folder (``out_dir/cases``). Where they are
+absent (a fresh clone) the committed ``overlays.png`` / ``feature_maps.png`` are kept as they are and the report
+text is the same, so ``--report-only`` still rebuilds ``report.md`` byte for byte.
 """
 
 from __future__ import annotations
@@ -92,6 +97,7 @@ def draw_figures(
     dice: Mapping[str, Sequence[float]],
     cases: Sequence[str],
     feature_model: str | None,
+    inputs_dir: Path | None = None,
 ) -> list[str]:
     """Draws the figures into ``results_dir`` from stored files; returns the report's markdown lines for them.
 
@@ -101,6 +107,8 @@ def draw_figures(
         dice: label -> per-image Dice values for the distribution plot.
         cases: the overlay case ids.
         feature_model: label of the feature-map model, or None.
+        inputs_dir: where the overlay cases' inputs are kept (``out_dir/cases``); None or absent = keep the
+            committed overlay and feature figures instead of redrawing them.
     """
     from ..viz import plot_feature_panels, plot_overlay_grid, plot_score_distributions
 
@@ -109,9 +117,10 @@ def draw_figures(
     if scored:
         plot_score_distributions(scored, results_dir / "dice_per_image.png", "per-image Dice (all finished runs)")
         lines += ["![per-image Dice](dice_per_image.png)", ""]
-    inputs = {c: load_case_input(results_dir, c) for c in cases}
+    inputs = {c: load_case_input(inputs_dir, c) if inputs_dir else None for c in cases}
     shown = [(c, *inputs[c]) for c in cases if inputs[c] is not None]  # type: ignore[misc]
-    if cases and len(shown) == len(cases):
+    drawable = bool(cases) and len(shown) == len(cases)
+    if cases and (drawable or (results_dir / "overlays.png").is_file()):
         predictions: dict[str, list[np.ndarray]] = {}
         for label, rs in runs.items():
             r = _first_showing(rs, cases)
@@ -120,7 +129,10 @@ def draw_figures(
             masks = [r.mask(c) for c in cases]
             predictions[f"{label} ({r.key})"] = masks  # type: ignore[assignment]
         if predictions:
-            plot_overlay_grid(shown, predictions, results_dir / "overlays.png")
+            if drawable:
+                plot_overlay_grid(shown, predictions, results_dir / "overlays.png")
+            else:
+                logger.info("overlays.png kept as committed: the overlay cases' inputs are not in %s", inputs_dir)
             lines += [
                 f"Test cases {', '.join(cases)}: ground truth (green), then each model's prediction (orange, truth "
                 "outlined in green) from its first finished run, at the evaluation size.",
@@ -129,19 +141,20 @@ def draw_figures(
                 "",
             ]
     elif cases:
-        logger.warning("overlay figure skipped: the inputs of %s are not stored in %s/cases", cases, results_dir)
+        logger.warning("overlay figure skipped: the inputs of %s are not in %s", cases, inputs_dir)
     if feature_model and runs.get(feature_model):
         for r in runs[feature_model]:
             summary = read_run_features(r.path)
             if summary is None:
                 continue
-            stored = load_case_input(results_dir, summary.case)
-            if stored is None:
+            stored = load_case_input(inputs_dir, summary.case) if inputs_dir else None
+            if stored is None and not (results_dir / "feature_maps.png").is_file():
                 break
-            panels = [("mean |activation|", summary.mean_abs)]
-            panels += [(f"channel {int(i)}", summary.channels[k]) for k, i in enumerate(summary.index)]
-            title = f"{feature_model} ({r.key}): {summary.layer} on {summary.case}"
-            plot_feature_panels(stored[0], panels, results_dir / "feature_maps.png", title)
+            if stored is not None:
+                panels = [("mean |activation|", summary.mean_abs)]
+                panels += [(f"channel {int(i)}", summary.channels[k]) for k, i in enumerate(summary.index)]
+                title = f"{feature_model} ({r.key}): {summary.layer} on {summary.case}"
+                plot_feature_panels(stored[0], panels, results_dir / "feature_maps.png", title)
             lines += [
                 f"Feature maps of `{summary.layer}` in {feature_model} ({r.key}) on test case {summary.case}: the "
                 f"mean |activation| over channels and the {len(summary.index)} most active channels.",

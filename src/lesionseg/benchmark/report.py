@@ -19,6 +19,7 @@ Statistics (said in the report too):
 from __future__ import annotations
 
 import csv
+import json
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -281,6 +282,77 @@ def _split_of_run0(cfg: BenchmarkConfig) -> list[str]:
     return overlay_case_ids(load_split(path), cfg.report.overlay_cases) if path.is_file() else []
 
 
+def _precision_section(cfg: BenchmarkConfig) -> list[str]:
+    """The ``precision: auto`` decisions kept for this benchmark's models, per machine, with the figures behind them."""
+    root = Path(cfg.precision_records)
+    if not root.is_dir():
+        return []
+    labels = [m.name for m in cfg.models]
+    lines: list[str] = []
+    for machine in sorted(p for p in root.iterdir() if p.is_dir()):
+        rows = []
+        for label in labels:
+            path = machine / f"{label}.json"
+            if not path.is_file():
+                continue
+            rec = json.loads(path.read_text())
+            f32, b16 = rec.get("fp32") or {}, rec.get("bf16") or {}
+
+            def cell(d: Mapping[str, Any], key: str, fmt: str) -> str:
+                v = d.get(key)
+                return format(v, fmt) if isinstance(v, (int, float)) else "—"
+
+            speed = "—"
+            if f32.get("steady_epoch_s") and b16.get("steady_epoch_s"):
+                speed = f"{f32['steady_epoch_s'] / b16['steady_epoch_s']:.2f}x"
+            rows.append(
+                [
+                    label,
+                    cell(f32, "first_epoch_s", ".1f"),
+                    cell(f32, "steady_epoch_s", ".1f"),
+                    cell(b16, "first_epoch_s", ".1f"),
+                    cell(b16, "steady_epoch_s", ".1f"),
+                    speed,
+                    cell(f32, "best_val_dice_per_image", ".4f"),
+                    cell(b16, "best_val_dice_per_image", ".4f"),
+                    f"**{rec['precision']}**",
+                    str(rec.get("reason", "")).replace("|", "/"),
+                ]
+            )
+        if not rows:
+            continue
+        if not lines:
+            crit = json.loads(next(machine.glob("*.json")).read_text()).get("criteria", {})
+            lines += [
+                "## Precision (fp32 or bf16 autocast, chosen per machine and model)",
+                "",
+                f"`precision: auto` trains each model {crit.get('epochs', '?')} epochs in fp32 and in bf16 (same seed, "
+                "same batches, each in its own subprocess, one thread) and adopts bf16 only if the CPU runs it "
+                "natively, "
+                f"both trials finish, bf16's steady epoch is at least {crit.get('min_speedup', '?')}x faster and its "
+                f"best validation Dice per image is at most {crit.get('dice_tolerance', '?')} below fp32's "
+                "(`lesionseg.benchmark.precision`; a few epochs are a coarse check that catches a precision that "
+                "breaks training, not a fraction of a point). Epoch times in seconds; first = epoch 1 (decodes the "
+                "images), steady = median of the later ones.",
+                "",
+            ]
+        lines += [f"Machine `{machine.name}`:", ""]
+        head = [
+            "Model",
+            "fp32 first",
+            "fp32 steady",
+            "bf16 first",
+            "bf16 steady",
+            "Speed-up",
+            "Dice fp32",
+            "Dice bf16",
+            "Choice",
+            "Why",
+        ]
+        lines += _table(rows, head, "lrrrrrrrll") + [""]
+    return lines
+
+
 def write_report(cfg: BenchmarkConfig, failures: Sequence[str] = ()) -> Path:
     """Writes ``report.md``, ``results.csv`` and the figures into ``results_dir`` from its files; returns the
     report's path."""
@@ -446,6 +518,8 @@ def write_report(cfg: BenchmarkConfig, failures: Sequence[str] = ()) -> Path:
         lines += ["## Training", ""] + _table(rows, head, "llrrlrrl")
         lines.append("")
 
+    lines += _precision_section(cfg)
+
     for c in cfg.cross:
         cross = {label: [r for r in rs if c.name in r.cross] for label, rs in scored.items()}
         cross = {label: rs for label, rs in cross.items() if rs}
@@ -462,7 +536,12 @@ def write_report(cfg: BenchmarkConfig, failures: Sequence[str] = ()) -> Path:
             lines += _metric_table(table, reduction) + [""]
 
     figures = draw_figures(
-        out, scored, {k: list(v.values()) for k, v in case_dice.items()}, _split_of_run0(cfg), cfg.report.feature_model
+        out,
+        scored,
+        {k: list(v.values()) for k, v in case_dice.items()},
+        _split_of_run0(cfg),
+        cfg.report.feature_model,
+        inputs_dir=Path(cfg.out_dir) / "cases",
     )
     if figures:
         lines += ["## Figures", ""] + figures

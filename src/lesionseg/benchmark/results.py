@@ -3,7 +3,6 @@
 Layout of ``results_dir`` (``docs/results/<name>/`` by default; everything here is meant to be committed)::
 
     splits/run<r>.json                  the split of run r (drawn once, then read back on every machine)
-    cases/<id>.jpg, cases/<id>.png      the overlay cases' inputs and truths at the evaluation size
     runs/<label>/seed<s>/               one finished run (``run<r>-seed<s>`` when runs outnumber seeds):
         metrics.json                      test scores in both reductions + seed, epochs, precision, threads, machine,
                                           train minutes, best epoch, finish time, lesionseg commit (written last:
@@ -15,7 +14,6 @@ Layout of ``results_dir`` (``docs/results/<name>/`` by default; everything here 
         features.npz                      (the report's feature model only) the feature-map figure's arrays, float16
         cross/<name>/metrics.json, per_image.csv   scores on each cross-dataset root
     complexity.json                     params, MACs, CPU latency (+ the machine) per model, measured once
-    precision/                          the precision probe's decisions per machine (``precision: auto``)
     report.md, results.csv, *.png       rebuilt from the files above by ``--report-only``, byte for byte
 
 This module only writes and reads these files; it knows nothing about training or models.
@@ -81,9 +79,13 @@ def load_mask_png(path: Path) -> np.ndarray:
         return (np.asarray(im.convert("L")) > 0).astype(np.uint8)
 
 
-def save_case_input(results_dir: str | Path, case_id: str, image: np.ndarray, truth: np.ndarray | None) -> None:
-    """An overlay case's input (JPEG, quality 90) and truth (1-bit PNG) at the evaluation size, once."""
-    folder = Path(results_dir) / "cases"
+def save_case_input(folder: str | Path, case_id: str, image: np.ndarray, truth: np.ndarray | None) -> None:
+    """An overlay case's input (JPEG, quality 90) and truth (1-bit PNG) at the evaluation size, once, in ``folder``.
+
+    These are the dataset's pixels: the runner keeps them in its working folder (``out_dir/cases``), never in the
+    committed results.
+    """
+    folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     jpg = folder / f"{case_id}.jpg"
     if not jpg.is_file():
@@ -95,9 +97,9 @@ def save_case_input(results_dir: str | Path, case_id: str, image: np.ndarray, tr
         save_mask_png(folder / f"{case_id}.png", truth)
 
 
-def load_case_input(results_dir: str | Path, case_id: str) -> tuple[np.ndarray, np.ndarray] | None:
-    """``(image HxWx3 uint8, truth HxW {0,1})`` of a stored overlay case, or None when it is not stored."""
-    folder = Path(results_dir) / "cases"
+def load_case_input(folder: str | Path, case_id: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(image HxWx3 uint8, truth HxW {0,1})`` of an overlay case kept in ``folder``, or None when it is not there."""
+    folder = Path(folder)
     jpg, png = folder / f"{case_id}.jpg", folder / f"{case_id}.png"
     if not jpg.is_file() or not png.is_file():
         return None

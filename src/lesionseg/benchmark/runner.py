@@ -180,7 +180,7 @@ def _precision(cfg: BenchmarkConfig, model: BenchmarkModel, overrides: Sequence[
         return choice
     from .precision import resolve_precision  # probes in subprocesses; imported only when asked for
 
-    return resolve_precision(Path(cfg.results_dir) / "precision", model.name, Path(model.config), overrides, device)
+    return resolve_precision(cfg.precision_records, model.name, Path(model.config), overrides, device)
 
 
 def _train(
@@ -287,7 +287,7 @@ def export_run(
         images = []
         for cid in cases:
             image, truth = resize_pair(*load_case(by_id[cid], predictor.in_channels), predictor.image_size)
-            save_case_input(cfg.results_dir, cid, image, truth)
+            save_case_input(Path(cfg.out_dir) / "cases", cid, image, truth)
             images.append(image)
         masks = dict(zip(cases, predict_overlay_masks(predictor, images)))
         if wants_features and cases:
