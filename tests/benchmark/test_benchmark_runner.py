@@ -25,7 +25,7 @@ from lesionseg.benchmark.runner import run_overrides
 from lesionseg.cli import main
 from lesionseg.engine import Trainer, load_config
 
-REBUILT = ("report.md", "results.csv", "dice_per_image.png", "overlays.png", "feature_maps.png")
+REBUILT = ("report.md", "results.csv", "dice_per_image.png", "overlays.jpg", "feature_maps.png")
 
 
 def _bytes(folder: Path) -> dict[str, bytes]:
@@ -48,7 +48,7 @@ def test_benchmark_keeps_results_skips_them_and_rebuilds_the_report_byte_for_byt
         "## Size and speed",
         "## Training",
         "## Cross-dataset",
-        "overlays.png",
+        "overlays.jpg",
         "feature_maps.png",
     ):
         assert section in report, section

@@ -8,7 +8,7 @@ maps (:func:`draw_figures`).
 
 The overlay and feature figures are drawn over the dataset's images, which are data and never committed: the runner
 keeps the overlay cases' inputs at the evaluation size in the working folder (``out_dir/cases``). Where they are
-absent (a fresh clone) the committed ``overlays.png`` / ``feature_maps.png`` are kept as they are and the report
+absent (a fresh clone) the committed ``overlays.jpg`` / ``feature_maps.png`` are kept as they are and the report
 text is the same, so ``--report-only`` still rebuilds ``report.md`` byte for byte.
 """
 
@@ -120,7 +120,7 @@ def draw_figures(
     inputs = {c: load_case_input(inputs_dir, c) if inputs_dir else None for c in cases}
     shown = [(c, *inputs[c]) for c in cases if inputs[c] is not None]  # type: ignore[misc]
     drawable = bool(cases) and len(shown) == len(cases)
-    if cases and (drawable or (results_dir / "overlays.png").is_file()):
+    if cases and (drawable or (results_dir / "overlays.jpg").is_file()):
         predictions: dict[str, list[np.ndarray]] = {}
         for label, rs in runs.items():
             r = _first_showing(rs, cases)
@@ -130,14 +130,14 @@ def draw_figures(
             predictions[f"{label} ({r.key})"] = masks  # type: ignore[assignment]
         if predictions:
             if drawable:
-                plot_overlay_grid(shown, predictions, results_dir / "overlays.png")
+                plot_overlay_grid(shown, predictions, results_dir / "overlays.jpg", cell_inches=1.6, dpi=100)
             else:
-                logger.info("overlays.png kept as committed: the overlay cases' inputs are not in %s", inputs_dir)
+                logger.info("overlays.jpg kept as committed: the overlay cases' inputs are not in %s", inputs_dir)
             lines += [
                 f"Test cases {', '.join(cases)}: ground truth (green), then each model's prediction (orange, truth "
                 "outlined in green) from its first finished run, at the evaluation size.",
                 "",
-                "![overlays](overlays.png)",
+                "![overlays](overlays.jpg)",
                 "",
             ]
     elif cases:

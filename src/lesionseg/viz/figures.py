@@ -21,13 +21,18 @@ def plot_overlay_grid(
     cases: Sequence[tuple[str, np.ndarray, np.ndarray]],
     predictions: Mapping[str, Sequence[np.ndarray]],
     out_png: str | Path,
+    cell_inches: float = 2.2,
+    dpi: int = 110,
 ) -> Path:
     """One row per case: the image with its ground truth, then each model's prediction (truth outlined in green).
 
     Args:
         cases: ``(id, image HxWx3 uint8, truth HxW {0,1})`` per row.
         predictions: model label -> one HxW {0,1} mask per case, in the order of ``cases``.
-        out_png: output file.
+        out_png: output file; a ``.jpg`` name writes a JPEG (quality 85), a tenth of the PNG's size for these
+            photographs (what a committed figure of 20 models needs).
+        cell_inches: size of one panel.
+        dpi: resolution.
     """
     if not cases:
         raise ValueError("no cases to plot")
@@ -35,7 +40,7 @@ def plot_overlay_grid(
         if len(masks) != len(cases):
             raise ValueError(f"{label}: {len(masks)} predictions for {len(cases)} cases")
     cols = 1 + len(predictions)
-    fig, axes = plt.subplots(len(cases), cols, figsize=(2.2 * cols, 2.2 * len(cases)), squeeze=False)
+    fig, axes = plt.subplots(len(cases), cols, figsize=(cell_inches * cols, cell_inches * len(cases)), squeeze=False)
     for r, (case_id, image, truth) in enumerate(cases):
         axes[r][0].imshow(overlay_mask(image, truth, color=(0, 255, 0), alpha=0.25))
         axes[r][0].set_ylabel(case_id, fontsize=8)
@@ -50,7 +55,8 @@ def plot_overlay_grid(
         ax.set_yticks([])
     fig.tight_layout()
     out_png = Path(out_png)
-    fig.savefig(out_png, dpi=110)
+    extra = {"pil_kwargs": {"quality": 85}} if out_png.suffix.lower() in (".jpg", ".jpeg") else {}
+    fig.savefig(out_png, dpi=dpi, **extra)
     plt.close(fig)
     return out_png
 
