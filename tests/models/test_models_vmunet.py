@@ -174,9 +174,12 @@ def test_attention_blocks():
     assert cra.attend_h.weight.grad is not None and cra.attend_w.weight.grad is not None
 
 
-def test_cross_region_attention_pools_along_each_axis():
+@pytest.mark.parametrize("size", [(6, 10), (8, 8)], ids=["6x10", "8x8"])
+def test_cross_region_attention_pools_along_each_axis(size):
     """y = x * g^h * g^w: g^h from the mean over W of each row (one weight per row), g^w from the mean over H of each
-    column, each through the shared reduction then its own 1x1 convolution and a sigmoid."""
+    column, each through the shared reduction then its own 1x1 convolution and a sigmoid. The square case matters:
+    there a pooling-axis mix-up keeps every shape (as on the square inputs the models are trained on) and only the
+    values can show it."""
     torch.manual_seed(0)
     cra = CrossRegionAttention(8, reduction=2, min_hidden=4).eval()
     bn = cra.reduce[1]
@@ -185,7 +188,7 @@ def test_cross_region_attention_pools_along_each_axis():
         bn.running_var.copy_(torch.rand(4) + 0.5)
         bn.weight.copy_(torch.rand(4) + 0.5)
         bn.bias.copy_(torch.randn(4) * 0.2)
-    x = torch.randn(2, 8, 6, 10)
+    x = torch.randn(2, 8, *size)
 
     def hidden(z):  # (N, C, L) -> (N, hidden, L): shared 1x1 conv, eval BN, hard-swish
         f = torch.einsum("kc,ncl->nkl", cra.reduce[0].weight[:, :, 0, 0], z)
