@@ -20,6 +20,7 @@ from .base import (
     resize_pair,
     scan_cases,
 )
+from .cache import CACHE_VERSION, CaseCache, default_cache_dir, open_case_cache, resolve_cache_dir
 from .check import BadDataError, CheckReport, check_case, check_cases, check_root, screen_cases
 from .io import DEFAULT_MAX_PIXELS, ImageReadError, decode_image_bytes, decode_mask_bytes, read_image, read_mask
 from .splits import Split, builtin_splits, kfold, load_split, make_split, repeated_holdout, save_split
@@ -28,7 +29,9 @@ from .transforms import AugmentConfig, build_train_transform
 __all__ = [
     "AugmentConfig",
     "BadDataError",
+    "CACHE_VERSION",
     "Case",
+    "CaseCache",
     "CheckReport",
     "DEFAULT_MAX_PIXELS",
     "DataProblem",
@@ -44,6 +47,7 @@ __all__ = [
     "check_cases",
     "check_root",
     "decode_image_bytes",
+    "default_cache_dir",
     "decode_mask_bytes",
     "detect_layout",
     "find_cases",
@@ -53,12 +57,14 @@ __all__ = [
     "load_case",
     "load_split",
     "make_split",
+    "open_case_cache",
     "pair_by_id",
     "read_image",
     "read_mask",
     "register_layout",
     "repeated_holdout",
     "resize_pair",
+    "resolve_cache_dir",
     "save_split",
     "scan_cases",
     "screen_cases",
