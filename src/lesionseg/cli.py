@@ -100,6 +100,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         postprocess=not args.no_postprocess,
         device=args.device,
         skip_bad=True if args.skip_bad else None,
+        cache_dir=args.cache_dir,
     )
     _print_results(evaluation.results(), evaluation.title)
     for p in evaluation.skipped:
@@ -448,6 +449,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="evaluate without cases whose files are unusable (named in the output, and in skipped.json with --out) "
         "instead of refusing (default: the checkpoint's data.skip_bad)",
+    )
+    p.add_argument(
+        "--cache-dir",
+        default=None,
+        help="on-disk cache of decoded, resized images: auto, a folder, or '' for none "
+        "(default: the checkpoint's data.cache_dir)",
     )
     p.add_argument("--out", help="folder for metrics.json, report.md, per_image.csv")
     p.add_argument("--no-progress", action="store_true")

@@ -141,3 +141,63 @@ def test_data_root_is_required(tiny_config):
     with pytest.raises(ValueError, match=r"data.root is not set"):
         Trainer(cfg, progress=False)
     assert config_from_dict({}).data.root == ""
+
+
+def _counting(monkeypatch, module, name: str) -> list[str]:
+    calls: list[str] = []
+    real = getattr(module, name)
+
+    def counting(case, *args, **kwargs):
+        calls.append(case.id)
+        return real(case, *args, **kwargs)
+
+    monkeypatch.setattr(module, name, counting)
+    return calls
+
+
+def test_disk_cache_serves_later_runs_and_their_screening(tiny_config, blob_root, tmp_path, monkeypatch):
+    import lesionseg.data.base as base
+    import lesionseg.data.check as check
+
+    cached = {**tiny_config, "data": {**tiny_config["data"], "cache_dir": str(tmp_path / "cache")}}
+    plain = Trainer(_cfg(tiny_config, name="plain", epochs=1), progress=False)
+    plain.fit()
+    first = Trainer(_cfg(cached, name="first"), progress=False)
+    for dataset in (first.train_set, first.val_set):  # what the first epoch does: every case decoded and stored
+        for i in range(len(dataset)):
+            dataset.load_resized(i)
+    screened = _counting(monkeypatch, check, "check_case")
+    decoded = _counting(monkeypatch, base, "load_case")
+    second = Trainer(_cfg(cached, name="second", epochs=1), progress=False)
+    second.fit()
+    assert screened == [] and decoded == []  # every train/val case came from the cache, screening included
+    for (k, a), (_, b) in zip(plain.model.state_dict().items(), second.model.state_dict().items()):
+        assert torch.equal(a, b), k  # the same bytes in, the same training out
+    # Files broken after caching: refused (or skipped) exactly as without a cache.
+    _break(blob_root)
+    messages = []
+    for config in (tiny_config, cached):
+        with pytest.raises(BadDataError) as err:
+            Trainer(_cfg(config), progress=False)
+        messages.append(str(err.value))
+    assert messages[0] == messages[1]
+    skipping = Trainer(config_from_dict({**cached, "data": {**cached["data"], "skip_bad": True}}), progress=False)
+    assert set(skipping.train_set.ids) == {f"case{i:03d}" for i in range(8)} - {"case001", "case003", "case009"}
+    assert set(skipping.val_set.ids) == {"case008"}
+
+
+def test_evaluation_uses_the_checkpoints_disk_cache(tiny_config, tmp_path, monkeypatch):
+    import lesionseg.data.base as base
+    from lesionseg.engine import evaluate_checkpoint
+
+    cache = tmp_path / "cache"
+    cfg = _cfg({**tiny_config, "data": {**tiny_config["data"], "cache_dir": str(cache)}}, epochs=1)
+    Trainer(cfg, progress=False).fit()
+    best = Path(cfg.train.out_dir) / "tiny" / "best"
+    uncached = evaluate_checkpoint(best, cache_dir="", include_hd95=False).results()
+    first = evaluate_checkpoint(best, include_hd95=False).results()  # the checkpoint's data.cache_dir
+    decoded = _counting(monkeypatch, base, "load_case")
+    again = evaluate_checkpoint(best, include_hd95=False).results()
+    assert decoded == []
+    assert uncached == first == again
+    assert len(list(cache.glob("*/32x32-c3-v*/*.npz"))) == 12  # 8 train + 2 val + 2 test

@@ -20,6 +20,7 @@ from .base import (
     resize_pair,
     scan_cases,
 )
+from .cache import CACHE_VERSION, CaseCache, default_cache_dir, open_case_cache, resolve_cache_dir
 from .check import BadDataError, CheckReport, check_case, check_cases, check_root, screen_cases
 from .io import DEFAULT_MAX_PIXELS, ImageReadError, decode_image_bytes, decode_mask_bytes, read_image, read_mask
 from .splits import (
@@ -40,7 +41,9 @@ from .transforms import AugmentConfig, build_train_transform
 __all__ = [
     "AugmentConfig",
     "BadDataError",
+    "CACHE_VERSION",
     "Case",
+    "CaseCache",
     "CheckReport",
     "DEFAULT_MAX_PIXELS",
     "DataProblem",
@@ -58,6 +61,7 @@ __all__ = [
     "check_cases",
     "check_root",
     "decode_image_bytes",
+    "default_cache_dir",
     "decode_mask_bytes",
     "detect_layout",
     "find_cases",
@@ -68,6 +72,7 @@ __all__ = [
     "load_split",
     "make_split",
     "official_split",
+    "open_case_cache",
     "pair_by_id",
     "protocol_splits",
     "read_image",
@@ -75,6 +80,7 @@ __all__ = [
     "register_layout",
     "repeated_holdout",
     "resize_pair",
+    "resolve_cache_dir",
     "save_split",
     "scan_cases",
     "screen_cases",

@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -15,6 +15,9 @@ import torch
 from torch.utils.data import Dataset
 
 from .io import IMAGE_EXTENSIONS, ImageReadError, read_image, read_mask
+
+if TYPE_CHECKING:
+    from .cache import CaseCache
 
 __all__ = [
     "Case",
@@ -401,7 +404,9 @@ class SegmentationDataset(Dataset):
     """Cases resized to a working size, optionally cached in memory, then transformed per sample.
 
     Yields ``(image float32 (C, H, W), mask float32 {0, 1} (1, H, W), id)``. Decoding a large image costs
-    10-400 ms, so with ``cache=True`` each case is decoded and resized once and kept as uint8.
+    10-400 ms, so with ``cache=True`` each case is decoded and resized once and kept as uint8; with a
+    ``disk_cache`` that decoded, resized case is also stored on disk for every later run and process (the arrays
+    are the same bit for bit).
 
     Args:
         cases: cases with masks.
@@ -412,6 +417,7 @@ class SegmentationDataset(Dataset):
         std: per-channel std in [0, 1] units.
         in_channels: 3 (RGB) or 1 (grayscale).
         cache: keep decoded, resized cases in memory.
+        disk_cache: the data root's on-disk cache (:func:`~lesionseg.data.cache.open_case_cache`); None for none.
     """
 
     def __init__(
@@ -423,6 +429,7 @@ class SegmentationDataset(Dataset):
         std: Sequence[float] = (0.229, 0.224, 0.225),
         in_channels: int = 3,
         cache: bool = True,
+        disk_cache: CaseCache | None = None,
     ) -> None:
         self.cases = list(cases)
         if not self.cases:
@@ -435,6 +442,7 @@ class SegmentationDataset(Dataset):
         self.in_channels = in_channels
         self.mean, self.std = channel_stats(mean, std, in_channels)
         self.cache = cache
+        self.disk_cache = disk_cache
         self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     def __len__(self) -> int:
@@ -448,11 +456,18 @@ class SegmentationDataset(Dataset):
         """The case at the working size, uint8, before any augmentation."""
         if index in self._cache:
             return self._cache[index]
-        image, mask = load_case(self.cases[index], self.in_channels)
-        image, mask = resize_pair(image, mask, self.size)
-        assert mask is not None
+        case = self.cases[index]
+        if self.disk_cache is None:
+            image, mask = self._decode(case)
+        else:
+            image, mask = self.disk_cache.get(case, self.size, self.in_channels, lambda: self._decode(case))
         if self.cache:
             self._cache[index] = (image, mask)
+        return image, mask
+
+    def _decode(self, case: Case) -> tuple[np.ndarray, np.ndarray]:
+        image, mask = resize_pair(*load_case(case, self.in_channels), self.size)
+        assert mask is not None
         return image, mask
 
     def normalize(self, image: np.ndarray) -> torch.Tensor:

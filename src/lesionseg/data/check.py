@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -184,6 +184,7 @@ def screen_cases(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     progress: bool = False,
     what: str = "",
+    known_readable: Callable[[Case], bool] | None = None,
 ) -> tuple[list[Case], list[DataProblem]]:
     """The usable cases among ``ids`` (all when None), after reading each once; refuse or skip the others.
 
@@ -198,6 +199,9 @@ def screen_cases(
         max_pixels: pixel limit of the readers.
         progress: progress bar on stderr.
         what: words for the error message (e.g. ``"in the train/val ids of split ph2"``).
+        known_readable: cases for which it returns True are taken as readable without being read: a valid disk-cache
+            entry made from these very files (:meth:`~lesionseg.data.cache.CaseCache.contains`) proves that they
+            decode and that their sizes agree, which is all an error-level problem of reading could say.
 
     Returns:
         ``(cases, skipped)``: the usable cases, and the error-level problems of the skipped ones.
@@ -207,8 +211,11 @@ def screen_cases(
     """
     wanted = None if ids is None else set(ids)
     cases = [c for c in scan.cases if wanted is None or c.id in wanted]
+    to_read = cases if known_readable is None else [c for c in cases if not known_readable(c)]
+    if len(to_read) < len(cases):
+        logger.debug("%s: %d of %d case(s) known readable, not read", scan.root, len(cases) - len(to_read), len(cases))
     problems = [p for p in scan.problems if p.severity == "error" and (wanted is None or p.case_id in wanted)] + [
-        p for p in check_cases(cases, channels, max_pixels, progress) if p.severity == "error"
+        p for p in check_cases(to_read, channels, max_pixels, progress) if p.severity == "error"
     ]
     if problems and not skip_bad:
         raise BadDataError(problems, scan.root, what)

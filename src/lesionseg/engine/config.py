@@ -71,6 +71,11 @@ class DataConfig:
         num_workers: DataLoader worker processes per training process; -1 = automatic (0 on CPU, where cached
             datasets need none; up to 4 per GPU process on CUDA, which also pins host memory).
         cache: keep decoded, resized images in memory.
+        cache_dir: on-disk cache of decoded, resized images shared by every run and process on the machine
+            (:mod:`lesionseg.data.cache`), so only the first run on a data root and working size pays the decoding:
+            None or ``""`` = none, ``auto`` = ``$LESIONSEG_CACHE_DIR`` or ``~/.cache/lesionseg/cases``, or a folder.
+            Entries live under one subfolder per data root and working size; an entry whose source files changed
+            (path, size, mtime) is recomputed. Deleting the folder clears the cache.
         augment: training augmentation.
         skip_bad: leave out cases with unusable files (recorded in the run folder's ``skipped.json``) instead of
             refusing to start; ``lesionseg data check ROOT`` lists them.
@@ -87,6 +92,7 @@ class DataConfig:
     batch_size: int = 8
     num_workers: int = -1
     cache: bool = True
+    cache_dir: str | None = None
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     skip_bad: bool = False
 

@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from ..data.base import Case, DataProblem, SegmentationDataset, load_case, scan_cases
+from ..data.cache import open_case_cache
 from ..data.check import screen_cases
 from ..data.splits import Split, load_split
 from ..inference.postprocess import apply_postprocessing
@@ -127,6 +128,7 @@ def select_cases(
     channels: int = 3,
     progress: bool = False,
     skipped: list[DataProblem] | None = None,
+    known_readable: Callable[[Case], bool] | None = None,
 ) -> tuple[list[Case], str]:
     """Cases of ``root`` to evaluate, and a description of the choice.
 
@@ -136,7 +138,7 @@ def select_cases(
 
     Every chosen case is read once first: cases with unusable files (unreadable, no mask, sizes differ, ...) raise
     :class:`~lesionseg.data.BadDataError` naming all of them, or with ``skip_bad`` are left out and their problems
-    appended to ``skipped``.
+    appended to ``skipped``. Cases for which ``known_readable`` returns True (a valid disk-cache entry) are not read.
     """
     scan = scan_cases(root, layout)
     ids = sorted({c.id for c in scan.cases if c.mask is not None} | {p.case_id for p in scan.problems if p.case_id})
@@ -149,7 +151,9 @@ def select_cases(
     else:
         wanted = set(sp.subset(subset))
         chosen = [i for i in ids if i in wanted]
-    cases, bad = screen_cases(scan, chosen, skip_bad=skip_bad, channels=channels, progress=progress)
+    cases, bad = screen_cases(
+        scan, chosen, skip_bad=skip_bad, channels=channels, progress=progress, known_readable=known_readable
+    )
     cases = [c for c in cases if c.mask is not None]
     if skipped is not None:
         skipped.extend(bad)
@@ -241,6 +245,7 @@ def evaluate_checkpoint(
     postprocess: bool = True,
     device: str = "auto",
     skip_bad: bool | None = None,
+    cache_dir: str | None = None,
 ) -> Evaluation:
     """Scores a checkpoint on a split's test ids or on any data root of a known layout.
 
@@ -260,6 +265,8 @@ def evaluate_checkpoint(
         device: ``auto`` (CUDA when present), ``cpu``, ``cuda`` or ``cuda:N``.
         skip_bad: leave out cases with unusable files (listed in :attr:`Evaluation.skipped`) instead of refusing;
             None = the checkpoint's training setting ``data.skip_bad``.
+        cache_dir: on-disk cache of decoded, resized images (``auto``, a folder, or ``""`` for none; see
+            ``data.cache_dir``); None = the checkpoint's training setting ``data.cache_dir``.
     """
     torch_device = resolve_device(device)
     model, record = load_model(resolve_checkpoint(checkpoint))
@@ -272,13 +279,24 @@ def evaluate_checkpoint(
         layout = ds.get("layout")
     if isinstance(split, str) and split == "checkpoint":
         split = ds.get("split")
+    trained_data = record.get("config", {}).get("data", {})
     if skip_bad is None:
-        skip_bad = bool(record.get("config", {}).get("data", {}).get("skip_bad", False))
+        skip_bad = bool(trained_data.get("skip_bad", False))
+    disk_cache = open_case_cache(trained_data.get("cache_dir") if cache_dir is None else cache_dir, root)
+    size = (int(record["image_size"][0]), int(record["image_size"][1]))
+    channels = record.get("in_channels", 3)
     skipped: list[DataProblem] = []
     cases, desc = select_cases(
-        root, layout, split, subset, skip_bad, record.get("in_channels", 3), progress, skipped=skipped
+        root,
+        layout,
+        split,
+        subset,
+        skip_bad,
+        channels,
+        progress,
+        skipped=skipped,
+        known_readable=None if disk_cache is None else lambda c: disk_cache.contains(c, size, channels),
     )
-    size = tuple(record["image_size"])
     predictor = Predictor(
         model,
         size,
@@ -302,6 +320,7 @@ def evaluate_checkpoint(
             std=record["std"],
             in_channels=record.get("in_channels", 3),
             cache=False,
+            disk_cache=disk_cache,
         )
         metrics = evaluate_dataset(
             model,

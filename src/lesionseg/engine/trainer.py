@@ -37,6 +37,7 @@ from torch.utils.data import DataLoader, DistributedSampler, Subset
 from tqdm.auto import tqdm
 
 from ..data.base import Case, DataProblem, SegmentationDataset, scan_cases
+from ..data.cache import open_case_cache
 from ..data.check import screen_cases
 from ..data.splits import Split, load_split, make_split, save_split
 from ..data.transforms import build_train_transform
@@ -248,8 +249,13 @@ class Trainer:
                 tqdm.write(message)
         barrier()  # the other ranks read the split rank 0 may just have drawn
         split = load_split(d.split)
+        disk_cache = open_case_cache(d.cache_dir, d.root)
+        size = (int(d.image_size[0]), int(d.image_size[1]))
+        if disk_cache is not None and self.is_main:
+            _logger.info("decoded images cached on disk in %s", disk_cache.folder(size, d.in_channels))
         # Every train/val case is read once before the first epoch, so that a bad file stops the run now (with the
-        # whole list) rather than mid-epoch, or is left out and recorded with data.skip_bad.
+        # whole list) rather than mid-epoch, or is left out and recorded with data.skip_bad. A disk-cache entry made
+        # from the very same files (path, size, mtime) vouches for them without a second decode.
         cases, skipped = screen_cases(
             scan,
             set(split.train) | set(split.val),
@@ -257,13 +263,21 @@ class Trainer:
             channels=d.in_channels,
             progress=self.progress and self.is_main,
             what=f"among the train/val ids of split {d.split}",
+            known_readable=None if disk_cache is None else lambda c: disk_cache.contains(c, size, d.in_channels),
         )
         if self.is_main:
             self._record_skipped(skipped)
         if skipped:
             split = split.without({p.case_id for p in skipped if p.case_id is not None})
         parts = split_cases(cases, split)
-        common = {"size": d.image_size, "mean": d.mean, "std": d.std, "in_channels": d.in_channels, "cache": d.cache}
+        common = {
+            "size": size,
+            "mean": d.mean,
+            "std": d.std,
+            "in_channels": d.in_channels,
+            "cache": d.cache,
+            "disk_cache": disk_cache,
+        }
         train = SegmentationDataset(parts["train"], transform=build_train_transform(d.augment), **common)
         val = SegmentationDataset(parts["val"], **common)
         return train, val
