@@ -157,12 +157,13 @@ def test_precision_auto_asks_the_probe_and_records_its_choice(bench_config: Path
             "report.feature_model=null",
             "report.overlay_cases=0",
             "precision=auto",
+            f"precision_records={tmp_path / 'records'}",
             f"models=[{{config: {tmp_path / 'unet_small.yaml'}, label: a, epochs: 1}}, "
             f"{{config: {tmp_path / 'unet_small.yaml'}, label: b, epochs: 1, precision: fp32}}]",
         ],
     )
     run_benchmark(cfg, progress=False)
-    assert [(a[0], a[1]) for a in asked] == [(tmp_path / "results" / "precision", "a")]
+    assert [(a[0], a[1]) for a in asked] == [(tmp_path / "records", "a")]
     assert "train.epochs=1" in asked[0][2] and "train.time_budget_min=null" in asked[0][2]
     assert yaml.safe_load((tmp_path / "bench/runs/a/run0/config.yaml").read_text())["train"]["precision"] == "bf16"
     assert json.loads((tmp_path / "results/runs/a/seed0/metrics.json").read_text())["precision"] == "bf16"

@@ -180,7 +180,7 @@ def _precision(cfg: BenchmarkConfig, model: BenchmarkModel, overrides: Sequence[
         return choice
     from .precision import resolve_precision  # probes in subprocesses; imported only when asked for
 
-    return resolve_precision(cfg.precision_records, model.name, Path(model.config), overrides, device)
+    return resolve_precision(Path(cfg.precision_records), model.name, Path(model.config), overrides, device)
 
 
 def _train(
