@@ -25,7 +25,7 @@ from lesionseg.benchmark.runner import run_overrides
 from lesionseg.cli import main
 from lesionseg.engine import Trainer, load_config
 
-REBUILT = ("report.md", "results.csv", "dice_per_image.png", "overlays.jpg", "feature_maps.png")
+REBUILT = ("report.md", "results.csv", "dice_per_image.png", "overlays.jpg", "feature_maps.jpg")
 
 
 def _bytes(folder: Path) -> dict[str, bytes]:
@@ -49,7 +49,7 @@ def test_benchmark_keeps_results_skips_them_and_rebuilds_the_report_byte_for_byt
         "## Training",
         "## Cross-dataset",
         "overlays.jpg",
-        "feature_maps.png",
+        "feature_maps.jpg",
     ):
         assert section in report, section
     assert "All 4 runs (2 models x 2) are finished." in report

@@ -8,7 +8,7 @@ maps (:func:`draw_figures`).
 
 The overlay and feature figures are drawn over the dataset's images, which are data and never committed: the runner
 keeps the overlay cases' inputs at the evaluation size in the working folder (``out_dir/cases``). Where they are
-absent (a fresh clone) the committed ``overlays.jpg`` / ``feature_maps.png`` are kept as they are and the report
+absent (a fresh clone) the committed ``overlays.jpg`` / ``feature_maps.jpg`` are kept as they are and the report
 text is the same, so ``--report-only`` still rebuilds ``report.md`` byte for byte.
 """
 
@@ -148,18 +148,18 @@ def draw_figures(
             if summary is None:
                 continue
             stored = load_case_input(inputs_dir, summary.case) if inputs_dir else None
-            if stored is None and not (results_dir / "feature_maps.png").is_file():
+            if stored is None and not (results_dir / "feature_maps.jpg").is_file():
                 break
             if stored is not None:
                 panels = [("mean |activation|", summary.mean_abs)]
                 panels += [(f"channel {int(i)}", summary.channels[k]) for k, i in enumerate(summary.index)]
                 title = f"{feature_model} ({r.key}): {summary.layer} on {summary.case}"
-                plot_feature_panels(stored[0], panels, results_dir / "feature_maps.png", title)
+                plot_feature_panels(stored[0], panels, results_dir / "feature_maps.jpg", title)
             lines += [
                 f"Feature maps of `{summary.layer}` in {feature_model} ({r.key}) on test case {summary.case}: the "
                 f"mean |activation| over channels and the {len(summary.index)} most active channels.",
                 "",
-                "![features](feature_maps.png)",
+                "![features](feature_maps.jpg)",
                 "",
             ]
             break

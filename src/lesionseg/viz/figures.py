@@ -95,7 +95,7 @@ def plot_feature_panels(
     Args:
         image: HxWx3 uint8 input as the model saw it.
         panels: ``(caption, (h, w) array)`` per panel.
-        out_png: output file.
+        out_png: output file (a ``.jpg`` name writes a JPEG, quality 85).
         title: figure title (model and layer).
     """
     panels = [("input", image), *panels]
@@ -109,7 +109,8 @@ def plot_feature_panels(
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     out_png = Path(out_png)
-    fig.savefig(out_png, dpi=110)
+    extra = {"pil_kwargs": {"quality": 85}} if out_png.suffix.lower() in (".jpg", ".jpeg") else {}
+    fig.savefig(out_png, dpi=110, **extra)
     plt.close(fig)
     return out_png
 
