@@ -43,7 +43,8 @@ def test_benchmark_config_is_valid(path: Path, monkeypatch) -> None:
 def test_ph2_and_kvasir_cover_the_zoo() -> None:
     def archs(name: str) -> list[str]:
         cfg = load_benchmark_config(REPO / "configs" / "benchmark" / f"{name}.yaml")
-        assert cfg.precision == "auto" and not cfg.train
+        # Nothing changes a model's recipe; the disk cache only changes speed (bit-identical, tests/data).
+        assert cfg.precision == "auto" and set(cfg.train) <= {"data.cache_dir=auto"}
         return [load_config(REPO / m.config).model.name for m in cfg.models]
 
     methods = {"eamnet_s", "mgmfnet_s", "efp_s", "sc_unext", "cmssm_unet_s"}
