@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from PIL import Image
 
 from lesionseg.benchmark import (
     BenchmarkError,
@@ -21,6 +20,7 @@ from lesionseg.benchmark import (
     load_benchmark_config,
     run_benchmark,
 )
+from lesionseg.benchmark.results import read_masks
 from lesionseg.benchmark.runner import run_overrides
 from lesionseg.cli import main
 from lesionseg.engine import Trainer, load_config
@@ -64,9 +64,10 @@ def test_benchmark_keeps_results_skips_them_and_rebuilds_the_report_byte_for_byt
     for name in ("per_image.csv", "train_metrics.csv", "checkpoint.json", "features.npz", "cross/copy/metrics.json"):
         assert (run / name).is_file(), name
     assert not (res / "runs/unet_b/seed0/features.npz").exists()  # only the report's feature model keeps maps
-    masks = sorted((run / "masks").glob("*.png"))
-    assert [m.stem for m in masks] == meta["overlay_cases"] and len(masks) == 2
-    assert Image.open(masks[0]).mode == "1"
+    masks = read_masks(run / "masks.npz")
+    assert sorted(masks) == meta["overlay_cases"] and len(masks) == 2
+    assert all(m.dtype == np.uint8 and set(np.unique(m)) <= {0, 1} and m.ndim == 2 for m in masks.values())
+    assert not list(res.rglob("*.png")) or all(p.parent == res for p in res.rglob("*.png"))  # no per-case images
     with np.load(run / "features.npz", allow_pickle=False) as z:
         assert z["channels"].dtype == np.float16 and z["channels"].ndim == 3
     assert not list(res.rglob("*.safetensors"))

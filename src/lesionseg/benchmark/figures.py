@@ -86,7 +86,7 @@ def feature_summary(predictor: object, layer: str, image: np.ndarray, case_id: s
 def _first_showing(runs: Sequence[RunResults], cases: Sequence[str]) -> RunResults | None:
     """The first run (config order) whose stored masks cover every overlay case and had them as test cases."""
     for r in runs:
-        if r.meta.get("overlay_in_test", True) and all((r.path / "masks" / f"{c}.png").is_file() for c in cases):
+        if r.meta.get("overlay_in_test", True) and all(r.mask(c) is not None for c in cases):
             return r
     return None
 

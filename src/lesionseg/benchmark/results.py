@@ -10,7 +10,8 @@ Layout of ``results_dir`` (``docs/results/<name>/`` by default; everything here 
         per_image.csv                     one row per test image: id, tp, fp, fn, tn, every score, hd95
         train_metrics.csv                 the run's ``metrics.csv`` (one row per epoch)
         checkpoint.json                   the best checkpoint's JSON record (no weights)
-        masks/<id>.png                    1-bit predicted masks of the overlay cases
+        masks.npz                         predicted masks of the overlay cases, bit-packed, one array per case (no
+                                          image files: case-named PNGs would look like dataset files in git)
         features.npz                      (the report's feature model only) the feature-map figure's arrays, float16
         cross/<name>/metrics.json, per_image.csv   scores on each cross-dataset root
     complexity.json                     params, MACs, CPU latency (+ the machine) per model, measured once
@@ -39,6 +40,7 @@ __all__ = [
     "RunResults",
     "read_complexity",
     "read_run",
+    "read_masks",
     "read_run_features",
     "run_results_dir",
     "load_case_input",
@@ -47,6 +49,7 @@ __all__ = [
     "save_mask_png",
     "write_complexity",
     "write_json",
+    "write_masks",
     "write_run_results",
 ]
 
@@ -185,8 +188,35 @@ class RunResults:
         return int(self.meta["seed"])
 
     def mask(self, case_id: str) -> np.ndarray | None:
-        path = self.path / "masks" / f"{case_id}.png"
-        return load_mask_png(path) if path.is_file() else None
+        return read_masks(self.path / MASKS_FILE).get(case_id)
+
+
+#: The overlay cases' predicted masks of a run.
+MASKS_FILE = "masks.npz"
+
+
+def write_masks(path: Path, masks: Mapping[str, np.ndarray]) -> None:
+    """``{case id: HxW {0,1} mask}`` as one compressed ``.npz`` of bit-packed rows (``<id>`` + ``<id>.shape``)."""
+    arrays: dict[str, np.ndarray] = {}
+    for case_id, mask in sorted(masks.items()):
+        m = np.asarray(mask) > 0
+        arrays[case_id] = np.packbits(m, axis=None)
+        arrays[f"{case_id}.shape"] = np.asarray(m.shape, dtype=np.int64)
+    np.savez_compressed(path, **arrays)
+
+
+def read_masks(path: Path) -> dict[str, np.ndarray]:
+    """What :func:`write_masks` stored, as ``{case id: HxW uint8 {0,1}}``; empty when the file is absent."""
+    if not path.is_file():
+        return {}
+    with np.load(path, allow_pickle=False) as z:
+        out = {}
+        for key in z.files:
+            if key.endswith(".shape"):
+                continue
+            shape = tuple(int(v) for v in z[f"{key}.shape"])
+            out[key] = np.unpackbits(z[key], count=int(np.prod(shape))).reshape(shape).astype(np.uint8)
+    return out
 
 
 def _read_rows(path: Path) -> list[dict[str, Any]]:
@@ -246,8 +276,8 @@ def write_run_results(
         shutil.copyfile(train_csv, dest / "train_metrics.csv")
     if checkpoint_json is not None and checkpoint_json.is_file():
         shutil.copyfile(checkpoint_json, dest / "checkpoint.json")
-    for case_id, mask in sorted(masks.items()):
-        save_mask_png(dest / "masks" / f"{case_id}.png", mask)
+    if masks:
+        write_masks(dest / MASKS_FILE, masks)
     if features is not None:
         features.save(dest / "features.npz")
     for name, (payload, rows_csv) in sorted(cross.items()):
