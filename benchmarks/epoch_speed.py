@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import csv
 import os
-import platform
 import statistics
 import tempfile
 import time
@@ -29,6 +28,7 @@ import yaml
 
 from lesionseg.engine import Trainer
 from lesionseg.engine.config import load_config
+from lesionseg.engine.provenance import cpu_flags, cpu_name
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_MODELS = ("sc_unext", "unext", "efp_s", "unet_small")
@@ -37,18 +37,9 @@ DATASETS = {"ph2": "ph2", "kvasir_seg": "kvasir_seg"}  # dataset -> layout (and 
 
 def cpu_description() -> str:
     """CPU model, logical CPUs and whether the bf16 instructions (AVX512-BF16, AMX) are there."""
-    name, flags = platform.processor() or "unknown CPU", set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                name = value.strip()
-            elif key.strip() == "flags":
-                flags = set(value.split())
-    except OSError:
-        pass
+    flags = cpu_flags()
     marks = ", ".join(f"{f}: {'yes' if f in flags else 'no'}" for f in ("avx512_bf16", "amx_bf16", "amx_tile"))
-    return f"{name}, {os.cpu_count()} logical CPUs; {marks}"
+    return f"{cpu_name()}, {os.cpu_count()} logical CPUs; {marks}"
 
 
 def resolve_config(arg: str) -> tuple[str, Path | None]:

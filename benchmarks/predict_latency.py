@@ -24,20 +24,10 @@ import torch
 from PIL import Image
 
 from lesionseg.data.io import read_image
+from lesionseg.engine.provenance import cpu_flags
 from lesionseg.inference import Predictor, measure_lesion
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def cpu_flags() -> set[str]:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return set()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            return set(line.split(":", 1)[1].split())
-    return set()
 
 
 def make_image(path: Path) -> Path:

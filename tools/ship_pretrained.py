@@ -17,7 +17,6 @@ import argparse
 import datetime
 import hashlib
 import json
-import platform
 import shutil
 import statistics
 import time
@@ -29,22 +28,13 @@ from safetensors.torch import load_file, save_file
 
 from lesionseg.data import load_split
 from lesionseg.engine import Trainer, evaluate_checkpoint
+from lesionseg.engine.provenance import cpu_name
 from lesionseg.inference import Predictor, measure_lesion
 from lesionseg.metrics import format_table
 from lesionseg.models.complexity import count_macs, count_parameters
 from lesionseg.models.hub import WEIGHTS_DIR, load_model, load_record
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def latency_ms(stem: Path, backend: str, threads: int, repeats: int = 30) -> float:

@@ -60,6 +60,7 @@ def test_benchmark_keeps_results_skips_them_and_rebuilds_the_report_byte_for_byt
     assert meta["seed"] == 1 and meta["epochs"] == 2 and meta["precision"] == "fp32" and meta["threads"] == 1
     for key in ("machine", "train_minutes", "best_epoch", "finished", "lesionseg_commit", "results"):
         assert key in meta, key
+    assert meta["trained_by_commit"] == meta["lesionseg_commit"]  # trained and exported by the same code here
     assert set(meta["results"]) == {"global", "per_image"}
     for name in ("per_image.csv", "train_metrics.csv", "checkpoint.json", "features.npz", "cross/copy/metrics.json"):
         assert (run / name).is_file(), name

@@ -10,6 +10,7 @@ import torch
 from lesionseg.data import BadDataError
 from lesionseg.engine import Trainer, load_model
 from lesionseg.engine.config import config_from_dict
+from lesionseg.engine.provenance import lesionseg_commit, machine_description
 
 
 def _cfg(d: dict, **train):
@@ -44,6 +45,10 @@ def test_fit_writes_the_run_folder(tiny_config):
     model, record = load_model(f"{run}/best")
     assert record["model"] == "unet_small" and record["image_size"] == [32, 32]
     assert record["metrics"]["val"]["epoch"] == summary["best_epoch"]
+    # where it ran and from which source tree, written at training time (an export later may run other code)
+    trained_on = record["trained_on"]
+    assert trained_on["device"] == "cpu" and trained_on["machine"] == machine_description(torch.device("cpu"))
+    assert trained_on["lesionseg_commit"] == lesionseg_commit()
 
 
 def test_resume_continues_exactly(tiny_config, tmp_path):

@@ -24,7 +24,6 @@ import csv
 import json
 import logging
 import os
-import platform
 import re
 import statistics
 import subprocess
@@ -37,6 +36,8 @@ from typing import Any
 
 import torch
 
+from ..engine.provenance import cpu_flags, cpu_name
+
 logger = logging.getLogger(__name__)
 
 #: bf16's steady epoch must be at least this many times faster than fp32's.
@@ -45,26 +46,6 @@ MIN_SPEEDUP = 1.1
 DICE_TOLERANCE = 0.02
 #: trial length in epochs (the first is excluded from the speed figure: it decodes the images).
 PROBE_EPOCHS = 4
-
-
-def cpu_flags() -> set[str]:
-    """The CPU feature flags of this machine (empty where /proc/cpuinfo is absent)."""
-    path = Path("/proc/cpuinfo")
-    if not path.is_file():
-        return set()
-    for line in path.read_text().splitlines():
-        if line.startswith("flags"):
-            return set(line.split(":", 1)[1].split())
-    return set()
-
-
-def cpu_name() -> str:
-    path = Path("/proc/cpuinfo")
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 def native_bf16(device: str = "cpu") -> bool:

@@ -27,9 +27,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import platform
 import re
-import subprocess
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
@@ -43,6 +41,7 @@ from ..data.splits import load_split, protocol_splits
 from ..engine.config import load_config
 from ..engine.distributed import resolve_device
 from ..engine.evaluator import evaluate_checkpoint
+from ..engine.provenance import lesionseg_commit, machine_description
 from ..engine.trainer import Trainer
 from ..inference.predictor import Predictor
 from ..models.hub import load_model
@@ -103,39 +102,6 @@ def benchmark_splits(cfg: BenchmarkConfig) -> list[Path]:
             dst.parent.mkdir(parents=True, exist_ok=True)
             dst.write_bytes(src.read_bytes())
     return protocol_splits(cfg.protocol, cfg.data["root"], cfg.data.get("layout"), cfg.num_runs, folder)
-
-
-# -------------------------------------------------------------------------------------------------------- facts
-def machine_description(device: torch.device | None = None) -> str:
-    """Host, CPU model, torch version and the accelerator (``vm (AMD EPYC, torch 2.13.0+cpu, CPU)``)."""
-    cpu = platform.processor() or platform.machine()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        names = [ln.split(":", 1)[1].strip() for ln in cpuinfo.read_text().splitlines() if ln.startswith("model name")]
-        cpu = names[0] if names else cpu
-    where = "CPU"
-    if device is not None and device.type == "cuda":
-        where = f"GPU {torch.cuda.get_device_name(device)}"
-    return f"{platform.node()} ({cpu}, torch {torch.__version__}, {where})"
-
-
-def lesionseg_commit() -> str | None:
-    """The git commit of the lesionseg source tree in use (with ``-dirty`` for local changes), None outside git."""
-    here = Path(__file__).resolve().parent
-    try:
-        head = subprocess.run(
-            ["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no", "--", "."],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return head + ("-dirty" if dirty else "") if head else None
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -313,6 +279,7 @@ def export_run(
         "train_minutes": round(float(last.get("elapsed_seconds") or 0.0) / 60.0, 2),
         "finished": finished.isoformat(timespec="seconds"),
         "lesionseg_commit": lesionseg_commit(),
+        "trained_by_commit": best_record.get("trained_on", {}).get("lesionseg_commit"),
         "evaluated": {"cases": ev.get("cases"), "resolution": ev.get("resolution")},
         "results": ev["results"],
         "overlay_cases": cases,

@@ -62,6 +62,7 @@ from .distributed import (
 )
 from .evaluator import predict_dataset
 from .optim import ScheduleState, build_optimizer, scheduled_lr
+from .provenance import lesionseg_commit, machine_description
 
 __all__ = ["Trainer", "ensure_split", "seed_everything", "split_cases"]
 
@@ -579,6 +580,8 @@ class Trainer:
                 "processes": self.dist.world_size,
                 "precision": self.cfg.train.precision,
                 "gpu": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else None,
+                "machine": machine_description(self.device),
+                "lesionseg_commit": lesionseg_commit(),
             },
             "config": config_to_dict(self.cfg),
         }

@@ -33,7 +33,7 @@ from torch import Tensor, nn
 from ._registry import register_model
 from .blocks.ss2d import SS2D, DropPath
 from .medmamba import channel_shuffle
-from .vmunet import VMUNet
+from .vmunet import CPU_SIZE, VMUNet
 
 __all__ = ["HCMamba", "HCSSM", "HybridDilatedConv", "hcmamba", "hcmamba_s"]
 
@@ -151,11 +151,4 @@ def hcmamba(in_channels: int = 3, num_classes: int = 1, **kwargs) -> HCMamba:
 @register_model(cpu_size=True)
 def hcmamba_s(in_channels: int = 3, num_classes: int = 1, **kwargs) -> HCMamba:
     """HC-Mamba for 2 CPU cores: C = 16, one block per stage, d_state 1, no drop-path."""
-    defaults = {
-        "channels": (16, 32, 64, 128),
-        "depths": (1, 1, 1, 1),
-        "decoder_depths": (1, 1, 1, 1),
-        "d_state": 1,
-        "drop_path_rate": 0.0,
-    }
-    return HCMamba(in_channels, num_classes, **{**defaults, **kwargs})
+    return HCMamba(in_channels, num_classes, **{**CPU_SIZE, **kwargs})

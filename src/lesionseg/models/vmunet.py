@@ -215,7 +215,8 @@ def _init_linear(module: nn.Module) -> None:
             nn.init.zeros_(module.bias)
 
 
-# The CPU size shared by ``vmunet_s`` and the models built on it (``cmssm_unet_s``).
+# The CPU size shared by ``vmunet_s`` and the models built on its U-shape (``cmssm_unet_s``, ``medmamba_s``,
+# ``hcmamba_s``).
 CPU_SIZE = {
     "channels": (16, 32, 64, 128),
     "depths": (1, 1, 1, 1),
