@@ -86,7 +86,7 @@ def test_benchmark_keeps_results_skips_them_and_rebuilds_the_report_byte_for_byt
     assert params["unet_b"] < params["unet_a"]  # the per-model overrides reached the runs
 
     # a second call trains nothing and writes the same bytes
-    best = out / "runs/unet_a/run1/best.safetensors"
+    best = out / "runs/unet_a/seed1/best.safetensors"
     stamp = best.stat().st_mtime_ns
     first = _bytes(res)
     capsys.readouterr()
@@ -115,7 +115,7 @@ def test_an_interrupted_run_resumes_to_its_fixed_epochs(bench_config: Path, tmp_
     model = cfg.models[0]
     split = benchmark_splits(cfg)[0]
     # the run the benchmark would start, killed after its first epoch
-    run_dir = tmp_path / "bench/runs/unet_a/run0"
+    run_dir = tmp_path / "bench/runs/unet_a/seed0"
     run_cfg = load_config(model.config, [*run_overrides(cfg, model, 0, split), "train.precision=fp32"])
     Trainer(run_cfg, run_dir=run_dir, progress=False).fit(stop_after=1)
     assert json.loads((run_dir / "last.json").read_text())["finished"] is False
@@ -130,7 +130,7 @@ def test_a_run_folder_of_another_protocol_is_refused(bench_config: Path, tmp_pat
     model = cfg.models[0]
     split = benchmark_splits(cfg)[0]
     # a wall-clock run of the old protocol left in out_dir
-    run_dir = tmp_path / "bench/runs/unet_a/run0"
+    run_dir = tmp_path / "bench/runs/unet_a/seed0"
     overrides = [*run_overrides(cfg, model, 0, split), "train.time_budget_min=5", "train.epochs=1"]
     Trainer(load_config(model.config, overrides), run_dir=run_dir, progress=False).fit()
     with pytest.raises(ValueError, match="time_budget_min=5"):
@@ -139,6 +139,39 @@ def test_a_run_folder_of_another_protocol_is_refused(bench_config: Path, tmp_pat
         run_benchmark(cfg, progress=False)
     assert "Failed in the last call" in (tmp_path / "results/report.md").read_text()
     assert (tmp_path / "results/runs/unet_b/seed0/metrics.json").is_file()  # the other model still ran
+
+
+def test_a_seeds_override_trains_its_own_seed_and_an_old_folder_is_adopted_only_by_its_run(
+    bench_config: Path, tmp_path: Path
+) -> None:
+    light = ["cross=[]", "report.feature_model=null", "report.overlay_cases=0"]
+    seed0 = load_benchmark_config(bench_config, ["seeds=[0]", *light])
+    seed1 = load_benchmark_config(bench_config, ["seeds=[1]", *light])  # its first run is seed 1
+    run_benchmark(seed0, progress=False, only=["unet_a"])
+    out, res = tmp_path / "bench/runs/unet_a", tmp_path / "results/runs/unet_a"
+    # the folder as earlier versions named it, by position in `seeds`, its results not kept
+    (out / "seed0").rename(out / "run0")
+    shutil.rmtree(res / "seed0")
+    stamp = (out / "run0/best.safetensors").stat().st_mtime_ns
+
+    run_benchmark(seed1, progress=False, only=["unet_a"])
+    assert yaml.safe_load((out / "seed1/config.yaml").read_text())["train"]["seed"] == 1  # trained, not borrowed
+    assert json.loads((res / "seed1/metrics.json").read_text())["seed"] == 1
+    assert json.loads((res / "seed1/checkpoint.json").read_text())["config"]["train"]["seed"] == 1
+    assert (out / "run0").is_dir() and not (res / "seed0").exists()  # seed 0's folder left alone
+
+    # under seeds [0] the old folder is that run's (same seed, same split): adopted and exported, not retrained
+    export_finished_runs(seed0)
+    assert not (out / "run0").exists() and (out / "seed0/best.safetensors").stat().st_mtime_ns == stamp
+    assert json.loads((res / "seed0/checkpoint.json").read_text())["config"]["train"]["seed"] == 0
+
+    # a folder of another seed under this run's name is refused, never exported as this seed
+    shutil.rmtree(res / "seed1")
+    shutil.rmtree(out / "seed1")
+    shutil.copytree(out / "seed0", out / "seed1")
+    with pytest.raises(ValueError, match=r"train.seed=0; run seed1 of this benchmark is seed 1"):
+        export_finished_runs(seed1)
+    assert not (res / "seed1").exists()
 
 
 def test_precision_auto_asks_the_probe_and_records_its_choice(bench_config: Path, tmp_path: Path, monkeypatch) -> None:
@@ -167,7 +200,7 @@ def test_precision_auto_asks_the_probe_and_records_its_choice(bench_config: Path
     run_benchmark(cfg, progress=False)
     assert [(a[0], a[1]) for a in asked] == [(tmp_path / "records", "a")]
     assert "train.epochs=1" in asked[0][2] and "train.time_budget_min=null" in asked[0][2]
-    assert yaml.safe_load((tmp_path / "bench/runs/a/run0/config.yaml").read_text())["train"]["precision"] == "bf16"
+    assert yaml.safe_load((tmp_path / "bench/runs/a/seed0/config.yaml").read_text())["train"]["precision"] == "bf16"
     assert json.loads((tmp_path / "results/runs/a/seed0/metrics.json").read_text())["precision"] == "bf16"
     assert json.loads((tmp_path / "results/runs/b/seed0/metrics.json").read_text())["precision"] == "fp32"
 

@@ -55,6 +55,6 @@ def test_two_slices_then_merged_report(bench_config: Path, tmp_path: Path, capsy
     report = (res / "report.md").read_text()
     assert "All 4 runs" in report and "| unet_a | 2 |" in report and "| unet_b | 2 |" in report
     # every run trained with the benchmark's threads, whether it ran under --jobs or not
-    for run in ("run0", "run1"):
+    for run in ("seed0", "seed1"):
         train = yaml.safe_load((out / "runs/unet_a" / run / "config.yaml").read_text())["train"]
         assert train["threads"] == 1 and train["epochs"] == 2 and train["time_budget_min"] is None

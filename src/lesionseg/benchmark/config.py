@@ -117,8 +117,8 @@ class BenchmarkConfig:
 
     Attributes:
         name: benchmark name (report title; default folders).
-        out_dir: working run folders (``runs/<label>/run<r>/``, weights included; never committed); empty =
-            ``runs/benchmark/<name>``.
+        out_dir: working run folders (``runs/<label>/seed<s>/``, named as the results; weights included; never
+            committed); empty = ``runs/benchmark/<name>``.
         results_dir: the committed results (small files per run, the report); empty = ``docs/results/<name>``.
         data: ``root`` (and optionally ``layout``) of the dataset, applied to every model's config.
         protocol: how the runs' splits are made.

@@ -1,8 +1,9 @@
 """Running a benchmark: train each (model, seed) for its fixed epochs, evaluate it, keep its results.
 
 Two folders. ``out_dir`` (``runs/benchmark/<name>/``, never committed) holds the working run folders
-``runs/<label>/run<r>/`` with weights, resumable checkpoints and the evaluation (``eval/``, ``eval_<cross>/``), the
-same layout as before the results were kept, so run folders trained then are picked up. ``results_dir``
+``runs/<label>/<run key>/`` (``seed<s>``, the name of its results folder) with weights, resumable checkpoints and the
+evaluation (``eval/``, ``eval_<cross>/``); a folder named ``run<r>`` by an earlier version is picked up when its seed
+and split are this run's (:func:`run_dir_of`). ``results_dir``
 (``docs/results/<name>/``, committed; see :mod:`lesionseg.benchmark.results`) holds what each finished run leaves
 behind: scores, per-image rows, the training log, the checkpoint record, overlay masks, feature maps.
 
@@ -82,8 +83,29 @@ class BenchmarkError(ValueError):
 
 # ---------------------------------------------------------------------------------------------------------- paths
 def run_dir_of(cfg: BenchmarkConfig, label: str, run: int) -> Path:
-    """The working run folder ``out_dir/runs/<label>/run<r>``."""
-    return Path(cfg.out_dir) / "runs" / label / f"run{run}"
+    """The working run folder ``out_dir/runs/<label>/<run key>`` (``seed1``, or ``run2-seed0`` for repeated draws).
+
+    Named like the run's results folder, never by its position in ``seeds``: with ``--set seeds=[1]`` the first run
+    is seed 1, and a folder named by position (``run0``, how earlier versions named them) would be seed 0's. Such a
+    folder is adopted (renamed) only when it trained this very run: the same seed and the same split file.
+    """
+    folder = Path(cfg.out_dir) / "runs" / label
+    path = folder / cfg.run_key(run)
+    legacy = folder / f"run{run}"
+    if not path.exists() and legacy.is_dir() and _trained_run(legacy) == (cfg.seed_of(run), f"run{run}.json"):
+        legacy.rename(path)
+        logger.info("run folder %s renamed %s (its seed and split)", legacy, path.name)
+    return path
+
+
+def _trained_run(run_dir: Path) -> tuple[Any, str | None]:
+    """``(train.seed, split file name)`` of a run folder's resolved config; ``(None, None)`` without one."""
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        return None, None
+    run_cfg = yaml.safe_load(path.read_text()) or {}
+    split = (run_cfg.get("data") or {}).get("split")
+    return (run_cfg.get("train") or {}).get("seed"), Path(split).name if split else None
 
 
 def results_of(cfg: BenchmarkConfig, label: str, run: int) -> Path:
@@ -112,12 +134,19 @@ def _training_finished(run_dir: Path) -> bool:
     return bool(_read_json(run_dir / "last.json").get("finished", False)) and (run_dir / "best.json").is_file()
 
 
-def _check_run_folder(cfg: BenchmarkConfig, model: BenchmarkModel, run_dir: Path) -> None:
-    """Refuses a run folder trained (or started) under another protocol: a time budget or another epoch count."""
+def _check_run_folder(cfg: BenchmarkConfig, model: BenchmarkModel, run_dir: Path, run: int) -> None:
+    """Refuses a run folder trained (or started) for another run (another seed) or under another protocol (a time
+    budget or another epoch count)."""
     path = run_dir / "config.yaml"
     if not path.is_file():
         return
     train = (yaml.safe_load(path.read_text()) or {}).get("train", {})
+    seed = train.get("seed")
+    if seed != cfg.seed_of(run):
+        raise ValueError(
+            f"{run_dir} was trained with train.seed={seed}; run {cfg.run_key(run)} of this benchmark is seed "
+            f"{cfg.seed_of(run)}. Move that folder away to retrain the run."
+        )
     epochs, budget = train.get("epochs"), train.get("time_budget_min")
     last = _read_json(run_dir / "last.json")
     done = last.get("epoch") if last.get("finished") else None
@@ -156,7 +185,7 @@ def _train(
     late = [f"train.device={device}"] if device else []
     resume = (run_dir / "last.json").is_file()
     if resume:
-        _check_run_folder(cfg, model, run_dir)
+        _check_run_folder(cfg, model, run_dir, run)
         trainer = Trainer.from_run_dir(run_dir, [f"train.threads={cfg.threads}", *late], progress=progress)
     else:
         overrides = run_overrides(cfg, model, run, split_path)
@@ -181,7 +210,7 @@ def _evaluation(out: Path, checkpoint: Path, save_extra: dict[str, Any], **kwarg
 def export_run(
     cfg: BenchmarkConfig, model: BenchmarkModel | str, run: int, device: str | None = None, progress: bool = False
 ) -> Path:
-    """Writes the committed results of a finished run folder (``out_dir/runs/<label>/run<r>``) into ``results_dir``.
+    """Writes the committed results of a finished run folder (``out_dir/runs/<label>/<run key>``) into ``results_dir``.
 
     Evaluates the best checkpoint on the run's test ids (and each cross-dataset root) unless the run folder already
     holds that evaluation, predicts the overlay cases' masks, and for the report's feature model keeps the feature
@@ -206,7 +235,7 @@ def export_run(
     run_dir = run_dir_of(cfg, model.name, run)
     if not _training_finished(run_dir):
         raise FileNotFoundError(f"{run_dir}: no finished training run to export")
-    _check_run_folder(cfg, model, run_dir)
+    _check_run_folder(cfg, model, run_dir, run)
     split_path = benchmark_splits(cfg)[run]
     where = resolve_device(device or "auto")
     seed = cfg.seed_of(run)
