@@ -30,8 +30,8 @@ def _cfg(tmp_path: Path) -> BenchmarkConfig:
     )
 
 
-def _store(cfg: BenchmarkConfig, label: str, seed: int, noise: float) -> None:
-    """A run whose predictions are the truth with ``noise`` of each image's pixels flipped (seeded)."""
+def _store(cfg: BenchmarkConfig, label: str, seed: int, noise: float, best_epoch: int = 4) -> None:
+    """A run of 5 epochs whose predictions are the truth with ``noise`` of each image's pixels flipped (seeded)."""
     rng = np.random.default_rng(1000 * seed + int(noise * 1000) + len(label))
     truth = np.zeros((30, 1, 16, 16), dtype=np.uint8)
     truth[:, :, 4:12, 4:12] = 1
@@ -46,7 +46,7 @@ def _store(cfg: BenchmarkConfig, label: str, seed: int, noise: float) -> None:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    meta = {"run": seed, "seed": seed, "epochs": 5, "best_epoch": 4, "precision": "fp32", "threads": 1}
+    meta = {"run": seed, "seed": seed, "epochs": 5, "best_epoch": best_epoch, "precision": "fp32", "threads": 1}
     meta |= {"machine": "test host", "train_minutes": 1.5, "model": "unet_small", "results": metrics.aggregate()}
     write_run_results(dest, meta, scratch, None, None)
     scratch.unlink()
@@ -56,9 +56,9 @@ def test_partial_tables_say_what_is_missing_and_what_is_significant(tmp_path: Pa
     cfg = _cfg(tmp_path)
     for seed in (0, 1, 2):
         _store(cfg, "good", seed, 0.048)
-    for seed in (0, 1):
-        _store(cfg, "close", seed, 0.05)
-    _store(cfg, "poor", 0, 0.25)
+    _store(cfg, "close", 0, 0.05, best_epoch=5)  # still improving at its last epoch
+    _store(cfg, "close", 1, 0.05)
+    _store(cfg, "poor", 0, 0.25, best_epoch=5)
     path = write_report(cfg)
     report = path.read_text()
     first = path.read_bytes()
@@ -67,6 +67,10 @@ def test_partial_tables_say_what_is_missing_and_what_is_significant(tmp_path: Pa
     assert "good is significantly better than poor" in report
     assert "The difference from close (Δ +0.71, p = 0.416) is not significant" in report
     assert "Without any finished run: none." in report
+    assert (
+        "Still improving when their fixed compute ended (the checkpoint chosen on validation comes from the last "
+        "tenth of the epochs): close (1 of 2 runs) and poor; the table compares them at this compute" in report
+    )
     assert "6 of 12 runs are finished; missing: close: seed2; poor: seed1, seed2; none: seed0, seed1, seed2." in report
     # n per model, std only where defined, a dash for a model without runs
     lines = report.splitlines()

@@ -169,6 +169,21 @@ def _names(items: Sequence[str]) -> str:
     return ", ".join(items[:-1]) + " and " + items[-1]
 
 
+def _still_improving(runs: Mapping[str, Sequence[RunResults]]) -> list[str]:
+    """Models whose best validation epoch fell in the last tenth of their epochs (at least the last epoch), with the
+    number of such runs when not all of them (``efp_s (1 of 3 runs)``)."""
+    out = []
+    for label, rs in runs.items():
+        late = 0
+        for r in rs:
+            epochs, best = r.meta.get("epochs"), r.meta.get("best_epoch")
+            if isinstance(epochs, int) and isinstance(best, int) and best > epochs - max(1, epochs // 10):
+                late += 1
+        if late:
+            out.append(label if late == len(rs) else f"{label} ({late} of {len(rs)} runs)")
+    return out
+
+
 def _what_the_table_says(
     cfg: BenchmarkConfig,
     runs: Mapping[str, Sequence[RunResults]],
@@ -232,6 +247,12 @@ def _what_the_table_says(
         text.append(
             f"Global Dice ranks {best_global} first ({scored[best_global]:.2f} against "
             f"{scored[best]:.2f}); the two reductions disagree on the top model."
+        )
+    late = _still_improving(runs)
+    if late:
+        text.append(
+            f"Still improving when their fixed compute ended (the checkpoint chosen on validation comes from the last "
+            f"tenth of the epochs): {_names(late)}; the table compares them at this compute, not at convergence."
         )
     if missing:
         gaps = "; ".join(f"{label}: {', '.join(cfg.run_key(r) for r in rs)}" for label, rs in missing)
