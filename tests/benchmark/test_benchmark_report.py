@@ -30,7 +30,9 @@ def _cfg(tmp_path: Path) -> BenchmarkConfig:
     )
 
 
-def _store(cfg: BenchmarkConfig, label: str, seed: int, noise: float, best_epoch: int = 4) -> None:
+def _store(
+    cfg: BenchmarkConfig, label: str, seed: int, noise: float, best_epoch: int = 4, exported_as: int | None = None
+) -> None:
     """A run of 5 epochs whose predictions are the truth with ``noise`` of each image's pixels flipped (seeded)."""
     rng = np.random.default_rng(1000 * seed + int(noise * 1000) + len(label))
     truth = np.zeros((30, 1, 16, 16), dtype=np.uint8)
@@ -46,7 +48,14 @@ def _store(cfg: BenchmarkConfig, label: str, seed: int, noise: float, best_epoch
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    meta = {"run": seed, "seed": seed, "epochs": 5, "best_epoch": best_epoch, "precision": "fp32", "threads": 1}
+    meta = {
+        "run": seed if exported_as is None else exported_as,
+        "seed": seed,
+        "epochs": 5,
+        "best_epoch": best_epoch,
+        "precision": "fp32",
+        "threads": 1,
+    }
     meta |= {"machine": "test host", "train_minutes": 1.5, "model": "unet_small", "results": metrics.aggregate()}
     write_run_results(dest, meta, scratch, None, None)
     scratch.unlink()
@@ -57,7 +66,7 @@ def test_partial_tables_say_what_is_missing_and_what_is_significant(tmp_path: Pa
     for seed in (0, 1, 2):
         _store(cfg, "good", seed, 0.048)
     _store(cfg, "close", 0, 0.05, best_epoch=5)  # still improving at its last epoch
-    _store(cfg, "close", 1, 0.05)
+    _store(cfg, "close", 1, 0.05, exported_as=0)  # exported by `--set seeds=[1]`: run 0 there, seed1 here
     _store(cfg, "poor", 0, 0.25, best_epoch=5)
     path = write_report(cfg)
     report = path.read_text()
@@ -82,6 +91,7 @@ def test_partial_tables_say_what_is_missing_and_what_is_significant(tmp_path: Pa
     assert "| none | `configs/none.yaml` | 5 | fp32 | 0/3 | seed0, seed1, seed2 |" in report
     # the comparison with a one-run model uses only the seed both finished
     assert "| poor | seed0 | 30 |" in report
+    assert "| close | seed0, seed1 | 30 |" in report  # paired by the runs' seeds, not by the exporter's index
     assert "| none | — | 0 |" not in report  # models without runs are listed above, not tested
     assert "not measured yet" in report  # no complexity.json: said, not invented
 

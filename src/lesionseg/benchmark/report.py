@@ -49,7 +49,7 @@ def collect_runs(cfg: BenchmarkConfig) -> dict[str, list[RunResults]]:
     runs: dict[str, list[RunResults]] = {}
     for model in cfg.models:
         found = [
-            read_run(run_results_dir(cfg.results_dir, model.name, cfg.run_key(r)), model.name)
+            read_run(run_results_dir(cfg.results_dir, model.name, cfg.run_key(r)), model.name, r)
             for r in range(cfg.num_runs)
         ]
         runs[model.name] = [r for r in found if r is not None]

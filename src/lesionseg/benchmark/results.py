@@ -174,6 +174,7 @@ class RunResults:
     meta: dict[str, Any]
     rows: list[dict[str, Any]]
     cross: dict[str, tuple[dict[str, Any], list[dict[str, Any]]]] = field(default_factory=dict)
+    index: int | None = None
 
     @property
     def results(self) -> dict[str, dict[str, float]]:
@@ -181,7 +182,9 @@ class RunResults:
 
     @property
     def run(self) -> int:
-        return int(self.meta["run"])
+        """The run's index in the benchmark that reads it (``index``); ``metrics.json``'s ``run`` is its index in
+        the benchmark that exported it, which differs when that one ran with other ``seeds`` (``--set seeds=[1]``)."""
+        return self.index if self.index is not None else int(self.meta["run"])
 
     @property
     def seed(self) -> int:
@@ -229,8 +232,9 @@ def _read_rows(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def read_run(path: Path, label: str) -> RunResults | None:
-    """The stored run in ``path``, or None when its ``metrics.json`` is missing (not finished)."""
+def read_run(path: Path, label: str, index: int | None = None) -> RunResults | None:
+    """The stored run in ``path`` (run ``index`` of the reading benchmark), or None when its ``metrics.json`` is
+    missing (not finished)."""
     mfile = path / METRICS_FILE
     if not mfile.is_file():
         return None
@@ -239,7 +243,7 @@ def read_run(path: Path, label: str) -> RunResults | None:
     for folder in sorted((path / "cross").glob("*")) if (path / "cross").is_dir() else []:
         if (folder / METRICS_FILE).is_file():
             cross[folder.name] = (json.loads((folder / METRICS_FILE).read_text()), _read_rows(folder / "per_image.csv"))
-    return RunResults(label, path.name, path, meta, _read_rows(path / "per_image.csv"), cross)
+    return RunResults(label, path.name, path, meta, _read_rows(path / "per_image.csv"), cross, index)
 
 
 def read_run_features(path: Path) -> FeatureSummary | None:
