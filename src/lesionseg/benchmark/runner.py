@@ -98,12 +98,17 @@ def run_dir_of(cfg: BenchmarkConfig, label: str, run: int) -> Path:
     return path
 
 
+def _run_config(run_dir: Path) -> dict[str, Any] | None:
+    """A run folder's resolved ``config.yaml`` (written by the trainer when it starts); None without one."""
+    path = run_dir / "config.yaml"
+    return (yaml.safe_load(path.read_text()) or {}) if path.is_file() else None
+
+
 def _trained_run(run_dir: Path) -> tuple[Any, str | None]:
     """``(train.seed, split file name)`` of a run folder's resolved config; ``(None, None)`` without one."""
-    path = run_dir / "config.yaml"
-    if not path.is_file():
+    run_cfg = _run_config(run_dir)
+    if run_cfg is None:
         return None, None
-    run_cfg = yaml.safe_load(path.read_text()) or {}
     split = (run_cfg.get("data") or {}).get("split")
     return (run_cfg.get("train") or {}).get("seed"), Path(split).name if split else None
 
@@ -137,10 +142,10 @@ def _training_finished(run_dir: Path) -> bool:
 def _check_run_folder(cfg: BenchmarkConfig, model: BenchmarkModel, run_dir: Path, run: int) -> None:
     """Refuses a run folder trained (or started) for another run (another seed) or under another protocol (a time
     budget or another epoch count)."""
-    path = run_dir / "config.yaml"
-    if not path.is_file():
+    run_cfg = _run_config(run_dir)
+    if run_cfg is None:
         return
-    train = (yaml.safe_load(path.read_text()) or {}).get("train", {})
+    train = run_cfg.get("train") or {}
     seed = train.get("seed")
     if seed != cfg.seed_of(run):
         raise ValueError(
