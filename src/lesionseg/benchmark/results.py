@@ -174,17 +174,13 @@ class RunResults:
     meta: dict[str, Any]
     rows: list[dict[str, Any]]
     cross: dict[str, tuple[dict[str, Any], list[dict[str, Any]]]] = field(default_factory=dict)
-    index: int | None = None
+    #: the run's index in the benchmark that reads it; ``metrics.json``'s ``run`` is its index in the benchmark that
+    #: exported it, which differs when that one ran with other ``seeds`` (``--set seeds=[1]``)
+    run: int = 0
 
     @property
     def results(self) -> dict[str, dict[str, float]]:
         return self.meta["results"]
-
-    @property
-    def run(self) -> int:
-        """The run's index in the benchmark that reads it (``index``); ``metrics.json``'s ``run`` is its index in
-        the benchmark that exported it, which differs when that one ran with other ``seeds`` (``--set seeds=[1]``)."""
-        return self.index if self.index is not None else int(self.meta["run"])
 
     @property
     def seed(self) -> int:
@@ -243,7 +239,8 @@ def read_run(path: Path, label: str, index: int | None = None) -> RunResults | N
     for folder in sorted((path / "cross").glob("*")) if (path / "cross").is_dir() else []:
         if (folder / METRICS_FILE).is_file():
             cross[folder.name] = (json.loads((folder / METRICS_FILE).read_text()), _read_rows(folder / "per_image.csv"))
-    return RunResults(label, path.name, path, meta, _read_rows(path / "per_image.csv"), cross, index)
+    run = index if index is not None else int(meta["run"])
+    return RunResults(label, path.name, path, meta, _read_rows(path / "per_image.csv"), cross, run)
 
 
 def read_run_features(path: Path) -> FeatureSummary | None:
