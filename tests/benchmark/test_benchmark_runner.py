@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
+import signal
+import subprocess
 import sys
+import time
 import types
 from pathlib import Path
 
@@ -274,3 +278,50 @@ def test_a_failing_run_is_reported_and_does_not_stop_the_others(bench_config: Pa
     assert "Failed in the last call" in report and "no_such_model" in report
     assert "Without any finished run: broken." in report
     assert (tmp_path / "results/runs/ok/seed0/metrics.json").is_file()
+
+
+_ORPHAN_SCRIPT = """
+import os, sys, time
+from pathlib import Path
+from lesionseg.benchmark.runner import worker_pool
+
+if __name__ == "__main__":
+    pool = worker_pool(1)
+    worker = pool.submit(os.getpid).result()
+    pool.submit(time.sleep, 300)
+    Path(sys.argv[1]).write_text(str(worker))
+    time.sleep(300)
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "\nState:\tZ" not in status  # a zombie has ended; only its reaping is left
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads process states from /proc")
+def test_jobs_workers_end_when_the_benchmark_process_is_killed(tmp_path: Path) -> None:
+    script, pid_file = tmp_path / "bench.py", tmp_path / "worker.pid"
+    script.write_text(_ORPHAN_SCRIPT)
+    parent = subprocess.Popen([sys.executable, str(script), str(pid_file)])
+    worker = None
+    try:
+        deadline = time.monotonic() + 120
+        while not pid_file.exists() and parent.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert pid_file.exists(), "the pool never started its worker"
+        worker = int(pid_file.read_text())
+        assert _alive(worker)
+        parent.kill()  # SIGKILL: no cleanup of the pool runs in the parent
+        parent.wait()
+        deadline = time.monotonic() + 30
+        while _alive(worker) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not _alive(worker), "a --jobs worker outlived the killed benchmark process"
+    finally:
+        parent.kill()
+        if worker is not None and _alive(worker):
+            os.kill(worker, signal.SIGKILL)

@@ -28,7 +28,11 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import multiprocessing
+import os
 import re
+import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
@@ -70,6 +74,7 @@ __all__ = [
     "run_one",
     "run_overrides",
     "shard_runs",
+    "worker_pool",
 ]
 
 logger = logging.getLogger(__name__)
@@ -480,6 +485,28 @@ def _run_job(
         return label, run, "FAILED", f"{type(err).__name__}: {err}"
 
 
+def _exit_with_parent(parent: int, poll_s: float = 2.0) -> None:
+    """Initializer of a ``--jobs`` worker: it ends itself once the benchmark process that spawned it is gone.
+
+    Without it a killed benchmark leaves its workers training on, unseen, into the run folders; killed, a worker loses
+    at most its last checkpoint interval and the next command resumes the run.
+    """
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll_s)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="lesionseg-parent-watch", daemon=True).start()
+
+
+def worker_pool(jobs: int) -> ProcessPoolExecutor:
+    """The ``--jobs`` pool: spawned worker processes that end with the process that made it."""
+    # spawn, not fork: a forked child inherits torch's thread pools and locks in whatever state the parent held.
+    spawn = multiprocessing.get_context("spawn")
+    return ProcessPoolExecutor(jobs, spawn, initializer=_exit_with_parent, initargs=(os.getpid(),))
+
+
 def _run_jobs(
     cfg: BenchmarkConfig,
     pairs: Sequence[tuple[BenchmarkModel, int]],
@@ -489,11 +516,8 @@ def _run_jobs(
     train: bool,
 ) -> list[str]:
     """``pairs`` over ``jobs`` spawned worker processes; returns the failures."""
-    import multiprocessing
-
     failures = []
-    # spawn, not fork: a forked child inherits torch's thread pools and locks in whatever state the parent held.
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+    with worker_pool(jobs) as pool:
         futures = [pool.submit(_run_job, cfg, m.name, r, splits[r], device, train) for m, r in pairs]
         for future in as_completed(futures):
             label, run, state, error = future.result()
