@@ -56,6 +56,7 @@ def test_resolve_probes_once_and_records_the_figures(tmp_path: Path, monkeypatch
     record = json.loads(P.record_path(tmp_path, "m").read_text())
     assert record["precision"] == "bf16" and record["fp32"]["steady_epoch_s"] == 10.0
     assert record["criteria"] == {"min_speedup": P.MIN_SPEEDUP, "dice_tolerance": P.DICE_TOLERANCE, "epochs": 3}
+    assert record["data"] == "x"  # what the trials trained on: the asking benchmark's data
     # Read back, not probed again.
     assert P.resolve_precision(tmp_path, "m", "cfg.yaml", overrides) == "bf16" and len(calls) == 2
 

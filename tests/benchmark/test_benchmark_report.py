@@ -113,3 +113,23 @@ def test_the_trainer_csv_columns_come_from_the_registry() -> None:
     # the columns of existing runs' metrics.csv, unchanged
     assert training_csv_columns() == ("val_dice_per_image", "val_dice_global", "val_iou_per_image", "val_iou_global")
     assert _CSV_FIELDS[4:8] == training_csv_columns()
+
+
+def test_the_precision_section_says_per_machine_what_the_trials_trained_on(tmp_path: Path) -> None:
+    import dataclasses
+    import json
+
+    from lesionseg.benchmark.report import _precision_section
+
+    records = tmp_path / "records"
+    trial = {"status": "ok", "first_epoch_s": 9.0, "steady_epoch_s": 8.0, "best_val_dice_per_image": 0.8}
+    for machine, data, epochs in (("cpu-a", None, 3), ("gpu-b", "../data/kvasir", 4)):
+        (records / machine).mkdir(parents=True)
+        rec = {"criteria": {"epochs": epochs, "min_speedup": 1.1, "dice_tolerance": 0.02}, "precision": "fp32"}
+        rec |= {"fp32": trial, "bf16": trial, "reason": "bf16 is 1.00x fp32's speed"} | ({"data": data} if data else {})
+        (records / machine / "good.json").write_text(json.dumps(rec))
+    (records / "gpu-b" / "not_in_this_benchmark.json").write_text("{}")
+    lines = _precision_section(dataclasses.replace(_cfg(tmp_path), precision_records=str(records)))
+    assert "Machine `cpu-a` (trials of 3 epochs; data not recorded):" in lines
+    assert "Machine `gpu-b` (trials of 4 epochs; `../data/kvasir`):" in lines
+    assert sum(line.startswith("| good |") for line in lines) == 2 and not any("not_in" in line for line in lines)

@@ -173,6 +173,8 @@ def resolve_precision(
         "cpu": cpu_name(),
         "torch": torch.__version__,
         "criteria": {"min_speedup": MIN_SPEEDUP, "dice_tolerance": DICE_TOLERANCE, "epochs": epochs},
+        # The trials train on the data of the benchmark that first asked (the record then serves every benchmark).
+        "data": next((o.split("=", 1)[1] for o in reversed(overrides) if o.startswith("data.root=")), None),
     }
     if not native_bf16(dev):
         record.update(precision="fp32", reason="no native bf16 on this device (bf16 would be emulated, slower)")

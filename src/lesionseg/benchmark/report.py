@@ -311,12 +311,13 @@ def _precision_section(cfg: BenchmarkConfig) -> list[str]:
     labels = [m.name for m in cfg.models]
     lines: list[str] = []
     for machine in sorted(p for p in root.iterdir() if p.is_dir()):
-        rows = []
+        rows, recs = [], []
         for label in labels:
             path = machine / f"{label}.json"
             if not path.is_file():
                 continue
             rec = json.loads(path.read_text())
+            recs.append(rec)
             f32, b16 = rec.get("fp32") or {}, rec.get("bf16") or {}
 
             def cell(d: Mapping[str, Any], key: str, fmt: str) -> str:
@@ -343,21 +344,24 @@ def _precision_section(cfg: BenchmarkConfig) -> list[str]:
         if not rows:
             continue
         if not lines:
-            crit = json.loads(next(machine.glob("*.json")).read_text()).get("criteria", {})
+            crit = recs[0].get("criteria", {})
             lines += [
                 "## Precision (fp32 or bf16 autocast, chosen per machine and model)",
                 "",
-                f"`precision: auto` trains each model {crit.get('epochs', '?')} epochs in fp32 and in bf16 (same seed, "
-                "same batches, each in its own subprocess, one thread) and adopts bf16 only if the CPU runs it "
-                "natively, "
+                "`precision: auto` trains each model a few epochs in fp32 and in bf16 (same seed, same batches, each "
+                "in its own subprocess, one thread) and adopts bf16 only if the device runs it natively, "
                 f"both trials finish, bf16's steady epoch is at least {crit.get('min_speedup', '?')}x faster and its "
                 f"best validation Dice per image is at most {crit.get('dice_tolerance', '?')} below fp32's "
                 "(`lesionseg.benchmark.precision`; a few epochs are a coarse check that catches a precision that "
-                "breaks training, not a fraction of a point). Epoch times in seconds; first = epoch 1 (decodes the "
-                "images), steady = median of the later ones.",
+                "breaks training, not a fraction of a point). A machine's decision is made once, on the data of the "
+                "benchmark that first asked, and serves every benchmark, so the trial Dice of two machines need not "
+                "be comparable. Epoch times in seconds; first = epoch 1 (decodes the images), steady = median of the "
+                "later ones.",
                 "",
             ]
-        lines += [f"Machine `{machine.name}`:", ""]
+        epochs = sorted({str(r.get("criteria", {}).get("epochs", "?")) for r in recs})
+        data = sorted({f"`{r['data']}`" if r.get("data") else "data not recorded" for r in recs})
+        lines += [f"Machine `{machine.name}` (trials of {' or '.join(epochs)} epochs; {', '.join(data)}):", ""]
         head = [
             "Model",
             "fp32 first",
