@@ -36,6 +36,7 @@ from typing import Any
 
 import torch
 
+from ..engine.config import apply_overrides
 from ..engine.provenance import cpu_flags, cpu_name
 
 logger = logging.getLogger(__name__)
@@ -174,7 +175,7 @@ def resolve_precision(
         "torch": torch.__version__,
         "criteria": {"min_speedup": MIN_SPEEDUP, "dice_tolerance": DICE_TOLERANCE, "epochs": epochs},
         # The trials train on the data of the benchmark that first asked (the record then serves every benchmark).
-        "data": next((o.split("=", 1)[1] for o in reversed(overrides) if o.startswith("data.root=")), None),
+        "data": apply_overrides({}, list(overrides)).get("data", {}).get("root"),
     }
     if not native_bf16(dev):
         record.update(precision="fp32", reason="no native bf16 on this device (bf16 would be emulated, slower)")

@@ -311,13 +311,10 @@ def _precision_section(cfg: BenchmarkConfig) -> list[str]:
     labels = [m.name for m in cfg.models]
     lines: list[str] = []
     for machine in sorted(p for p in root.iterdir() if p.is_dir()):
-        rows, recs = [], []
-        for label in labels:
-            path = machine / f"{label}.json"
-            if not path.is_file():
-                continue
-            rec = json.loads(path.read_text())
-            recs.append(rec)
+        found = [(label, machine / f"{label}.json") for label in labels]
+        recs = {label: json.loads(path.read_text()) for label, path in found if path.is_file()}
+        rows = []
+        for label, rec in recs.items():
             f32, b16 = rec.get("fp32") or {}, rec.get("bf16") or {}
 
             def cell(d: Mapping[str, Any], key: str, fmt: str) -> str:
@@ -344,7 +341,7 @@ def _precision_section(cfg: BenchmarkConfig) -> list[str]:
         if not rows:
             continue
         if not lines:
-            crit = recs[0].get("criteria", {})
+            crit = next(iter(recs.values())).get("criteria", {})
             lines += [
                 "## Precision (fp32 or bf16 autocast, chosen per machine and model)",
                 "",
@@ -359,8 +356,8 @@ def _precision_section(cfg: BenchmarkConfig) -> list[str]:
                 "later ones.",
                 "",
             ]
-        epochs = sorted({str(r.get("criteria", {}).get("epochs", "?")) for r in recs})
-        data = sorted({f"`{r['data']}`" if r.get("data") else "data not recorded" for r in recs})
+        epochs = sorted({str(r.get("criteria", {}).get("epochs", "?")) for r in recs.values()})
+        data = sorted({f"`{r['data']}`" if r.get("data") else "data not recorded" for r in recs.values()})
         lines += [f"Machine `{machine.name}` (trials of {' or '.join(epochs)} epochs; {', '.join(data)}):", ""]
         head = [
             "Model",
