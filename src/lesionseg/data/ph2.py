@@ -22,9 +22,12 @@ from pathlib import Path
 from .base import Case, DataProblem, DatasetLayoutError, register_layout, report_layout_problems
 from .io import IMAGE_EXTENSIONS
 
-__all__ = ["find_ph2_cases", "read_ph2_diagnoses"]
+__all__ = ["PH2_DIAGNOSES", "find_ph2_cases", "read_ph2_diagnoses"]
 
 _IMAGES_DIR = "PH2 Dataset images"
+
+#: PH2's clinical diagnosis codes (``PH2_dataset.txt``), in the release's order.
+PH2_DIAGNOSES = {0: "common nevus", 1: "atypical nevus", 2: "melanoma"}
 
 
 def _images_dir(root: Path) -> Path | None:
