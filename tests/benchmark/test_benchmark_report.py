@@ -133,3 +133,27 @@ def test_the_precision_section_says_per_machine_what_the_trials_trained_on(tmp_p
     assert "Machine `cpu-a` (trials of 3 epochs; data not recorded):" in lines
     assert "Machine `gpu-b` (trials of 4 epochs; `../data/kvasir`):" in lines
     assert sum(line.startswith("| good |") for line in lines) == 2 and not any("not_in" in line for line in lines)
+
+
+def test_subgroups_by_diagnosis_and_lesion_size_from_the_kept_results(tmp_path: Path) -> None:
+    from lesionseg.benchmark.results import read_run, write_case_groups
+
+    cfg = _cfg(tmp_path)
+    for seed in (0, 1):
+        _store(cfg, "good", seed, 0.05)
+    section = write_report(cfg).read_text().split("## Subgroups")[1].split("\n## ")[0]
+    assert "By diagnosis" not in section and "lesion size only" in section  # no case_groups.json: no diagnosis
+    # every truth is the same 8x8 square: the tertiles fall back on the ids, 10 each
+    assert "| Model | small (n=10, 64-64 px²) | medium (n=10, 64-64 px²) | large (n=10, 64-64 px²) |" in section
+
+    names = ("common nevus", "atypical nevus", "melanoma")
+    write_case_groups(cfg.results_dir, {"diagnosis": {k: names[i % 3] for i, k in enumerate(IDS)}}, "test")
+    first = write_report(cfg).read_bytes()
+    assert write_report(cfg).read_bytes() == first
+    section = first.decode().split("## Subgroups")[1].split("\n## ")[0]
+    runs = [read_run(run_results_dir(cfg.results_dir, "good", f"seed{s}"), "good") for s in (0, 1)]
+    dice = {k: np.mean([float(r["dice"]) for run in runs for r in run.rows if r["id"] == k]) for k in IDS}
+    melanoma = np.mean([dice[k] for i, k in enumerate(IDS) if i % 3 == 2])
+    row = next(x for x in section.splitlines() if x.startswith("| good |") and "By lesion" not in x)
+    assert "| Model | common nevus (n=10) | atypical nevus (n=10) | melanoma (n=10) |" in section
+    assert row.split(" | ")[3].startswith(f"{100 * melanoma:.2f} [")
