@@ -41,7 +41,7 @@ def test_bland_altman_relative_hand_computed() -> None:
     ba = bland_altman([110, 95, 102], [100, 100, 100])
     sd = math.sqrt((529 + 484 + 1) / 9 / 2)
     assert ba.n == 3 and ba.relative
-    assert ba.bias == pytest.approx(7 / 3)
+    assert ba.bias == pytest.approx(7 / 3) and ba.median == pytest.approx(2)
     assert ba.sd == pytest.approx(sd)
     assert (ba.lower, ba.upper) == pytest.approx((7 / 3 - 1.96 * sd, 7 / 3 + 1.96 * sd))
 

@@ -140,13 +140,15 @@ class MeasurementAgreement:
         empty = sum(float(r["pred_area"]) == 0 for r in self.rows)
         lines = [f"**{title}**", ""] if title else []
         lines += [
-            "| Measurement | Unit | Truth mean | Predicted mean | Bias | 95% limits of agreement | ICC(2,1) |",
-            "|---|---|---:|---:|---:|---:|---:|",
+            "| Measurement | Unit | Truth mean | Predicted mean | Bias | Median difference | 95% limits of agreement "
+            "| ICC(2,1) |",
+            "|---|---|---:|---:|---:|---:|---:|---:|",
         ]
         for r in self.summary():
             ba, u = r.bland_altman, r.difference_unit
             lines.append(
                 f"| {r.label} | {r.unit} | {_num(r.truth_mean)} | {_num(r.pred_mean)} | {ba.bias:+.2f} {u} | "
+                f"{ba.median:+.2f} {u} | "
                 f"{ba.lower:+.2f} to {ba.upper:+.2f} {u} | {r.icc:.3f} |"
             )
         note = (

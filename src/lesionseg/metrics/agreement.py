@@ -61,6 +61,8 @@ class BlandAltman:
     Attributes:
         n: number of pairs.
         bias: mean difference (prediction minus truth; in % of the truth when ``relative``).
+        median: median difference (robust to the few images a model gets badly wrong, which dominate a mean of
+            relative differences).
         sd: sample standard deviation of the differences.
         lower: lower 95 % limit of agreement, ``bias - 1.96 sd``.
         upper: upper 95 % limit of agreement, ``bias + 1.96 sd``.
@@ -69,6 +71,7 @@ class BlandAltman:
 
     n: int
     bias: float
+    median: float
     sd: float
     lower: float
     upper: float
@@ -96,7 +99,7 @@ def bland_altman(pred: Sequence[float], truth: Sequence[float], relative: bool =
     d = differences(pred, truth, relative)
     n = len(d)
     if n == 0:
-        return BlandAltman(0, math.nan, math.nan, math.nan, math.nan, relative)
+        return BlandAltman(0, math.nan, math.nan, math.nan, math.nan, math.nan, relative)
     bias = float(d.mean())
     sd = float(d.std(ddof=1)) if n > 1 else math.nan
-    return BlandAltman(n, bias, sd, bias - 1.96 * sd, bias + 1.96 * sd, relative)
+    return BlandAltman(n, bias, float(np.median(d)), sd, bias - 1.96 * sd, bias + 1.96 * sd, relative)
