@@ -157,3 +157,37 @@ def test_subgroups_by_diagnosis_and_lesion_size_from_the_kept_results(tmp_path: 
     row = next(x for x in section.splitlines() if x.startswith("| good |") and "By lesion" not in x)
     assert "| Model | common nevus (n=10) | atypical nevus (n=10) | melanoma (n=10) |" in section
     assert row.split(" | ")[3].startswith(f"{100 * melanoma:.2f} [")
+
+
+def test_the_runner_keeps_the_test_ids_diagnoses_once(tmp_path: Path) -> None:
+    import json
+
+    from PIL import Image
+
+    from lesionseg.benchmark.results import read_case_groups
+    from lesionseg.benchmark.runner import record_case_groups
+
+    images = tmp_path / "PH2Dataset" / "PH2 Dataset images"
+    codes = {"IMD002": 0, "IMD003": 1, "IMD010": 2, "IMD058": 0}
+    for cid in codes:
+        for sub, name in ((f"{cid}_Dermoscopic_Image", f"{cid}.bmp"), (f"{cid}_lesion", f"{cid}_lesion.bmp")):
+            (images / cid / sub).mkdir(parents=True)
+            Image.fromarray(np.full((8, 8), 255, np.uint8)).save(images / cid / sub / name)
+    rows = ["Name\tClinical Diagnosis"] + [f"{c}\t{d}" for c, d in codes.items()]
+    (tmp_path / "PH2Dataset" / "PH2_dataset.txt").write_text("\n".join(rows) + "\n")
+    split = tmp_path / "split.json"
+    split.write_text(json.dumps({"info": {}, "train": ["IMD002"], "val": ["IMD058"], "test": ["IMD003", "IMD010"]}))
+    cfg = BenchmarkConfig(
+        name="ph2like",
+        results_dir=str(tmp_path / "results"),
+        data={"root": str(tmp_path), "layout": "ph2"},
+        protocol=SplitProtocol(kind="fixed", split=str(split)),
+        seeds=(0,),
+        models=(BenchmarkModel(config="configs/x.yaml", label="x", epochs=1),),
+    )
+    record_case_groups(cfg, [split])
+    assert read_case_groups(cfg.results_dir) == {"diagnosis": {"IMD003": "atypical nevus", "IMD010": "melanoma"}}
+    path = tmp_path / "results" / "case_groups.json"
+    stamp = path.stat().st_mtime_ns
+    record_case_groups(cfg, [split])  # unchanged: not rewritten
+    assert path.stat().st_mtime_ns == stamp
