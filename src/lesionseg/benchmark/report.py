@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from ..data.ph2 import PH2_DIAGNOSES
+from ..data.ph2 import diagnosis_order
 from ..metrics.registry import METRICS, REPORT_METRICS, MetricSpec, get_metric
 from ..metrics.stats import (
     SIZE_TERTILES,
@@ -337,9 +337,7 @@ def _subgroup_section(
     groupings: list[tuple[str, dict[str, str], list[str], dict[str, str]]] = []
     diagnosis = read_case_groups(cfg.results_dir).get("diagnosis", {})
     if diagnosis:
-        order = [d for d in PH2_DIAGNOSES.values() if d in diagnosis.values()]
-        order += sorted(set(diagnosis.values()) - set(order))
-        groupings.append(("diagnosis", diagnosis, order, {}))
+        groupings.append(("diagnosis", diagnosis, diagnosis_order(diagnosis.values()), {}))
     ranges = {}
     for name in SIZE_TERTILES:
         sizes = [a for k, a in areas.items() if tertiles[k] == name]

@@ -42,7 +42,7 @@ import torch
 import yaml
 
 from ..data.base import find_cases, load_case, resize_pair
-from ..data.ph2 import PH2_DIAGNOSES
+from ..data.ph2 import diagnosis_name
 from ..data.splits import load_split, protocol_splits
 from ..engine.config import load_config
 from ..engine.distributed import resolve_device
@@ -144,9 +144,7 @@ def record_case_groups(cfg: BenchmarkConfig, splits: Sequence[Path]) -> None:
     (PH2's ``PH2_dataset.txt``), so that the report can break the scores down by it without reading the data."""
     test_ids = {i for path in splits for i in load_split(path).test}
     cases = [c for c in find_cases(cfg.data["root"], cfg.data.get("layout")) if c.id in test_ids]
-    diagnosis = {
-        c.id: PH2_DIAGNOSES.get(c.meta["diagnosis"], str(c.meta["diagnosis"])) for c in cases if "diagnosis" in c.meta
-    }
+    diagnosis = {c.id: diagnosis_name(c.meta["diagnosis"]) for c in cases if "diagnosis" in c.meta}
     if diagnosis:
         source = f"case metadata of the data root `{Path(cfg.data['root']).name}` (PH2: PH2_dataset.txt)"
         write_case_groups(cfg.results_dir, {"diagnosis": diagnosis}, source)

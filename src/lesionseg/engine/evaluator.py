@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from ..data.base import Case, DataProblem, SegmentationDataset, load_case, scan_cases
 from ..data.cache import open_case_cache
 from ..data.check import screen_cases
-from ..data.ph2 import PH2_DIAGNOSES
+from ..data.ph2 import diagnosis_name, diagnosis_order
 from ..data.splits import Split, load_split
 from ..inference.postprocess import apply_postprocessing
 from ..inference.predictor import Predictor, autocast_context
@@ -220,8 +220,7 @@ class Evaluation:
         areas = {str(r["id"]): float(r["tp"]) + float(r["fn"]) for r in rows}
         out = {}
         if self.diagnoses:
-            order = [d for d in PH2_DIAGNOSES.values() if d in self.diagnoses.values()]
-            order += sorted(set(self.diagnoses.values()) - set(order))
+            order = diagnosis_order(self.diagnoses.values())
             out["diagnosis"] = subgroup_means(dice, self.diagnoses, order, resamples)
         out["lesion size"] = subgroup_means(dice, size_tertiles(areas), SIZE_TERTILES, resamples)
         return out
@@ -415,10 +414,5 @@ def evaluate_checkpoint(
         where += ", flip TTA"
     if steps:
         where += f", post-processed: {' + '.join(steps)}"
-    diagnoses = {c.id: _diagnosis_name(c.meta["diagnosis"]) for c in cases if "diagnosis" in c.meta}
+    diagnoses = {c.id: diagnosis_name(c.meta["diagnosis"]) for c in cases if "diagnosis" in c.meta}
     return Evaluation(metrics, record["model"], str(checkpoint), desc, where, skipped, agreement, diagnoses)
-
-
-def _diagnosis_name(code: Any) -> str:
-    """PH2's numeric clinical diagnosis as its name; any other value as text."""
-    return PH2_DIAGNOSES.get(code, str(code)) if isinstance(code, int) else str(code)
