@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from . import cvc, folder, isic, kvasir, montgomery, ph2  # noqa: F401  (register the layouts)
 from .base import (
+    LAYOUTS,
     PROBLEM_SEVERITY,
     Case,
     DataProblem,
@@ -49,6 +50,7 @@ __all__ = [
     "DataProblem",
     "DatasetLayoutError",
     "ImageReadError",
+    "LAYOUTS",
     "PROBLEM_SEVERITY",
     "PROTOCOLS",
     "ScanResult",
