@@ -37,6 +37,7 @@ from .splits import (
     repeated_holdout,
     save_split,
 )
+from .synthetic import blob_pair, write_blob_dataset
 from .transforms import AugmentConfig, build_train_transform
 
 __all__ = [
@@ -57,6 +58,7 @@ __all__ = [
     "SegmentationDataset",
     "Split",
     "SplitProtocol",
+    "blob_pair",
     "build_train_transform",
     "builtin_splits",
     "check_case",
@@ -86,4 +88,5 @@ __all__ = [
     "save_split",
     "scan_cases",
     "screen_cases",
+    "write_blob_dataset",
 ]
