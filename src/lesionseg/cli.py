@@ -320,8 +320,7 @@ def _print_pretrained(show_cards: bool) -> int:
 def cmd_models(args: argparse.Namespace) -> int:
     if args.pretrained:
         return _print_pretrained(args.cards)
-    from .models import create_model, list_models, model_entrypoint
-    from .models._registry import _MODEL_DEFAULTS
+    from .models import create_model, list_models, model_entrypoint, model_tags
     from .models.complexity import count_macs, count_parameters
 
     names = list_models(args.pattern)
@@ -338,7 +337,7 @@ def cmd_models(args: argparse.Namespace) -> int:
         line = f"{name:24s} {count_parameters(model) / 1e6:10.3f}"
         if args.flops:
             line += f" {count_macs(model, size) / 1e9:12.3f}"
-        tags = _MODEL_DEFAULTS[name]
+        tags = model_tags(name)
         kind = "paper" if tags["paper_size"] and not tags["cpu_size"] else ("cpu" if not tags["paper_size"] else "both")
         doc = (model_entrypoint(name).__doc__ or "").strip().splitlines()
         print(f"{line}  {kind:5s}  {doc[0] if doc else ''}")

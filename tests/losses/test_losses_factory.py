@@ -31,7 +31,7 @@ def test_bad_kwargs_raise_value_error() -> None:
 
 
 def test_register_decorator(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(factory, "_REGISTRY", dict(factory._REGISTRY))
+    monkeypatch.setattr(factory, "LOSSES", factory.LOSSES.copy())
 
     @register_loss("zero")
     class ZeroLoss(nn.Module):

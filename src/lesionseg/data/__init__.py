@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from . import cvc, folder, isic, kvasir, montgomery, ph2  # noqa: F401  (register the layouts)
 from .base import (
+    LAYOUTS,
     PROBLEM_SEVERITY,
     Case,
     DataProblem,
@@ -36,6 +37,7 @@ from .splits import (
     repeated_holdout,
     save_split,
 )
+from .synthetic import blob_pair, write_blob_dataset
 from .transforms import AugmentConfig, build_train_transform
 
 __all__ = [
@@ -49,12 +51,14 @@ __all__ = [
     "DataProblem",
     "DatasetLayoutError",
     "ImageReadError",
+    "LAYOUTS",
     "PROBLEM_SEVERITY",
     "PROTOCOLS",
     "ScanResult",
     "SegmentationDataset",
     "Split",
     "SplitProtocol",
+    "blob_pair",
     "build_train_transform",
     "builtin_splits",
     "check_case",
@@ -84,4 +88,5 @@ __all__ = [
     "save_split",
     "scan_cases",
     "screen_cases",
+    "write_blob_dataset",
 ]

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ..registry import Registry
 from .io import IMAGE_EXTENSIONS, ImageReadError, read_image, read_mask
 
 if TYPE_CHECKING:
@@ -26,6 +27,7 @@ __all__ = [
     "PROBLEM_SEVERITY",
     "ScanResult",
     "SegmentationDataset",
+    "LAYOUTS",
     "register_layout",
     "list_layouts",
     "find_cases",
@@ -166,16 +168,15 @@ class _Layout:
     description: str
 
 
-_LAYOUTS: dict[str, _Layout] = {}
+#: Every dataset layout by name, in registration order (the order :func:`detect_layout` tries them).
+LAYOUTS: Registry[_Layout] = Registry("layout")
 
 
 def register_layout(name: str, detect: Callable[[Path], bool], description: str = ""):
     """Register ``find(root) -> list[Case]`` for a dataset layout, with a ``detect(root)`` predicate."""
 
     def wrap(fn: Callable[[Path], list[Case]]) -> Callable[[Path], list[Case]]:
-        if name in _LAYOUTS:
-            raise ValueError(f"layout {name!r} registered twice")
-        _LAYOUTS[name] = _Layout(name, fn, detect, description or (fn.__doc__ or "").strip().splitlines()[0])
+        LAYOUTS.add(name, _Layout(name, fn, detect, description or (fn.__doc__ or "").strip().splitlines()[0]))
         return fn
 
     return wrap
@@ -183,7 +184,7 @@ def register_layout(name: str, detect: Callable[[Path], bool], description: str 
 
 def list_layouts() -> dict[str, str]:
     """Known layouts and a one-line description of each."""
-    return {name: layout.description for name, layout in sorted(_LAYOUTS.items())}
+    return {name: LAYOUTS.get(name).description for name in LAYOUTS.names()}
 
 
 def detect_layout(root: str | Path) -> str:
@@ -191,12 +192,12 @@ def detect_layout(root: str | Path) -> str:
     root = Path(root)
     if not root.is_dir():
         raise DatasetLayoutError(f"{root}: data root is not a directory")
-    for name, layout in _LAYOUTS.items():
+    for name, layout in LAYOUTS.items():
         if name != "folder" and layout.detect(root):
             return name
-    if "folder" in _LAYOUTS and _LAYOUTS["folder"].detect(root):
+    if "folder" in LAYOUTS and LAYOUTS.get("folder").detect(root):
         return "folder"
-    raise DatasetLayoutError(f"{root}: no known dataset layout found; known: {', '.join(sorted(_LAYOUTS))}")
+    raise DatasetLayoutError(f"{root}: no known dataset layout found; known: {', '.join(LAYOUTS.names())}")
 
 
 def _find(root: str | Path, layout: str | None) -> tuple[Path, str, list[Case]]:
@@ -204,9 +205,7 @@ def _find(root: str | Path, layout: str | None) -> tuple[Path, str, list[Case]]:
     if not root.is_dir():
         raise DatasetLayoutError(f"{root}: data root is not a directory")
     name = layout or detect_layout(root)
-    if name not in _LAYOUTS:
-        raise ValueError(f"unknown layout {name!r}; known layouts: {', '.join(sorted(_LAYOUTS))}")
-    cases = sorted(_LAYOUTS[name].find(root), key=lambda c: c.id)
+    cases = sorted(LAYOUTS.get(name).find(root), key=lambda c: c.id)
     first: dict[str, Case] = {}
     duplicates: list[DataProblem] = []
     for case in cases:
