@@ -366,7 +366,7 @@ def _print_check(report, limit_notes: int = 5) -> None:
 
 def _data_prepare(args: argparse.Namespace) -> int:
     from .data import DEFAULT_MAX_PIXELS
-    from .data.prepare import PrepareError, prepare_archives
+    from .data.prepare import prepare_archives
 
     if not args.out:
         print("lesionseg data prepare: give --out ROOT, the data root to write", file=sys.stderr)
@@ -380,7 +380,7 @@ def _data_prepare(args: argparse.Namespace) -> int:
             max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS,
             progress=not args.no_progress,
         )
-    except PrepareError as err:
+    except ValueError as err:  # PrepareError, an unknown layout, a root that does not scan
         print(f"lesionseg data prepare: {err}", file=sys.stderr)
         return 2
     for result in report.archives:

@@ -186,3 +186,20 @@ def test_an_archive_without_the_dataset_folders_is_refused(tmp_path: Path) -> No
     fake.write_bytes(b"not a zip at all")
     with pytest.raises(PrepareError, match="not a zip file"):
         prepare_archives("kvasir_seg", [fake], tmp_path / "data")
+
+
+def test_a_missing_mask_fails_the_check_and_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    archives, built = write_official_archives("isic2016", tmp_path / "downloads")
+    truth = next(a for a in archives if a.name == "ISBI2016_ISIC_Part1_Training_GroundTruth.zip")
+    with zipfile.ZipFile(truth) as zf:
+        members = {i.filename: zf.read(i) for i in zf.infolist()}
+    dropped = f"ISBI2016_ISIC_Part1_Training_GroundTruth/{built.ids[0]}_Segmentation.png"
+    with zipfile.ZipFile(truth, "w") as zf:
+        for name, data in members.items():
+            if name != dropped:
+                zf.writestr(name, data)
+    root = tmp_path / "data"
+    assert main(["data", "prepare", "isic2016", *map(str, archives), "--out", str(root), "--no-progress"]) == 1
+    out = capsys.readouterr().out
+    assert "ERROR   image_without_mask" in out and f"{built.ids[0]}.jpg: no mask" in out
+    assert "train 1 (official 900), test 1 (official 379)" in out  # the unpaired image is not a case

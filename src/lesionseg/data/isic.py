@@ -42,6 +42,7 @@ grouped splits keep one lesion on one side. The challenge zips themselves carry 
 from __future__ import annotations
 
 import csv
+import logging
 from pathlib import Path
 
 from .base import Case, DatasetLayoutError, index_images, pair_by_id, register_layout
@@ -77,6 +78,8 @@ ISIC_SUBSETS: dict[str, tuple[tuple[str, str, str, str], ...]] = {
 _NOT_IMAGES = ("_superpixels",)
 
 
+_logger = logging.getLogger(__name__)
+
 # Columns naming the image in the ISIC metadata files, in the order they are looked for.
 _IMAGE_COLUMNS = ("image_id", "image", "image_name", "isic_id")
 _GROUP_COLUMNS = ("lesion_id", "patient_id")
@@ -86,25 +89,33 @@ def read_isic_lesion_ids(folders: list[Path]) -> dict[str, dict[str, str]]:
     """Image id -> ``{"lesion_id": ..., "patient_id": ...}`` from the metadata CSVs directly in ``folders``.
 
     A CSV counts when its header has ``lesion_id`` and one of the image-id columns; others are left alone, and so are
-    empty values. When two files disagree, the first in folder and name order wins.
+    empty values. When two files disagree, the first in folder and name order wins. A CSV that cannot be parsed is
+    logged and left out: lesion ids are optional, the cases load without them.
     """
     out: dict[str, dict[str, str]] = {}
     for folder in folders:
         if not folder.is_dir():
             continue
         for path in sorted(folder.glob("*.csv")):
-            with open(path, encoding="utf-8-sig", newline="", errors="replace") as f:
-                reader = csv.DictReader(f)
-                columns = [c.strip() for c in reader.fieldnames or ()]
-                image_col = next((c for c in _IMAGE_COLUMNS if c in columns), None)
-                if image_col is None or "lesion_id" not in columns:
-                    continue
-                for row in reader:
-                    row = {(k or "").strip(): (v or "").strip() for k, v in row.items() if isinstance(v, str)}
-                    fields = {c: row[c] for c in _GROUP_COLUMNS if row.get(c)}
-                    if row.get(image_col) and "lesion_id" in fields:
-                        out.setdefault(row[image_col], fields)
+            try:
+                _read_lesion_csv(path, out)
+            except (csv.Error, OSError) as err:
+                _logger.warning("%s: metadata CSV not read, its lesion ids are not used (%s)", path, err)
     return out
+
+
+def _read_lesion_csv(path: Path, out: dict[str, dict[str, str]]) -> None:
+    with open(path, encoding="utf-8-sig", newline="", errors="replace") as f:
+        reader = csv.DictReader(f)
+        columns = [c.strip() for c in reader.fieldnames or ()]
+        image_col = next((c for c in _IMAGE_COLUMNS if c in columns), None)
+        if image_col is None or "lesion_id" not in columns:
+            return
+        for row in reader:
+            row = {(k or "").strip(): (v or "").strip() for k, v in row.items() if isinstance(v, str)}
+            fields = {c: row[c] for c in _GROUP_COLUMNS if row.get(c)}
+            if row.get(image_col) and "lesion_id" in fields:
+                out.setdefault(row[image_col], fields)
 
 
 def _detect(layout: str, root: Path) -> bool:
