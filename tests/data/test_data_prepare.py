@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from data_fixtures import build_cvc, write_official_archives, zip_tree
+from data_fixtures import PH2_DIAGNOSES, build_cvc, write_official_archives, zip_tree
 
 from lesionseg.cli import main
 from lesionseg.data import find_cases, load_case
@@ -33,6 +33,8 @@ def test_prepare_every_official_archive_set(layout: str, tmp_path: Path) -> None
     else:
         assert report.counts == {None: len(built.ids)}
     assert report.check.n_cases == len(built.ids)
+    if layout == "ph2":  # the diagnosis table came along
+        assert {c.id: c.meta["diagnosis"] for c in cases} == PH2_DIAGNOSES
     # the tiny copies hold fewer cases than the releases: said, subset by subset
     assert len(report.count_mismatches()) == len(OFFICIAL_COUNTS[layout])
     assert sum(r.files for r in report.archives) > 0

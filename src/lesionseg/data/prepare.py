@@ -104,7 +104,9 @@ def _isic_specs() -> list[ArchiveSpec]:
 ARCHIVES: tuple[ArchiveSpec, ...] = (
     *_isic_specs(),
     # PH2Dataset.rar is the official release; the .zip is the usual repack of its PH2Dataset folder.
-    ArchiveSpec("PH2Dataset.zip", "ph2", ("PH2 Dataset images",), "PH2Dataset", files=("PH2_dataset.txt",)),
+    ArchiveSpec(
+        "PH2Dataset.zip", "ph2", ("PH2 Dataset images",), "PH2Dataset", files=("PH2_dataset.txt", "PH2_dataset.csv")
+    ),
     ArchiveSpec("CVC-ClinicDB.zip", "cvc_clinicdb", ("Original", "Ground Truth"), "CVC-ClinicDB"),
     ArchiveSpec("kvasir-seg.zip", "kvasir_seg", ("images", "masks"), "Kvasir-SEG"),
 )
@@ -287,7 +289,13 @@ def _plan(
             result.copies_left.append("/".join((*other, folder)))
             result.ignored.extend("/".join((*other, folder, *rel)) for _, rel in locations[other])
         plan.extend((info, Path(spec.dest, folder, *rel)) for info, rel in locations[chosen])
-    plan.extend(singles[:1])
+    taken = {dest for _, dest in plan}
+    for info, dest in singles:  # one copy of each single file: the first in archive order
+        if dest in taken:
+            result.ignored.append(info.filename)
+        else:
+            plan.append((info, dest))
+            taken.add(dest)
     seen: dict[str, str] = {}
     for info, dest in plan:
         if info.file_size > max_member_bytes:
