@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -38,6 +39,7 @@ __all__ = [
     "index_images",
     "load_case",
     "resize_pair",
+    "read_groups_csv",
     "channel_stats",
     "normalize_image",
 ]
@@ -57,6 +59,9 @@ class Case:
         mask: path of the binary mask, or None for unlabelled images.
         mask_threshold: mask values above it are lesion (0 for clean masks, 127 for JPEG masks).
         meta: extra fields of the layout (diagnosis, official subset, ...).
+        group: the case's group for grouped splits, for layouts that know one (CVC-ClinicDB's video sequence, an
+            ISIC lesion id from the metadata, a ``groups.csv`` of the folder layout); None when unknown. Cases of one
+            group are near-duplicates of one lesion and never straddle train, val and test in a grouped split.
     """
 
     id: str
@@ -64,6 +69,7 @@ class Case:
     mask: Path | None = None
     mask_threshold: int = 0
     meta: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    group: str | None = field(default=None, compare=False, hash=False)
 
 
 # Kind of problem -> severity. Errors make a case unusable (training refuses them, or skips them when asked);
@@ -283,6 +289,7 @@ def pair_by_id(
     require_masks: bool = True,
     meta: Callable[[str], dict[str, Any]] | None = None,
     missing_hint: str = "",
+    group: Callable[[str], str | None] | None = None,
 ) -> list[Case]:
     """Pair images and masks by id (never by listing order).
 
@@ -294,6 +301,7 @@ def pair_by_id(
         require_masks: an image without a mask is a problem (else a case without mask).
         meta: id -> extra fields of the case.
         missing_hint: where the mask was expected, appended to the error (e.g. ``<id>_segmentation.png in ...``).
+        group: id -> the case's group (:attr:`Case.group`), None when unknown.
 
     Raises:
         DatasetLayoutError: when ``require_masks`` and some image has no mask (the first ids are named); under
@@ -327,9 +335,38 @@ def pair_by_id(
             mask=masks.get(i),
             mask_threshold=threshold(masks.get(i)),
             meta=meta(i) if meta else {},
+            group=group(i) if group else None,
         )
         for i in sorted(images)
     ]
+
+
+def read_groups_csv(path: str | Path) -> dict[str, str]:
+    """Case id -> group from a CSV file with the columns ``id,group`` (a header row naming them; other columns are
+    ignored). Rows with an empty group are left out.
+
+    Raises:
+        ValueError: the file has no ``id`` and ``group`` columns, or gives one id two different groups (the file and
+            the row are named).
+    """
+    path = Path(path)
+    with open(path, encoding="utf-8-sig", newline="") as f:
+        reader = csv.DictReader(f)
+        columns = [c.strip() for c in reader.fieldnames or ()]
+        if "id" not in columns or "group" not in columns:
+            raise ValueError(f"{path}: a groups file needs the columns id,group; found {', '.join(columns) or 'none'}")
+        out: dict[str, str] = {}
+        for row in reader:
+            row = {(k or "").strip(): (v or "").strip() for k, v in row.items()}
+            cid, group = row["id"], row["group"]
+            if not cid or not group:
+                continue
+            if out.get(cid, group) != group:
+                raise ValueError(
+                    f"{path}, line {reader.line_num}: id {cid!r} has two groups, {out[cid]!r} and {group!r}"
+                )
+            out[cid] = group
+    return out
 
 
 def load_case(case: Case, channels: int = 3) -> tuple[np.ndarray, np.ndarray | None]:
