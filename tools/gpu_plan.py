@@ -457,7 +457,9 @@ def pack_results(
     """
     rebuilt = {"report.md", "results.csv", "dice_per_image.png", "overlays.jpg", "feature_maps.jpg"}
     now = _snapshot(folders)
-    added = sorted(p for p, key in now.items() if before.get(p) != key and Path(p).name not in rebuilt)
+    added = sorted(
+        p for p, key in now.items() if before.get(p) != key and Path(p).name not in rebuilt and _whole(Path(p), folders)
+    )
     packed: dict[str, Any] = {"results": [], "resume": [], "resume_left_out": []}
     archive.parent.mkdir(parents=True, exist_ok=True)
     with tarfile.open(archive, "w:gz") as tar:
@@ -484,6 +486,19 @@ def pack_results(
                 tar.add(p, arcname=str(p.resolve().relative_to(root)))
             packed["resume"].append(str(rel))
     return packed
+
+
+def _whole(path: Path, folders: Sequence[Path]) -> bool:
+    """False for a file of a run's results folder (``<results>/runs/<label>/<run key>/...``) without its
+    ``metrics.json``: an export stopped half-way (``metrics.json`` is written last)."""
+    for folder in folders:
+        try:
+            parts = path.relative_to(folder).parts
+        except ValueError:
+            continue
+        if len(parts) > 3 and parts[0] == "runs":
+            return (folder / Path(*parts[:3]) / "metrics.json").is_file()
+    return True
 
 
 def _bytes_io(data: bytes) -> Any:

@@ -90,6 +90,47 @@ def test_the_plan_rehearsed_on_cpu_packs_one_archive_that_unpacks_into_runs_the_
     assert "| unet_a | seed0 | 1 | 1 |" in report
 
 
+def test_the_archive_leaves_out_half_exported_runs_rebuilt_pages_and_resumable_runs_over_the_cap(
+    plan, tmp_path: Path
+) -> None:
+    results, work = tmp_path / "results", tmp_path / "work"
+    old = results / "runs/old/seed0/metrics.json"  # there before the plan started: not sent back
+    old.parent.mkdir(parents=True)
+    old.write_text("{}")
+    before = plan._snapshot([results])
+    for name, text in {
+        "runs/a/seed0/per_image.csv": "stopped before its metrics.json",
+        "runs/a/seed1/per_image.csv": "x",
+        "runs/a/seed1/metrics.json": "{}",
+        "runs/a/seed1/cross/b/metrics.json": "{}",
+        "splits/run0.json": "{}",
+        "complexity.json": "{}",
+        "report.md": "rebuilt here",
+    }.items():
+        (results / name).parent.mkdir(parents=True, exist_ok=True)
+        (results / name).write_text(text)
+    small, large = work / "runs/s/seed0", work / "runs/l/seed0"
+    small.mkdir(parents=True)
+    large.mkdir(parents=True)
+    (small / "last.safetensors").write_bytes(b"0" * 1024)
+    (large / "last.safetensors").write_bytes(b"0" * 4096)
+    packed = plan.pack_results(
+        tmp_path / "a.tar.gz", tmp_path, before, [results], {"x/plan.json": b"{}"}, [large, small], 3 / 1024
+    )
+    with tarfile.open(tmp_path / "a.tar.gz") as tar:
+        names = sorted(tar.getnames())
+    assert names == [
+        "results/complexity.json",
+        "results/runs/a/seed1/cross/b/metrics.json",
+        "results/runs/a/seed1/metrics.json",
+        "results/runs/a/seed1/per_image.csv",
+        "results/splits/run0.json",
+        "work/runs/s/seed0/last.safetensors",
+        "x/plan.json",
+    ]
+    assert packed["resume"] == ["work/runs/s/seed0"] and packed["resume_left_out"] == ["work/runs/l/seed0 (0.0 MiB)"]
+
+
 def test_the_plan_starts_no_run_its_estimate_says_cannot_finish(plan) -> None:
     recipe = {"train": 105, "val": 15, "batch": 8, "epochs": 100}
     # 13 steps of 0.2 s, a validation of 15 images (2 batches) at a third of a step, 0.5 s: 3.23 s an epoch
