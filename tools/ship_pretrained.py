@@ -204,7 +204,7 @@ lesionseg evaluate --checkpoint {args.tag} --data-root {data_root} --native --me
 ## Speed
 One 768x576 image end to end (resize, network, resize back, post-process, measure; decoding excluded), warm,
 {args.threads} threads, median of 30: eager PyTorch {lat["torch"]:.1f} ms, onnxruntime {lat["onnxruntime"]:.1f} ms, on
-{cpu_name()} (`python benchmarks/predict_latency.py --model {args.tag}` gives the full comparison).
+{cpu_name()} (`python perf/predict_latency.py --model {args.tag}` gives the full comparison).
 
 Files: `{args.tag}.safetensors` (weights, SHA-256 `{sha}`; safetensors, so loading never unpickles),
 `{args.tag}.json` (the record: architecture, normalisation, threshold, post-processing, training config, these metrics).

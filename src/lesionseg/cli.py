@@ -339,8 +339,7 @@ def _print_pretrained(show_cards: bool) -> int:
 def cmd_models(args: argparse.Namespace) -> int:
     if args.pretrained:
         return _print_pretrained(args.cards)
-    from .models import create_model, list_models, model_entrypoint
-    from .models._registry import _MODEL_DEFAULTS
+    from .models import create_model, list_models, model_entrypoint, model_tags
     from .models.complexity import count_macs, count_parameters
 
     names = list_models(args.pattern)
@@ -357,7 +356,7 @@ def cmd_models(args: argparse.Namespace) -> int:
         line = f"{name:24s} {count_parameters(model) / 1e6:10.3f}"
         if args.flops:
             line += f" {count_macs(model, size) / 1e9:12.3f}"
-        tags = _MODEL_DEFAULTS[name]
+        tags = model_tags(name)
         kind = "paper" if tags["paper_size"] and not tags["cpu_size"] else ("cpu" if not tags["paper_size"] else "both")
         doc = (model_entrypoint(name).__doc__ or "").strip().splitlines()
         print(f"{line}  {kind:5s}  {doc[0] if doc else ''}")
@@ -383,9 +382,60 @@ def _print_check(report, limit_notes: int = 5) -> None:
     )
 
 
+def _data_prepare(args: argparse.Namespace) -> int:
+    from .data import DEFAULT_MAX_PIXELS
+    from .data.prepare import prepare_archives
+
+    if not args.out:
+        print("lesionseg data prepare: give --out ROOT, the data root to write", file=sys.stderr)
+        return 2
+    try:
+        report = prepare_archives(
+            args.root,
+            args.archives,
+            args.out,
+            overwrite=args.overwrite,
+            max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS,
+            progress=not args.no_progress,
+        )
+    except ValueError as err:  # PrepareError, an unknown layout, a root that does not scan
+        print(f"lesionseg data prepare: {err}", file=sys.stderr)
+        return 2
+    for result in report.archives:
+        extra = f", {len(result.ignored)} other member(s) left in the archive" if result.ignored else ""
+        copies = f", other copies left: {', '.join(result.copies_left)}" if result.copies_left else ""
+        print(f"{result.archive.name}: {result.files} file(s) unpacked{extra}{copies}")
+    counts = ", ".join(
+        f"{subset or 'cases'} {n} (official {report.official[subset]})" for subset, n in report.counts.items()
+    )
+    print(f"{report.root} ({report.layout}): {counts}")
+    for line in report.count_mismatches():
+        print(f"WARNING {line}")
+    _print_check(report.check)
+    return 0 if report.ok else 1
+
+
+def _split_groups(args: argparse.Namespace, cases: list) -> dict | None:
+    """The groups of ``data split --group-by``, with a line saying how many cases have none."""
+    from .data import case_groups
+
+    if not args.group_by:
+        return None
+    groups = case_groups(cases, args.group_by)
+    lacking = sum(1 for g in groups.values() if g is None)
+    if lacking:
+        print(f"lesionseg data split: {lacking} case(s) have no group under {args.group_by!r}; each is its own group")
+    return groups
+
+
 def cmd_data(args: argparse.Namespace) -> int:
     from .data import DEFAULT_MAX_PIXELS, check_root, find_cases, make_split, save_split
 
+    if args.action == "prepare":
+        return _data_prepare(args)
+    if args.archives:
+        print(f"lesionseg data {args.action}: unexpected arguments {' '.join(args.archives)}", file=sys.stderr)
+        return 2
     if args.action == "check":
         max_pixels = args.max_pixels or DEFAULT_MAX_PIXELS
         report = check_root(args.root, args.layout, max_pixels=max_pixels, progress=not args.no_progress)
@@ -401,6 +451,7 @@ def cmd_data(args: argparse.Namespace) -> int:
         if any(v is None for v in strata.values()):
             print(f"lesionseg data split: some cases have no {args.stratify!r}", file=sys.stderr)
             return 2
+    groups = _split_groups(args, cases)
     split = make_split(
         [c.id for c in cases],
         args.test_fraction,
@@ -409,9 +460,16 @@ def cmd_data(args: argparse.Namespace) -> int:
         strata,
         name=args.name or Path(args.root).name,
         stratified_by=args.stratify,
+        groups=groups,
+        grouped_by=args.group_by,
     )
-    save_split(split, args.out)
-    print(f"wrote {args.out}: train {len(split.train)}, val {len(split.val)}, test {len(split.test)}")
+    out = args.out or "split.json"
+    save_split(split, out)
+    grouped = ""
+    if groups is not None:
+        n = {part: len({groups[i] or i for i in getattr(split, part)}) for part in ("train", "val", "test")}
+        grouped = f" (groups: train {n['train']}, val {n['val']}, test {n['test']}; none in two parts)"
+    print(f"wrote {out}: train {len(split.train)}, val {len(split.val)}, test {len(split.test)}{grouped}")
     return 0
 
 
@@ -599,11 +657,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cards", action="store_true", help="with --pretrained: print each model card")
     p.set_defaults(func=cmd_models)
 
-    p = sub.add_parser("data", help="check a data root, or draw and store a split")
-    p.add_argument("action", choices=("check", "split"))
-    p.add_argument("root")
+    p = sub.add_parser(
+        "data",
+        help="check a data root, draw and store a split, or unpack the official archives",
+        description="check ROOT | split ROOT | prepare LAYOUT ARCHIVE... --out ROOT (unpack a dataset's official zip "
+        "files into the layout the loaders read, then check it)",
+    )
+    p.add_argument("action", choices=("check", "split", "prepare"))
+    p.add_argument("root", help="the data root; for prepare: the layout (isic2016, isic2017, isic2018, ph2, ...)")
+    p.add_argument(
+        "archives", nargs="*", help="prepare: the official archives (e.g. ISIC2018_Task1-2_Training_Input.zip)"
+    )
     p.add_argument("--layout")
-    p.add_argument("--out", default="split.json")
+    p.add_argument("--out", default=None, help="split: the split file (default: split.json); prepare: the data root")
+    p.add_argument(
+        "--group-by",
+        metavar="KEY",
+        help="split: draw whole groups so that none straddles train/val/test: 'group' (the layout's: CVC-ClinicDB "
+        "sequences, ISIC lesion ids from a metadata CSV, the folder layout's groups.csv), a case field (lesion_id, "
+        "patient_id) or an id,group CSV file",
+    )
+    p.add_argument("--overwrite", action="store_true", help="prepare: unpack into dataset folders that hold files")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--test-fraction", type=float, default=0.2)
     p.add_argument("--val-fraction", type=float, default=0.1)

@@ -31,9 +31,15 @@ def _cfg(tmp_path: Path) -> BenchmarkConfig:
 
 
 def _store(
-    cfg: BenchmarkConfig, label: str, seed: int, noise: float, best_epoch: int = 4, exported_as: int | None = None
+    cfg: BenchmarkConfig,
+    label: str,
+    seed: int,
+    noise: float,
+    best_epoch: int = 4,
+    exported_as: int | None = None,
+    epochs: int = 5,
 ) -> None:
-    """A run of 5 epochs whose predictions are the truth with ``noise`` of each image's pixels flipped (seeded)."""
+    """A run whose predictions are the truth with ``noise`` of each image's pixels flipped (seeded)."""
     rng = np.random.default_rng(1000 * seed + int(noise * 1000) + len(label))
     truth = np.zeros((30, 1, 16, 16), dtype=np.uint8)
     truth[:, :, 4:12, 4:12] = 1
@@ -51,7 +57,7 @@ def _store(
     meta = {
         "run": seed if exported_as is None else exported_as,
         "seed": seed,
-        "epochs": 5,
+        "epochs": epochs,
         "best_epoch": best_epoch,
         "precision": "fp32",
         "threads": 1,
@@ -99,6 +105,27 @@ def test_partial_tables_say_what_is_missing_and_what_is_significant(tmp_path: Pa
     _store(cfg, "close", 2, 0.05)
     assert "5 of 12 runs are finished" not in write_report(cfg).read_text()
     assert "missing: poor: seed1, seed2; none" in (tmp_path / "results" / "report.md").read_text()
+
+
+def test_each_run_says_whether_it_converged_before_the_last_fifth_of_its_epochs(tmp_path: Path) -> None:
+    cfg = _cfg(tmp_path)
+    _store(cfg, "good", 0, 0.05, best_epoch=8, epochs=10)  # epochs 9-10 are the last fifth: converged
+    _store(cfg, "good", 1, 0.05, best_epoch=9, epochs=10)  # in the last fifth, not in the last tenth
+    _store(cfg, "close", 0, 0.05, best_epoch=4, epochs=5)  # the last fifth of 5 epochs is epoch 5
+    report = write_report(cfg).read_text()
+    assert "| good | seed0 | 10 | 8 | fp32 | 1 | 1.5 | test host | yes |" in report
+    assert "| good | seed1 | 10 | 9 | fp32 | 1 | 1.5 | test host | no |" in report
+    assert "| close | seed0 | 5 | 4 | fp32 | 1 | 1.5 | test host | yes |" in report
+    assert "Still improving when" not in report  # epoch 9 of 10 is not in the last tenth
+    assert "Not converged (the best validation epoch falls in the last fifth of the epochs; " in report
+    assert "says so per run): good (1 of 2 runs)." in report
+    with open(tmp_path / "results" / "results.csv", newline="") as f:
+        assert [r["converged"] for r in csv.DictReader(f)] == ["yes", "no", "yes"]
+
+    _store(cfg, "good", 1, 0.05, best_epoch=7, epochs=10)  # retrained: now every run converged
+    report = write_report(cfg).read_text()
+    assert "Every finished run converged: its best validation epoch comes before the last fifth" in report
+    assert "Not converged" not in report
 
 
 def test_no_finished_run_gives_a_short_report(tmp_path: Path) -> None:

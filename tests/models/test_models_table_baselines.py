@@ -15,11 +15,12 @@ from model_checks import params_without_grad
 
 from lesionseg.engine import load_config
 from lesionseg.models import create_model
+from lesionseg.models.blocks import channel_shuffle
 from lesionseg.models.complexity import count_parameters
 from lesionseg.models.hcmamba import HCSSM, HCMamba
 from lesionseg.models.lv_unet import FusibleBlock, LVUNet
 from lesionseg.models.maskformer import MaskFormer, foreground_logits
-from lesionseg.models.medmamba import MedMambaUNet, SSConvSSM, channel_shuffle
+from lesionseg.models.medmamba import MedMambaUNet, SSConvSSM
 from lesionseg.models.transfuse import TransFuse
 from lesionseg.models.utnetv2 import BidirectionAttention, UTNetV2
 

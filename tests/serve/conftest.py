@@ -12,20 +12,14 @@ import pytest
 import torch
 from PIL import Image
 
+from lesionseg.data.synthetic import blob_pair
+
 SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
 
 def blob_image(size: tuple[int, int] = (72, 96), seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """A bright ellipse (the lesion) on a dark textured background: uint8 (H, W, 3) image and {0, 1} mask."""
-    rng = np.random.default_rng(seed)
-    h, w = size
-    yy, xx = np.mgrid[:h, :w]
-    cy, cx = rng.uniform(0.35, 0.65, 2) * (h, w)
-    ry, rx = rng.uniform(0.15, 0.3, 2) * (h, w)
-    mask = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1
-    img = rng.integers(0, 60, (h, w, 3))
-    img[mask] += np.array([150, 90, 40])
-    return np.clip(img, 0, 255).astype(np.uint8), mask.astype(np.uint8)
+    return blob_pair(size, np.random.default_rng(seed), centre=(0.35, 0.65), radii=(0.15, 0.3))
 
 
 def encode(image: np.ndarray, fmt: str = "PNG", **kw) -> bytes:

@@ -176,25 +176,45 @@ def _compare(runs: Mapping[str, Sequence[RunResults]], best: str) -> list[_Compa
     return out
 
 
+def _yes_no(value: bool | None) -> str:
+    return "—" if value is None else ("yes" if value else "no")
+
+
 def _names(items: Sequence[str]) -> str:
     if len(items) <= 1:
         return "".join(items)
     return ", ".join(items[:-1]) + " and " + items[-1]
 
 
-def _still_improving(runs: Mapping[str, Sequence[RunResults]]) -> list[str]:
-    """Models whose best validation epoch fell in the last tenth of their epochs (at least the last epoch), with the
-    number of such runs when not all of them (``efp_s (1 of 3 runs)``)."""
+def _best_in_last_part(meta: Mapping[str, Any], parts: int) -> bool | None:
+    """Whether a run's best validation epoch fell in the last ``1/parts`` of its epochs (at least its last epoch);
+    None when its metadata lacks the epochs."""
+    epochs, best = meta.get("epochs"), meta.get("best_epoch")
+    if not (isinstance(epochs, int) and isinstance(best, int)):
+        return None
+    return best > epochs - max(1, epochs // parts)
+
+
+def _converged(meta: Mapping[str, Any]) -> bool | None:
+    """A run converged when its best validation epoch comes before the last fifth of its epochs."""
+    late = _best_in_last_part(meta, 5)
+    return None if late is None else not late
+
+
+def _late_models(runs: Mapping[str, Sequence[RunResults]], parts: int) -> list[str]:
+    """Models with runs whose best validation epoch fell in the last ``1/parts`` of their epochs, with the number of
+    such runs when not all of them (``efp_s (1 of 3 runs)``)."""
     out = []
     for label, rs in runs.items():
-        late = 0
-        for r in rs:
-            epochs, best = r.meta.get("epochs"), r.meta.get("best_epoch")
-            if isinstance(epochs, int) and isinstance(best, int) and best > epochs - max(1, epochs // 10):
-                late += 1
+        late = sum(bool(_best_in_last_part(r.meta, parts)) for r in rs)
         if late:
             out.append(label if late == len(rs) else f"{label} ({late} of {len(rs)} runs)")
     return out
+
+
+def _still_improving(runs: Mapping[str, Sequence[RunResults]]) -> list[str]:
+    """Models whose best validation epoch fell in the last tenth of their epochs (see :func:`_late_models`)."""
+    return _late_models(runs, 10)
 
 
 def _what_the_table_says(
@@ -267,6 +287,16 @@ def _what_the_table_says(
             f"Still improving when their fixed compute ended (the checkpoint chosen on validation comes from the last "
             f"tenth of the epochs): {_names(late)}; the table compares them at this compute, not at convergence."
         )
+    unconverged = _late_models(runs, 5)
+    if unconverged:
+        text.append(
+            f"Not converged (the best validation epoch falls in the last fifth of the epochs; the Training table "
+            f"says so per run): {_names(unconverged)}."
+        )
+    else:
+        text.append(
+            "Every finished run converged: its best validation epoch comes before the last fifth of its epochs."
+        )
     if missing:
         gaps = "; ".join(f"{label}: {', '.join(cfg.run_key(r) for r in rs)}" for label, rs in missing)
         text.append(
@@ -282,7 +312,7 @@ def _what_the_table_says(
 def write_results_csv(runs: Mapping[str, Sequence[RunResults]], complexity: Mapping[str, Any], path: Path) -> None:
     """One row per finished run: facts, then every registry metric under each reduction it has."""
     fields = ["model", "arch", "run", "seed", "epochs", "best_epoch", "precision", "threads", "train_minutes"]
-    fields += ["machine", "params"]
+    fields += ["machine", "converged", "params"]
     scores = [(red, m) for red in ("global", "per_image") for m in METRICS if red in m.reductions]
     fields += [f"{red}_{m.name}" for red, m in scores]
     with open(path, "w", newline="") as f:
@@ -301,6 +331,7 @@ def write_results_csv(runs: Mapping[str, Sequence[RunResults]], complexity: Mapp
                     "threads": r.meta.get("threads"),
                     "train_minutes": f"{float(r.meta.get('train_minutes') or 0.0):.2f}",
                     "machine": r.meta.get("machine"),
+                    "converged": {True: "yes", False: "no", None: ""}[_converged(r.meta)],
                     "params": complexity.get(label, {}).get("params"),
                 }
                 for red, m in scores:
@@ -603,11 +634,13 @@ def write_report(cfg: BenchmarkConfig, failures: Sequence[str] = ()) -> Path:
                     str(r.meta.get("threads")),
                     f"{float(r.meta.get('train_minutes') or 0.0):.1f}",
                     str(r.meta.get("machine")),
+                    _yes_no(_converged(r.meta)),
                 ]
             )
     if rows:
-        head = ["Model", "Run", "Epochs", "Best epoch", "Precision", "Threads", "Minutes", "Ran on"]
-        lines += ["## Training", ""] + _table(rows, head, "llrrlrrl")
+        head = ["Model", "Run", "Epochs", "Best epoch", "Precision", "Threads", "Minutes", "Ran on", "Converged"]
+        lines += ["## Training", ""] + _table(rows, head, "llrrlrrll")
+        lines += ["", "Converged: the best validation epoch comes before the last fifth of the run's epochs."]
         lines.append("")
 
     lines += _precision_section(cfg)

@@ -19,7 +19,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ._registry import create_model
+from ._registry import build_model
 
 __all__ = [
     "CheckpointError",
@@ -27,6 +27,7 @@ __all__ = [
     "list_pretrained",
     "pretrained_stem",
     "load_pretrained",
+    "create_model",
     "model_card",
     "resolve_checkpoint",
     "save_checkpoint",
@@ -158,7 +159,7 @@ def load_model(path: str | Path, map_location: str = "cpu") -> tuple[nn.Module, 
     weights_path = stem.with_name(stem.name + ".safetensors")
     if not weights_path.is_file():
         raise CheckpointError(f"{weights_path}: weights file missing")
-    model = create_model(
+    model = build_model(
         record["model"],
         in_channels=record.get("in_channels", 3),
         num_classes=record.get("num_classes", 1),
@@ -234,6 +235,39 @@ def pretrained_stem(tag: str) -> Path:
 def load_pretrained(tag: str, map_location: str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
     """A shipped model (eval mode) and its record."""
     return load_model(pretrained_stem(tag), map_location=map_location)
+
+
+def create_model(
+    name: str, in_channels: int = 3, num_classes: int = 1, pretrained: str | None = None, **kwargs: Any
+) -> nn.Module:
+    """Build a registered model by name, optionally with shipped weights (``lesionseg.create_model``).
+
+    Args:
+        name: registered factory name (see ``list_models()``).
+        in_channels: input image channels (3 for RGB, 1 for grayscale).
+        num_classes: output logit channels (1 for binary lesion segmentation).
+        pretrained: tag of shipped weights for this model (``"skin"``, ``"polyp"``; see :func:`list_pretrained`); the
+            architecture options come from the weights' record and ``kwargs`` must not contradict them. Nothing is
+            downloaded.
+        **kwargs: architecture options forwarded to the factory (module switches, widths).
+
+    Raises:
+        ValueError: for an unknown name (the message lists the known ones), an unknown tag, or weights that belong
+            to another model or another input/output shape.
+    """
+    if pretrained is None:
+        return build_model(name, in_channels=in_channels, num_classes=num_classes, **kwargs)
+    model, record = load_pretrained(pretrained)
+    expected = {
+        "model": (record["model"], name),
+        "in_channels": (record.get("in_channels", 3), in_channels),
+        "num_classes": (record.get("num_classes", 1), num_classes),
+    }
+    expected.update({k: (record["model_kwargs"].get(k), v) for k, v in kwargs.items()})
+    clashes = [f"{k}={want!r} (weights: {have!r})" for k, (have, want) in expected.items() if have != want]
+    if clashes:
+        raise ValueError(f"pretrained {pretrained!r} does not fit {name}: {', '.join(clashes)}")
+    return model.train()
 
 
 def model_card(tag: str) -> str:

@@ -8,9 +8,9 @@ Prints, per phase: requests/s (answered 200), p50/p95/p99 latency of the 200s, t
 show they are quick), and the error count (any other status, timeouts, broken connections).
 
     # start a server on a free port with the given model, then 8 clients for 60 s and 32 clients for 30 s:
-    python benchmarks/serve_load.py --model skin --phase 8:60 --phase 32:30
+    python perf/serve_load.py --model skin --phase 8:60 --phase 32:30
     # or against a running server:
-    python benchmarks/serve_load.py --url http://127.0.0.1:8000 --phase 8:60
+    python perf/serve_load.py --url http://127.0.0.1:8000 --phase 8:60
 """
 
 from __future__ import annotations

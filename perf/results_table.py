@@ -1,6 +1,6 @@
 """Print a markdown table of evaluated runs: both reductions, the training length, the model size.
 
-Usage: python benchmarks/results_table.py RUN_DIR [RUN_DIR ...] [--eval eval_test] [--metrics dice,iou,...] [--paired]
+Usage: python perf/results_table.py RUN_DIR [RUN_DIR ...] [--eval eval_test] [--metrics dice,iou,...] [--paired]
 
 Each RUN_DIR is a ``lesionseg train`` folder whose ``<eval>/metrics.json`` was written by
 ``lesionseg evaluate --checkpoint RUN_DIR/best --out RUN_DIR/<eval>``. Rows keep the order given. ``--paired`` adds
