@@ -247,8 +247,12 @@ class _SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
-def _b64_png(array: np.ndarray) -> str:
-    ok, buf = cv2.imencode(".png", array, [cv2.IMWRITE_PNG_COMPRESSION, 1])
+def _b64_png(array: np.ndarray, runs: bool = False) -> str:
+    """Base64 of a fast PNG; ``runs`` for a mask, whose long runs of 0 and 255 RLE packs about 4x smaller as fast."""
+    params = [cv2.IMWRITE_PNG_COMPRESSION, 1]
+    if runs:
+        params += [cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE]
+    ok, buf = cv2.imencode(".png", array, params)
     if not ok:
         raise RuntimeError("PNG encoding failed")
     return base64.b64encode(buf.tobytes()).decode("ascii")
@@ -306,7 +310,7 @@ def _segment_sync(
         "image": {"name": name, "width": decoded.width, "height": decoded.height},
         "threshold": threshold,
         "postprocess": list(predictor.postprocess),
-        "mask_png": _b64_png(mask),
+        "mask_png": _b64_png(mask, runs=True),
         "probability": {"png": _b64_png(small), "width": int(small.shape[1]), "height": int(small.shape[0])},
         "measurements": measured.to_dict(pixel_size),
         "work_size": {"width": int(w), "height": int(h)},
