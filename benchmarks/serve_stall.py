@@ -7,8 +7,9 @@ loop is bounded by time and stops by itself:
 - ``stall``: N connections send the headers of an upload and then nothing, while 2 clients post a PH2 image for
   ``--seconds``: 200s and 503s and the 200s' latency; then when (and with what) each stalled connection was answered.
 - ``slow``: one upload sends half its body and stalls: how long the server holds it, and whether a place is held.
-- ``abandon``: N clients each send a flat 36-megapixel PNG and close the connection at once: the server's CPU seconds
-  and memory until it is idle again, and how long that takes.
+- ``abandon``: N clients each send a flat 36-megapixel PNG and close the connection (at once, or ``--abandon-after``
+  seconds later, when their images are queued): the server's CPU seconds and memory until it is idle again, and how
+  long that takes.
 - ``flat``: one flat 36-megapixel PNG, waited for: time, server CPU seconds and the server's peak memory.
 
 Server CPU and memory are read from /proc (Linux). Run from the repository root:
@@ -140,10 +141,15 @@ def probe_abandon(host, port, server, args, body, ctype) -> dict:
     pid = server.pid
     cpu0, (rss0, _) = _cpu_seconds(pid), _memory_mb(pid)
     start = time.monotonic()
+    socks = []
     for _ in range(args.abandoned):
-        with socket.create_connection((host, port), timeout=10) as sock:
-            sock.sendall(_head(host, port, ctype, len(body)) + body)  # the whole upload, then gone
+        sock = socket.create_connection((host, port), timeout=10)
+        sock.sendall(_head(host, port, ctype, len(body)) + body)  # the whole upload, then gone
+        socks.append(sock)
     sent = time.monotonic() - start
+    time.sleep(args.abandon_after)
+    for sock in socks:
+        sock.close()
     peak_rss, last_cpu, last_change, idle_at = rss0, cpu0, time.monotonic(), None
     while time.monotonic() - start < args.idle_wait:
         time.sleep(0.2)
@@ -161,8 +167,9 @@ def probe_abandon(host, port, server, args, body, ctype) -> dict:
     )
     print(
         f"abandon: {args.abandoned} uploads of a {len(body) // 1024} KB flat {args.flat_mp:g}-MP PNG sent in "
-        f"{sent:.2f} s and abandoned: server {idle}, {cpu:.1f} CPU s, RSS {rss0:.0f} MB before, peak {peak_rss:.0f} MB"
-        f"; /healthz served {health.get('served')}, dropped {health.get('dropped', '-')}, busy {health.get('busy')}",
+        f"{sent:.2f} s and abandoned {args.abandon_after:g} s later: server {idle}, {cpu:.1f} CPU s, "
+        f"RSS {rss0:.0f} MB before, peak {peak_rss:.0f} MB; /healthz served {health.get('served')}, "
+        f"dropped {health.get('dropped', '-')}, busy {health.get('busy')}",
         flush=True,
     )
     return {"idle_after_s": idle_at, "cpu_s": round(cpu, 2), "rss_before_mb": rss0, "rss_peak_mb": peak_rss, **health}
@@ -217,6 +224,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=15.0, help="normal traffic while they stall (default 15)")
     p.add_argument("--stall-wait", type=float, default=45.0, help="seconds to watch a stalled connection (45)")
     p.add_argument("--abandoned", type=int, default=18, help="abandoned uploads (default 18)")
+    p.add_argument(
+        "--abandon-after", type=float, default=0.0, help="seconds between sending and closing (default 0: at once)"
+    )
     p.add_argument("--idle-wait", type=float, default=90.0, help="longest wait for the server to be idle (90)")
     p.add_argument("--flat-mp", type=float, default=36.0, help="megapixels of the flat PNG (default 36: 6000 x 6000)")
     p.add_argument("--image", type=Path, help="image for the normal requests (default: the first PH2 image)")

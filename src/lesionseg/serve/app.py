@@ -199,7 +199,7 @@ class _UploadGuard:
                 return await receive()
             try:
                 message = await asyncio.wait_for(receive(), max(0.0, deadline - loop.time()))
-            except TimeoutError:
+            except asyncio.TimeoutError:  # the builtin TimeoutError from Python 3.11 on, not on 3.10
                 state.timed_out += 1
                 # FastAPI re-raises an HTTPException met while reading the body; our handler makes it JSON.
                 raise HTTPException(
