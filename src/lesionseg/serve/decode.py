@@ -135,7 +135,8 @@ def decode_upload(
                 img.draft(None, (math.ceil(width / factor), math.ceil(height / factor)))
             img.load()
             loaded = img.size
-            img = ImageOps.exif_transpose(img) or img
+            # In place: without an orientation to apply, a copy of the full-size pixels would be made for nothing.
+            ImageOps.exif_transpose(img, in_place=True)
             if img.size != loaded:  # EXIF orientation turned it a quarter
                 width, height = height, width
             if work_pixels is not None and img.width * img.height > work_pixels:
