@@ -300,6 +300,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         queue_size=args.queue_size,
         cors_origins=args.cors_origin or None,
         device=args.device,
+        work_pixels=int(args.work_megapixels * 1e6),
+        body_timeout=args.body_timeout,
     )
     try:
         loopback = ipaddress.ip_address(args.host).is_loopback
@@ -603,8 +605,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--model",
         action="append",
         default=[],
-        help="shipped tag (skin, polyp) or checkpoint to serve; repeatable; the first is the default "
-        "(default: every shipped model)",
+        help="shipped tag (skin, polyp) or checkpoint to serve; repeatable; the default for a request without a "
+        "model is skin when served, else the first (default: every shipped model)",
     )
     p.add_argument("--workers-threads", type=int, default=2, metavar="N", help="inference threads (default: 2)")
     p.add_argument(
@@ -613,6 +615,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="torch device of the models (default: cpu)")
     p.add_argument("--max-upload-mb", type=float, default=20.0, help="largest image file accepted (default: 20)")
     p.add_argument("--max-megapixels", type=float, default=40.0, help="largest image accepted (default: 40)")
+    p.add_argument(
+        "--work-megapixels",
+        type=float,
+        default=4.0,
+        help="larger images are reduced to this as they are decoded; model, post-processing and measurements work "
+        "on that, the mask comes back at full size (default: 4)",
+    )
+    p.add_argument(
+        "--body-timeout",
+        type=float,
+        default=20.0,
+        metavar="SECONDS",
+        help="a request's whole body must arrive within this, else 408 (default: 20)",
+    )
     p.add_argument(
         "--cors-origin",
         action="append",

@@ -1,10 +1,16 @@
-"""Fixtures for the server tests: a predictor (the shipped skin model, else a tiny one trained here) and images."""
+"""Fixtures for the server tests: a predictor (the shipped skin model, else a tiny one trained here), images, and the
+app under a real uvicorn in a thread."""
 
 from __future__ import annotations
 
+import contextlib
 import io
+import socket
 import struct
+import threading
+import time
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -109,3 +115,27 @@ def ph2_image() -> Path:
     if not cases:
         pytest.skip("no PH2 cases found")
     return Path(cases[0].image).resolve()
+
+
+@contextlib.contextmanager
+def live_server(app) -> Iterator[tuple[str, int]]:
+    """Run ``app`` under uvicorn in a thread on a socket bound here (no race for the port); yields (host, port)."""
+    import uvicorn
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.started, "uvicorn did not start"
+    try:
+        yield "127.0.0.1", port
+    finally:
+        server.should_exit = True
+        thread.join(15)
+        sock.close()

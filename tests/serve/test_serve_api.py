@@ -18,7 +18,7 @@ pytest.importorskip("httpx")
 from fastapi.testclient import TestClient  # noqa: E402
 
 from lesionseg.inference import measure_lesion  # noqa: E402
-from lesionseg.serve import PROBA_MAX_SIDE, create_app  # noqa: E402
+from lesionseg.serve import DEFAULT_BODY_TIMEOUT, DEFAULT_WORK_PIXELS, PROBA_MAX_SIDE, create_app  # noqa: E402
 from lesionseg.serve.app import STATIC_DIR  # noqa: E402
 
 from .conftest import blob_image, encode, png_bomb  # noqa: E402
@@ -49,7 +49,12 @@ def test_models_health_and_docs(client, predictor):
     assert [m["id"] for m in body["models"]] == ["skin"]
     assert body["default"] == "skin"
     assert body["models"][0]["threshold"] == predictor.threshold
-    assert body["limits"] == {"max_upload_bytes": MAX_UPLOAD, "max_pixels": MAX_PIXELS}
+    assert body["limits"] == {
+        "max_upload_bytes": MAX_UPLOAD,
+        "max_pixels": MAX_PIXELS,
+        "work_pixels": DEFAULT_WORK_PIXELS,
+        "body_timeout_s": DEFAULT_BODY_TIMEOUT,
+    }
     health = client.get("/healthz").json()
     assert health["status"] == "ok" and health["models"] == ["skin"] and health["capacity"] == 6
     assert "/api/segment" in client.get("/openapi.json").json()["paths"]
@@ -74,6 +79,7 @@ def test_segment_png_matches_predictor(client, predictor):
     full = predictor.predict_proba([image])[0]
     assert np.abs(prob.astype(np.float64) / 255 - full).max() <= 1 / 255 + 1e-6
     assert set(body["timings_ms"]) == {"queue", "decode", "inference", "postprocess", "encode", "total"}
+    assert body["work_size"] == {"width": 120, "height": 90}
     assert body["threshold"] == predictor.threshold and "image_jpeg" not in body
 
 
@@ -130,6 +136,49 @@ def test_threshold_and_model_fields(client):
     assert low["threshold"] == 0.02 and high["threshold"] == 0.98
     assert low["measurements"]["area"] >= high["measurements"]["area"]
     assert _post(client, data, model="skin").status_code == 200
+
+
+class _Spy:
+    """A predictor that records the size of every image the model is asked about."""
+
+    def __init__(self, inner) -> None:
+        self._inner = inner
+        self.shapes: list[tuple[int, ...]] = []
+
+    def __getattr__(self, name):
+        return getattr(self._inner, name)
+
+    def predict_proba(self, images):
+        self.shapes += [im.shape for im in images]
+        return self._inner.predict_proba(images)
+
+
+@pytest.mark.parametrize(("fmt", "ctype"), [("PNG", "image/png"), ("JPEG", "image/jpeg")])
+def test_work_is_bounded_by_decoded_pixels(predictor, fmt, ctype):
+    # 1600 x 1200 = 1.92 M pixels, under the 4 M accepted, over the 0.25 M worked on: a flat-file attack in small.
+    image, _ = blob_image((1200, 1600), seed=8)
+    spy = _Spy(predictor)
+    app = create_app({"skin": spy}, max_pixels=4_000_000, work_pixels=250_000)
+    with TestClient(app) as client:
+        res = _post(client, encode(image, fmt), name=f"big.{fmt.lower()}", ctype=ctype, include_image="true")
+    assert res.status_code == 200, res.text
+    body = res.json()
+    assert len(spy.shapes) == 1 and spy.shapes[0][0] * spy.shapes[0][1] <= 250_000
+    work = body["work_size"]
+    assert (work["height"], work["width"]) == spy.shapes[0][:2] and work["width"] * work["height"] <= 250_000
+    assert body["image"] == {"name": f"big.{fmt.lower()}", "width": 1600, "height": 1200}
+    mask = _png_decode(body["mask_png"])
+    assert mask.shape == (1200, 1600) and set(np.unique(mask)) <= {0, 255}
+    shown = np.asarray(Image.open(io.BytesIO(base64.b64decode(body["image_jpeg"]))))
+    assert shown.shape[:2] == (work["height"], work["width"])
+    # The measurements are in the image's own pixels: close to those of the whole image segmented at its size.
+    full = measure_lesion(predictor.predict_mask([image])[0]).to_dict()
+    got = body["measurements"]
+    assert full["area"] > 0
+    assert got["area"] == pytest.approx(full["area"], rel=0.05)
+    assert abs(int(np.count_nonzero(mask)) - got["area"]) <= 0.05 * got["area"]
+    for key in ("equivalent_diameter", "max_feret_diameter"):
+        assert got[key] == pytest.approx(full[key], rel=0.05), key
 
 
 # ---------------------------------------------------------------------------------------------------------- bad input
@@ -291,7 +340,17 @@ def test_no_cors_unless_asked(predictor):
 
 
 @pytest.mark.parametrize(
-    "kwargs", [{"threads": 0}, {"queue_size": -1}, {"max_upload_bytes": 0}, {"max_pixels": 0}, {"threads": 1.5}]
+    "kwargs",
+    [
+        {"threads": 0},
+        {"queue_size": -1},
+        {"max_upload_bytes": 0},
+        {"max_pixels": 0},
+        {"threads": 1.5},
+        {"work_pixels": 0},
+        {"body_timeout": 0},
+        {"body_timeout": float("nan")},
+    ],
 )
 def test_bad_settings_are_refused(predictor, kwargs):
     with pytest.raises(ValueError, match=next(iter(kwargs))):
