@@ -177,7 +177,7 @@ def test_work_is_bounded_by_decoded_pixels(predictor, fmt, ctype):
     assert full["area"] > 0
     assert got["area"] == pytest.approx(full["area"], rel=0.05)
     assert abs(int(np.count_nonzero(mask)) - got["area"]) <= 0.05 * got["area"]
-    for key in ("equivalent_diameter", "max_feret_diameter"):
+    for key in ("equivalent_diameter", "max_feret_diameter", "perimeter", "compactness"):
         assert got[key] == pytest.approx(full[key], rel=0.05), key
 
 
