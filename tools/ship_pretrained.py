@@ -86,7 +86,7 @@ def main() -> None:
         best = half
     evaluations = {}
     for key, native in (("working", False), ("native", True)):
-        ev = evaluate_checkpoint(best, native=native, include_hd95=True)
+        ev = evaluate_checkpoint(best, native=native, include_hd95=True, measurements=native)
         evaluations[key] = (ev, ev.results())
     model, _ = load_model(best)
     size = tuple(record["image_size"])
@@ -189,6 +189,18 @@ lesionseg evaluate --checkpoint {args.tag} --data-root {data_root} --native   # 
 
 {format_table(evaluations["working"][1], evaluations["working"][0].title)}
 {format_table(evaluations["native"][1], evaluations["native"][0].title)}
+{evaluations["native"][0].subgroup_table()}
+
+## Measurements against the ground truth
+Each test image measured on its predicted and on its hand-drawn mask, at its own resolution, with the estimator
+`predict` and the API use:
+
+```bash
+lesionseg evaluate --checkpoint {args.tag} --data-root {data_root} --native --measurements --out eval_{args.tag}
+```
+
+{evaluations["native"][0].agreement.table()}
+
 ## Speed
 One 768x576 image end to end (resize, network, resize back, post-process, measure; decoding excluded), warm,
 {args.threads} threads, median of 30: eager PyTorch {lat["torch"]:.1f} ms, onnxruntime {lat["onnxruntime"]:.1f} ms, on

@@ -101,14 +101,23 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         device=args.device,
         skip_bad=True if args.skip_bad else None,
         cache_dir=args.cache_dir,
+        measurements=args.measurements,
+        pixel_size=args.pixel_size,
     )
     _print_results(evaluation.results(), evaluation.title)
+    print()
+    print(evaluation.subgroup_table())
+    if evaluation.agreement is not None:
+        print()
+        print(evaluation.agreement.table(f"Measurements: {evaluation.title}"))
     for p in evaluation.skipped:
         print(f"skipped [{p.kind}] {p.message}", file=sys.stderr)
     if args.out:
         evaluation.save(args.out)
         extra = ", skipped.json" if evaluation.skipped else ""
-        print(f"wrote {args.out}/metrics.json, report.md, per_image.csv{extra}")
+        if evaluation.agreement is not None:
+            extra += ", measurements.csv, agreement.md, bland_altman.png"
+        print(f"wrote {args.out}/metrics.json, report.md, per_image.csv, subgroups.csv{extra}")
     return 0
 
 
@@ -219,6 +228,16 @@ def _print_predictions(summary, pixel_size: float | None, quiet: bool = False) -
         f"and measurements.json"
     )
     print(summary.summary_line())
+
+
+def _pixel_size(text: str) -> float:
+    """``--pixel-size``: checked while the arguments are read, so a bad value stops the command before any image."""
+    from .inference.measure import check_pixel_size
+
+    try:
+        return check_pixel_size(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def _predict_device(name: str, cuda: bool) -> str:
@@ -516,7 +535,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="on-disk cache of decoded, resized images: auto, a folder, or '' for none "
         "(default: the checkpoint's data.cache_dir)",
     )
-    p.add_argument("--out", help="folder for metrics.json, report.md, per_image.csv")
+    p.add_argument(
+        "--measurements",
+        action="store_true",
+        help="with --native: measure every predicted and ground-truth mask (area, perimeter, diameters, asymmetry, "
+        "compactness) and report their agreement: bias, 95%% limits of agreement, ICC(2,1); with --out also "
+        "measurements.csv, agreement.md and a Bland-Altman figure",
+    )
+    p.add_argument(
+        "--pixel-size", type=_pixel_size, metavar="MM", help="with --measurements: millimetres per pixel (means in mm)"
+    )
+    p.add_argument("--out", help="folder for metrics.json, report.md, per_image.csv, subgroups.csv")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_evaluate)
 
@@ -540,7 +569,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", help="split of --dataset (name or JSON; default: the one shipped for its layout; none)")
     p.add_argument("--subset", default="test", choices=("test", "val", "train", "all"), help="cases of --dataset")
     p.add_argument("--out", default="predictions", help="output folder (default: predictions)")
-    p.add_argument("--pixel-size", type=float, metavar="MM", help="millimetres per pixel: measurements also in mm")
+    p.add_argument(
+        "--pixel-size", type=_pixel_size, metavar="MM", help="millimetres per pixel: measurements also in mm"
+    )
     p.add_argument("--backend", default="torch", choices=("torch", "onnxruntime"))
     p.add_argument("--threshold", type=float, help="probability threshold (default: the model's)")
     p.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))

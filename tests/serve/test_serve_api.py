@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import threading
 import time
 
@@ -176,7 +177,7 @@ def test_work_is_bounded_by_decoded_pixels(predictor, fmt, ctype):
     assert full["area"] > 0
     assert got["area"] == pytest.approx(full["area"], rel=0.05)
     assert abs(int(np.count_nonzero(mask)) - got["area"]) <= 0.05 * got["area"]
-    for key in ("equivalent_diameter", "max_feret_diameter"):
+    for key in ("equivalent_diameter", "max_feret_diameter", "perimeter", "compactness"):
         assert got[key] == pytest.approx(full[key], rel=0.05), key
 
 
@@ -359,3 +360,22 @@ def test_bad_settings_are_refused(predictor, kwargs):
 def test_unknown_model_spec_is_refused():
     with pytest.raises(ValueError, match="no-such-model"):
         create_app(["no-such-model"])
+
+
+def test_cli_api_and_python_measure_one_image_alike(client, predictor, model_stem, tmp_path, capsys):
+    # An image well above the model's working size: the CLI used to measure it with a border tolerance of the resize
+    # factor that the API and measure_lesion did not use, and its perimeter came out 13 % shorter.
+    from lesionseg.cli import main
+
+    image, _ = blob_image((400, 700), seed=5)
+    path = tmp_path / "lesion.png"
+    path.write_bytes(encode(image))
+    python = measure_lesion(predictor.predict_mask([image])[0]).to_dict(0.02)
+    api = _post(client, path.read_bytes(), pixel_size=0.02).json()["measurements"]
+    assert (
+        main(["predict", str(path), "--model", model_stem, "--out", str(tmp_path / "out"), "--pixel-size", "0.02"]) == 0
+    )
+    cli = json.loads((tmp_path / "out" / "measurements.json").read_text())["images"][0]
+    assert python["area"] > 0
+    assert api == python
+    assert {k: cli[k] for k in python} == python

@@ -9,6 +9,9 @@ Statistics (said in the report too):
 * tables: mean ± sample std (n - 1) over the finished seeds of each model, n shown; one seed gives the value alone.
 * confidence intervals: percentile bootstrap over test images (seeded); per-image Dice from each image's Dice
   averaged over the model's finished seeds, global Dice from each image's confusion counts summed over them.
+* subgroups: per-image Dice (averaged over runs as above) by diagnosis where ``case_groups.json`` has one (PH2) and by
+  tertile of the ground truth's area at the evaluated resolution (from each image's ``tp + fn``), each with its
+  percentile bootstrap interval over the group's images.
 * paired comparison: the best model by mean per-image Dice against every other, two-sided Wilcoxon signed-rank over
   test images, each image's Dice averaged over the seeds *both* models finished, Holm-adjusted over the comparisons.
   Averaging over seeds first keeps one pair per image (pooling seeds as separate pairs would count each image three
@@ -27,11 +30,21 @@ from typing import Any
 
 import numpy as np
 
+from ..data.ph2 import diagnosis_order
 from ..metrics.registry import METRICS, REPORT_METRICS, MetricSpec, get_metric
-from ..metrics.stats import PairedTest, bootstrap_ci, global_dice, holm, paired_wilcoxon
+from ..metrics.stats import (
+    SIZE_TERTILES,
+    PairedTest,
+    bootstrap_ci,
+    global_dice,
+    holm,
+    paired_wilcoxon,
+    size_tertiles,
+    subgroup_means,
+)
 from .config import BenchmarkConfig
 from .figures import draw_figures, overlay_case_ids
-from .results import RunResults, read_complexity, read_run, run_results_dir
+from .results import RunResults, read_case_groups, read_complexity, read_run, run_results_dir
 
 __all__ = ["ALPHA", "collect_runs", "write_report", "write_results_csv"]
 
@@ -334,6 +347,62 @@ def _split_of_run0(cfg: BenchmarkConfig) -> list[str]:
     return overlay_case_ids(load_split(path), cfg.report.overlay_cases) if path.is_file() else []
 
 
+def _case_areas(runs: Mapping[str, Sequence[RunResults]]) -> dict[str, float]:
+    """Each test image's ground-truth area at the evaluated resolution (``tp + fn``), from the first run that has it."""
+    areas: dict[str, float] = {}
+    for rs in runs.values():
+        for r in rs:
+            for row in r.rows:
+                areas.setdefault(str(row["id"]), float(row["tp"]) + float(row["fn"]))
+    return {k: areas[k] for k in sorted(areas)}
+
+
+def _subgroup_section(
+    cfg: BenchmarkConfig, runs: Mapping[str, Sequence[RunResults]], case_dice: Mapping[str, Mapping[str, float]]
+) -> list[str]:
+    """Per-image Dice of every model by diagnosis (when ``case_groups.json`` gives one) and by lesion-size tertile."""
+    if not case_dice:
+        return []
+    areas = _case_areas(runs)
+    tertiles = size_tertiles(areas)
+    groupings: list[tuple[str, dict[str, str], list[str], dict[str, str]]] = []
+    diagnosis = read_case_groups(cfg.results_dir).get("diagnosis", {})
+    if diagnosis:
+        groupings.append(("diagnosis", diagnosis, diagnosis_order(diagnosis.values()), {}))
+    ranges = {}
+    for name in SIZE_TERTILES:
+        sizes = [a for k, a in areas.items() if tertiles[k] == name]
+        if sizes:
+            ranges[name] = f", {min(sizes):.0f}-{max(sizes):.0f} px²"
+    groupings.append(("lesion size", tertiles, list(SIZE_TERTILES), ranges))
+    lines = [
+        "## Subgroups (per-image Dice [95% CI])",
+        "",
+        "Each test image's Dice averaged over the model's finished runs, then averaged over the images of a subgroup, "
+        f"with a percentile bootstrap interval over those images ({cfg.report.bootstrap} resamples, seed 0). "
+        + (
+            "Diagnosis: the dataset's own metadata (`case_groups.json`). "
+            if diagnosis
+            else "The dataset gives no diagnosis: lesion size only. "
+        )
+        + "Lesion size: tertiles of the ground truth's area at the evaluated resolution (`tp + fn` of the per-image "
+        "CSVs), by rank. Small groups give wide intervals: read them as a screen for a weakness, not a ranking.",
+        "",
+    ]
+    for kind, groups, order, extra in groupings:
+        counts = {g: sum(1 for k in areas if groups.get(k) == g) for g in order}
+        head = ["Model"] + [f"{g} (n={counts[g]}{extra.get(g, '')})" for g in order]
+        rows = []
+        for label, dice in case_dice.items():
+            cells = [
+                "—" if not s.n else f"{100 * s.mean:.2f} [{100 * s.lower:.2f}, {100 * s.upper:.2f}]"
+                for s in subgroup_means(dice, groups, order, cfg.report.bootstrap)
+            ]
+            rows.append([label] + cells)
+        lines += [f"By {kind}:", ""] + _table(rows, head) + [""]
+    return lines
+
+
 def _precision_section(cfg: BenchmarkConfig) -> list[str]:
     """The ``precision: auto`` decisions kept for this benchmark's models, per machine, with the figures behind them."""
     root = Path(cfg.precision_records)
@@ -496,6 +565,7 @@ def write_report(cfg: BenchmarkConfig, failures: Sequence[str] = ()) -> Path:
             )
         lines += _table(rows, ["Model", "n", "Test images", "Per-image Dice [95% CI]", "Global Dice [95% CI]"])
         lines.append("")
+    lines += _subgroup_section(cfg, scored, case_dice)
     if comparisons:
         lines += [
             "## Paired comparison",

@@ -42,6 +42,7 @@ import torch
 import yaml
 
 from ..data.base import find_cases, load_case, resize_pair
+from ..data.ph2 import diagnosis_name
 from ..data.splits import load_split, protocol_splits
 from ..engine.config import load_config
 from ..engine.distributed import resolve_device
@@ -57,6 +58,7 @@ from .results import (
     read_complexity,
     run_results_dir,
     save_case_input,
+    write_case_groups,
     write_complexity,
     write_run_results,
 )
@@ -69,6 +71,7 @@ __all__ = [
     "machine_description",
     "measure_complexity",
     "parse_shard",
+    "record_case_groups",
     "run_benchmark",
     "run_dir_of",
     "run_one",
@@ -134,6 +137,17 @@ def benchmark_splits(cfg: BenchmarkConfig) -> list[Path]:
             dst.parent.mkdir(parents=True, exist_ok=True)
             dst.write_bytes(src.read_bytes())
     return protocol_splits(cfg.protocol, cfg.data["root"], cfg.data.get("layout"), cfg.num_runs, folder)
+
+
+def record_case_groups(cfg: BenchmarkConfig, splits: Sequence[Path]) -> None:
+    """Keep the diagnosis of every test id in ``results_dir/case_groups.json`` when the dataset's metadata gives one
+    (PH2's ``PH2_dataset.txt``), so that the report can break the scores down by it without reading the data."""
+    test_ids = {i for path in splits for i in load_split(path).test}
+    cases = [c for c in find_cases(cfg.data["root"], cfg.data.get("layout")) if c.id in test_ids]
+    diagnosis = {c.id: diagnosis_name(c.meta["diagnosis"]) for c in cases if "diagnosis" in c.meta}
+    if diagnosis:
+        source = f"case metadata of the data root `{Path(cfg.data['root']).name}` (PH2: PH2_dataset.txt)"
+        write_case_groups(cfg.results_dir, {"diagnosis": diagnosis}, source)
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -566,6 +580,7 @@ def run_benchmark(
     if unknown:
         raise ValueError(f"--only: unknown model label(s) {sorted(unknown)}; known: {sorted(labels)}")
     splits = benchmark_splits(cfg)
+    record_case_groups(cfg, splits)
     pairs = shard_runs(cfg, shard, only)
     if shard is not None:
         logger.info("[benchmark] slice %d/%d: %d run(s)", shard[0], shard[1], len(pairs))

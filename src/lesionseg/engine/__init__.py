@@ -6,6 +6,7 @@ from ..models.hub import CheckpointError, load_model, load_record, save_checkpoi
 from .config import RunConfig, load_config, save_config
 from .distributed import DistContext, cleanup_distributed, init_distributed, resolve_device
 from .evaluator import Evaluation, evaluate_checkpoint, evaluate_dataset, evaluate_native, select_cases
+from .measurements import MeasurementAgreement
 from .optim import build_optimizer, list_optimizers, list_schedulers, register_optimizer, register_scheduler
 from .trainer import Trainer, seed_everything
 
@@ -21,6 +22,7 @@ __all__ = [
     "register_scheduler",
     "resolve_device",
     "Evaluation",
+    "MeasurementAgreement",
     "RunConfig",
     "Trainer",
     "evaluate_checkpoint",

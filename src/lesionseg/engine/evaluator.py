@@ -18,12 +18,15 @@ from tqdm.auto import tqdm
 from ..data.base import Case, DataProblem, SegmentationDataset, load_case, scan_cases
 from ..data.cache import open_case_cache
 from ..data.check import screen_cases
+from ..data.ph2 import diagnosis_name, diagnosis_order
 from ..data.splits import Split, load_split
 from ..inference.postprocess import apply_postprocessing
 from ..inference.predictor import Predictor, autocast_context
 from ..metrics import SegmentationMetrics, format_table
+from ..metrics.stats import SIZE_TERTILES, Subgroup, size_tertiles, subgroup_means
 from ..models.hub import load_model, resolve_checkpoint
 from .distributed import resolve_device
+from .measurements import MeasurementAgreement
 
 __all__ = [
     "Evaluation",
@@ -105,14 +108,20 @@ def evaluate_native(
     cases: Sequence[Case],
     include_hd95: bool = True,
     progress: bool = False,
+    on_case: Callable[[str, np.ndarray, np.ndarray], None] | None = None,
 ) -> SegmentationMetrics:
-    """Scores at each image's own resolution: probabilities resized back, compared with the original mask."""
+    """Scores at each image's own resolution: probabilities resized back, compared with the original mask.
+
+    ``on_case(id, predicted mask, ground truth)``, when given, sees every image's two masks (e.g. to measure them).
+    """
     metrics = SegmentationMetrics(include_hd95=include_hd95)
     for case in tqdm(cases, desc="evaluate (native)", disable=not progress, leave=False):
         image, mask = load_case(case, predictor.in_channels)
         if mask is None:
             raise ValueError(f"case {case.id} ({case.image}) has no mask to evaluate against")
         pred = predictor.predict_mask([image])[0]
+        if on_case is not None:
+            on_case(case.id, pred, mask)
         metrics.update(
             torch.from_numpy(pred)[None, None], torch.from_numpy(mask.astype(np.uint8))[None, None], ids=[case.id]
         )
@@ -182,6 +191,9 @@ class Evaluation:
         checkpoint: the checkpoint evaluated.
         cases: description of the evaluated cases.
         resolution: ``"HxW"`` (the working size) or ``"native resolution"``.
+        skipped: cases left out for unusable files.
+        agreement: measurements of predicted against ground-truth masks (``measurements=True``), else None.
+        diagnoses: diagnosis per case id where the dataset gives one (PH2), for the subgroup table.
     """
 
     metrics: SegmentationMetrics
@@ -190,6 +202,8 @@ class Evaluation:
     cases: str
     resolution: str
     skipped: list[DataProblem] = field(default_factory=list)
+    agreement: MeasurementAgreement | None = None
+    diagnoses: dict[str, str] = field(default_factory=dict)
 
     @property
     def title(self) -> str:
@@ -197,6 +211,41 @@ class Evaluation:
 
     def results(self) -> dict[str, dict[str, float]]:
         return self.metrics.aggregate()
+
+    def subgroups(self, resamples: int = 2000) -> dict[str, list[Subgroup]]:
+        """Per-image Dice by diagnosis (where known) and by tertile of the ground truth's area (at the evaluated
+        resolution), each with a percentile bootstrap interval over the group's images (seed 0)."""
+        rows = self.metrics.per_image_table()
+        dice = {str(r["id"]): float(r["dice"]) for r in rows}
+        areas = {str(r["id"]): float(r["tp"]) + float(r["fn"]) for r in rows}
+        out = {}
+        if self.diagnoses:
+            order = diagnosis_order(self.diagnoses.values())
+            out["diagnosis"] = subgroup_means(dice, self.diagnoses, order, resamples)
+        out["lesion size"] = subgroup_means(dice, size_tertiles(areas), SIZE_TERTILES, resamples)
+        return out
+
+    def subgroup_table(self, resamples: int = 2000) -> str:
+        """:meth:`subgroups` as a markdown table, with the area range of each size tertile."""
+        rows = self.metrics.per_image_table()
+        areas = {str(r["id"]): float(r["tp"]) + float(r["fn"]) for r in rows}
+        tertiles = size_tertiles(areas)
+        lines = [
+            f"**Per-image Dice by subgroup ({self.resolution}; 95% CI: percentile bootstrap over the group's images, "
+            f"{resamples} resamples)**",
+            "",
+            "| Subgroup | Images | Dice (%) [95% CI] |",
+            "|---|---:|---:|",
+        ]
+        for kind, groups in self.subgroups(resamples).items():
+            for g in groups:
+                name = f"{kind}: {g.name}"
+                if kind == "lesion size" and g.n:
+                    sizes = [a for k, a in areas.items() if tertiles[k] == g.name]
+                    name += f" ({min(sizes):.0f}-{max(sizes):.0f} px² truth)"
+                cell = "—" if not g.n else f"{100 * g.mean:.2f} [{100 * g.lower:.2f}, {100 * g.upper:.2f}]"
+                lines.append(f"| {name} | {g.n} | {cell} |")
+        return "\n".join(lines)
 
     def save(self, out: str | Path, extra: dict[str, Any] | None = None) -> Path:
         """Writes ``metrics.json`` (with ``extra`` fields), ``report.md`` and ``per_image.csv`` into ``out``."""
@@ -217,7 +266,18 @@ class Evaluation:
                 writer = csv.DictWriter(f, fieldnames=list(rows[0]))
                 writer.writeheader()
                 writer.writerows(rows)
-        (out / "report.md").write_text(format_table(results, self.title) + "\n")
+        report = format_table(results, self.title) + "\n"
+        if rows:
+            report += "\n" + self.subgroup_table() + "\n"
+            with open(out / "subgroups.csv", "w", newline="") as f:
+                writer = csv.writer(f, lineterminator="\n")
+                writer.writerow(["kind", "subgroup", "images", "dice", "ci_lower", "ci_upper"])
+                for kind, groups in self.subgroups().items():
+                    writer.writerows([kind, g.name, g.n, g.mean, g.lower, g.upper] for g in groups)
+        if self.agreement is not None:
+            self.agreement.save(out, f"Measurements: {self.title}")
+            report += "\n" + self.agreement.table(f"Measurements: {self.title}") + "\n"
+        (out / "report.md").write_text(report)
         if self.skipped:
             ids = sorted({p.case_id or str(p.path) for p in self.skipped})
             payload["skipped"] = ids
@@ -246,6 +306,8 @@ def evaluate_checkpoint(
     device: str = "auto",
     skip_bad: bool | None = None,
     cache_dir: str | None = None,
+    measurements: bool = False,
+    pixel_size: float | None = None,
 ) -> Evaluation:
     """Scores a checkpoint on a split's test ids or on any data root of a known layout.
 
@@ -267,7 +329,15 @@ def evaluate_checkpoint(
             None = the checkpoint's training setting ``data.skip_bad``.
         cache_dir: on-disk cache of decoded, resized images (``auto``, a folder, or ``""`` for none; see
             ``data.cache_dir``); None = the checkpoint's training setting ``data.cache_dir``.
+        measurements: also measure every predicted and ground-truth mask and summarise their agreement
+            (:attr:`Evaluation.agreement`); needs ``native`` (measurements are made at each image's own resolution).
+        pixel_size: millimetres per pixel for the measurements' means; checked before anything is loaded.
     """
+    if measurements and not native:
+        raise ValueError("measurements are made at each image's own resolution: add --native (native=True)")
+    if pixel_size is not None and not measurements:
+        raise ValueError("a pixel size is only used by the measurements: add --measurements")
+    agreement = MeasurementAgreement(pixel_size) if measurements else None
     torch_device = resolve_device(device)
     model, record = load_model(resolve_checkpoint(checkpoint))
     steps = tuple(record.get("postprocess", {}).get("steps", ())) if postprocess else ()
@@ -310,7 +380,13 @@ def evaluate_checkpoint(
         device=torch_device,
     )
     if native:
-        metrics = evaluate_native(predictor, cases, include_hd95=include_hd95, progress=progress)
+        metrics = evaluate_native(
+            predictor,
+            cases,
+            include_hd95=include_hd95,
+            progress=progress,
+            on_case=None if agreement is None else agreement.update,
+        )
         where = "native resolution"
     else:
         dataset = SegmentationDataset(
@@ -338,4 +414,5 @@ def evaluate_checkpoint(
         where += ", flip TTA"
     if steps:
         where += f", post-processed: {' + '.join(steps)}"
-    return Evaluation(metrics, record["model"], str(checkpoint), desc, where, skipped)
+    diagnoses = {c.id: diagnosis_name(c.meta["diagnosis"]) for c in cases if "diagnosis" in c.meta}
+    return Evaluation(metrics, record["model"], str(checkpoint), desc, where, skipped, agreement, diagnoses)

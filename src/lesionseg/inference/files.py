@@ -22,7 +22,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from ..data.io import IMAGE_EXTENSIONS, ImageReadError, read_image, read_mask
-from .measure import MEASUREMENT_FIELDS, measure_lesion
+from .measure import MEASUREMENT_FIELDS, check_pixel_size, measure_lesion
 from .predictor import Predictor
 
 __all__ = ["collect_inputs", "segment_files", "PredictSummary", "InputProblem"]
@@ -152,7 +152,8 @@ def segment_files(
         predictor: the model to run.
         paths: image files.
         out_dir: output folder (created).
-        pixel_size: millimetres per pixel; adds ``*_mm`` measurements.
+        pixel_size: millimetres per pixel; adds ``*_mm`` measurements. A bad value (zero, negative, not finite) is
+            refused with ``ValueError`` before any file is read.
         overlay: also write overlays.
         truths: ground-truth ``(mask file, read threshold)`` per image path; adds a Dice column and the summary's
             Dice.
@@ -161,6 +162,8 @@ def segment_files(
     """
     from ..viz.overlay import overlay_mask
 
+    if pixel_size is not None:
+        pixel_size = check_pixel_size(pixel_size)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     summary = PredictSummary(out_dir=out, failures=list(failures))
@@ -195,8 +198,7 @@ def segment_files(
             }
             if overlay:
                 Image.fromarray(overlay_mask(image, mask)).save(out / f"{name}_overlay.png")
-            scale = max(1.0, mask.shape[0] / predictor.image_size[0], mask.shape[1] / predictor.image_size[1])
-            row.update(measure_lesion(mask, border_tolerance=scale).to_dict(pixel_size))
+            row.update(measure_lesion(mask).to_dict(pixel_size))
             if truth is not None:
                 dice, inter, total = _dice(mask.astype(bool), truth)
                 row["dice"] = round(dice, 6)

@@ -296,9 +296,9 @@ def _segment_sync(
     prob = predictor.predict_proba([image])[0]
     t2 = time.perf_counter()
     mask = apply_postprocessing((prob > threshold).astype(np.uint8), predictor.postprocess)
-    # As `lesionseg predict` measures: a border upsampled from the model's size carries no detail finer than that.
-    tolerance = max(1.0, h / predictor.image_size[0], w / predictor.image_size[1])
-    measured = measure_lesion(mask, border_tolerance=tolerance)
+    # The one estimator `lesionseg predict` and `measure_lesion` use; its perimeter is measured at a scale relative to
+    # the lesion, so measuring at the work size and scaling to the image's pixels gives the image's measurements.
+    measured = measure_lesion(mask)
     if decoded.reduced:
         measured = _at_own_size(measured, math.sqrt(decoded.width * decoded.height / (w * h)))
     t3 = time.perf_counter()
