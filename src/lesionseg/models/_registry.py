@@ -84,11 +84,11 @@ def create_model(
 
     model, record = load_pretrained(pretrained)
     expected = {
-        "model": (record["model"], name),
-        "in_channels": (record.get("in_channels", 3), in_channels),
-        "num_classes": (record.get("num_classes", 1), num_classes),
+        "model": (record.model, name),
+        "in_channels": (record.in_channels, in_channels),
+        "num_classes": (record.num_classes, num_classes),
     }
-    expected.update({k: (record["model_kwargs"].get(k), v) for k, v in kwargs.items()})
+    expected.update({k: (record.model_kwargs.get(k), v) for k, v in kwargs.items()})
     clashes = [f"{k}={want!r} (weights: {have!r})" for k, (have, want) in expected.items() if have != want]
     if clashes:
         raise ValueError(f"pretrained {pretrained!r} does not fit {name}: {', '.join(clashes)}")
