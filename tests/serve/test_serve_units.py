@@ -34,7 +34,7 @@ def test_pixel_limit_is_checked_before_any_pixel_is_decoded(monkeypatch):
 
 
 @pytest.mark.parametrize(
-    ("spec", "record", "expected"),
+    ("spec", "tag", "expected"),
     [
         ("skin", "skin", "skin"),
         ("runs/polyp_v2/best", None, "polyp_v2"),

@@ -17,7 +17,7 @@ import os
 import types
 import typing
 from collections.abc import Mapping
-from dataclasses import MISSING, dataclass, field, fields, replace
+from dataclasses import MISSING, Field, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -71,7 +71,8 @@ class _RecordPart:
     _meta_keys: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
-    def _keys(cls) -> dict[str, Any]:
+    def _keys(cls) -> dict[str, Field[Any]]:
+        """The fields by JSON key."""
         return {f.metadata.get("key", f.name): f for f in fields(cls)}  # type: ignore[arg-type]
 
     def to_dict(self) -> dict[str, Any]:
