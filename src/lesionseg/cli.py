@@ -258,15 +258,15 @@ def cmd_export(args: argparse.Namespace) -> int:
     path = export_onnx(
         model,
         args.onnx,
-        tuple(record["image_size"]),
-        record.get("in_channels", 3),
+        record.image_size,
+        record.in_channels,
         record=record,
         opset=args.opset,
         exporter=args.exporter,
     )
     print(
-        f"wrote {path} and {path.with_suffix('.json')} (input 'image' N x {record.get('in_channels', 3)} x "
-        f"{record['image_size'][0]} x {record['image_size'][1]}, dynamic batch)"
+        f"wrote {path} and {path.with_suffix('.json')} (input 'image' N x {record.in_channels} x "
+        f"{record.image_size[0]} x {record.image_size[1]}, dynamic batch)"
     )
     return 0
 

@@ -201,7 +201,7 @@ def test_ph2_recipe_trains_and_reloads(name, blob_root, blob_split, tmp_path):
     summary = Trainer(cfg, progress=False).fit()
     assert summary["epochs"] == 1
     model, record = load_model(tmp_path / "runs" / "run" / "best")
-    assert record["model"] == name
+    assert record.model == name
     x = torch.randn(1, 3, size, size)
     with torch.no_grad():
         assert model(x).shape == (1, 1, size, size)

@@ -57,20 +57,13 @@ def _tiny_checkpoint(stem: Path) -> Path:
     """Train a 3-stage U-Net on synthetic blobs for a few steps and save it as a checkpoint (as the trainer does)."""
     from lesionseg.data.base import channel_stats, normalize_image
     from lesionseg.models import create_model
-    from lesionseg.models.hub import save_checkpoint
+    from lesionseg.models.hub import ModelRecord, save_checkpoint
 
     torch.manual_seed(0)
     mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-    record = {
-        "model": "unet_small",
-        "model_kwargs": {"channels": [4, 8, 16]},
-        "in_channels": 3,
-        "num_classes": 1,
-        "image_size": [64, 64],
-        "mean": list(mean),
-        "std": list(std),
-        "threshold": 0.5,
-    }
+    record = ModelRecord(
+        model="unet_small", model_kwargs={"channels": [4, 8, 16]}, image_size=(64, 64), mean=mean, std=std
+    )
     model = create_model("unet_small", channels=(4, 8, 16))
     pairs = [blob_image((64, 64), seed) for seed in range(16)]
     stats = channel_stats(mean, std, 3)

@@ -94,17 +94,22 @@ def test_exif_rotation_gives_the_turned_size_when_reduced():
 
 
 @pytest.mark.parametrize(
-    ("spec", "record", "expected"),
+    ("spec", "tag", "expected"),
     [
-        ("skin", {"pretrained": {"tag": "skin"}}, "skin"),
-        ("runs/polyp_v2/best", {}, "polyp_v2"),
-        ("runs/polyp_v2/best.json", {}, "polyp_v2"),
-        ("ckpts/my_model", {}, "my_model"),
+        ("skin", "skin", "skin"),
+        ("runs/polyp_v2/best", None, "polyp_v2"),
+        ("runs/polyp_v2/best.json", None, "polyp_v2"),
+        ("ckpts/my_model", None, "my_model"),
     ],
 )
-def test_model_ids(spec, record, expected):
+def test_model_ids(spec, tag, expected):
+    from lesionseg.models.hub import ModelRecord, ShippedInfo
     from lesionseg.serve import model_id
 
+    shipped = ShippedInfo(tag=tag, title="", dataset="", test_metrics={}, latency_ms={}, trained_with="", date="")
+    record = ModelRecord(
+        model="unet_small", image_size=(32, 32), mean=(0.5,) * 3, std=(0.25,) * 3, pretrained=shipped if tag else None
+    )
     assert model_id(spec, record) == expected
 
 

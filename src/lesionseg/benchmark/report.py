@@ -412,10 +412,10 @@ def _precision_section(cfg: BenchmarkConfig) -> list[str]:
     lines: list[str] = []
     for machine in sorted(p for p in root.iterdir() if p.is_dir()):
         found = [(label, machine / f"{label}.json") for label in labels]
-        recs = {label: json.loads(path.read_text()) for label, path in found if path.is_file()}
+        decisions = {label: json.loads(path.read_text()) for label, path in found if path.is_file()}
         rows = []
-        for label, rec in recs.items():
-            f32, b16 = rec.get("fp32") or {}, rec.get("bf16") or {}
+        for label, decision in decisions.items():
+            f32, b16 = decision.get("fp32") or {}, decision.get("bf16") or {}
 
             def cell(d: Mapping[str, Any], key: str, fmt: str) -> str:
                 v = d.get(key)
@@ -434,14 +434,14 @@ def _precision_section(cfg: BenchmarkConfig) -> list[str]:
                     speed,
                     cell(f32, "best_val_dice_per_image", ".4f"),
                     cell(b16, "best_val_dice_per_image", ".4f"),
-                    f"**{rec['precision']}**",
-                    str(rec.get("reason", "")).replace("|", "/"),
+                    f"**{decision['precision']}**",
+                    str(decision.get("reason", "")).replace("|", "/"),
                 ]
             )
         if not rows:
             continue
         if not lines:
-            crit = next(iter(recs.values())).get("criteria", {})
+            crit = next(iter(decisions.values())).get("criteria", {})
             lines += [
                 "## Precision (fp32 or bf16 autocast, chosen per machine and model)",
                 "",
@@ -456,8 +456,8 @@ def _precision_section(cfg: BenchmarkConfig) -> list[str]:
                 "later ones.",
                 "",
             ]
-        epochs = sorted({str(r.get("criteria", {}).get("epochs", "?")) for r in recs.values()})
-        data = sorted({f"`{r['data']}`" if r.get("data") else "data not recorded" for r in recs.values()})
+        epochs = sorted({str(r.get("criteria", {}).get("epochs", "?")) for r in decisions.values()})
+        data = sorted({f"`{r['data']}`" if r.get("data") else "data not recorded" for r in decisions.values()})
         lines += [f"Machine `{machine.name}` (trials of {' or '.join(epochs)} epochs; {', '.join(data)}):", ""]
         head = [
             "Model",

@@ -4,24 +4,19 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from torch import Tensor, nn
-from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
-from ..data.base import Case, DataProblem, SegmentationDataset, load_case, scan_cases
+from ..data.base import Case, DataProblem, SegmentationDataset, scan_cases
 from ..data.cache import open_case_cache
 from ..data.check import screen_cases
 from ..data.ph2 import diagnosis_name, diagnosis_order
 from ..data.splits import Split, load_split
-from ..inference.postprocess import apply_postprocessing
-from ..inference.predictor import Predictor, autocast_context
+from ..inference.predictor import Predictor
 from ..metrics import SegmentationMetrics, format_table
 from ..metrics.stats import SIZE_TERTILES, Subgroup, size_tertiles, subgroup_means
 from ..models.hub import load_model, resolve_checkpoint
@@ -32,99 +27,31 @@ __all__ = [
     "Evaluation",
     "evaluate_checkpoint",
     "evaluate_dataset",
-    "evaluate_native",
-    "predict_dataset",
     "select_cases",
 ]
 
 
-@torch.inference_mode()
-def predict_dataset(
-    model: nn.Module,
-    dataset: SegmentationDataset,
-    threshold: float = 0.5,
-    precision: str = "fp32",
-    batch_size: int = 16,
-    channels_last: bool = False,
-    progress: bool = False,
-    device: str | torch.device | None = None,
-    forward: Callable[[torch.Tensor], torch.Tensor] | None = None,
-) -> Iterator[tuple[Tensor, Tensor, list[str]]]:
-    """Yield ``(pred uint8 (B, 1, h, w), target uint8 (B, 1, h, w), ids)`` over a dataset at its working size.
-
-    The model computes on ``device`` (None = where its parameters are); predictions come back on the CPU.
-    ``forward``, when given, replaces the model call (a predictor's TTA forward, on the CPU batch).
-    """
-    model.eval()
-    if device is None:
-        device = next(model.parameters()).device
-    else:
-        device = torch.device(device)
-        model.to(device)
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0, pin_memory=device.type == "cuda")
-    for x, y, ids in tqdm(loader, desc="evaluate", disable=not progress, leave=False):
-        if forward is not None:
-            logits = forward(x).float()
-        else:
-            x = x.to(device, non_blocking=True)
-            if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with autocast_context(precision, device):
-                logits = model(x).float()
-        yield (torch.sigmoid(logits) > threshold).to(torch.uint8).cpu(), y.to(torch.uint8), list(ids)
-
-
 def evaluate_dataset(
-    model: nn.Module,
-    dataset: SegmentationDataset,
-    threshold: float = 0.5,
-    precision: str = "fp32",
-    batch_size: int = 16,
-    include_hd95: bool = False,
-    channels_last: bool = False,
-    progress: bool = False,
-    postprocess: Sequence[str] = (),
-    device: str | torch.device | None = None,
-    forward: Callable[[torch.Tensor], torch.Tensor] | None = None,
-) -> SegmentationMetrics:
-    """Scores at the dataset's working size (how the papers report): prediction and mask both resized.
-
-    ``postprocess`` steps (e.g. the checkpoint record's) are applied to each predicted mask before scoring.
-    ``forward`` maps a normalised batch to logits in place of ``model`` (e.g. a predictor's flip-averaged
-    :meth:`~lesionseg.inference.Predictor.logits_at_working_size`); its precision and device are its own.
-    """
-    metrics = SegmentationMetrics(include_hd95=include_hd95)
-    for pred, target, ids in predict_dataset(
-        model, dataset, threshold, precision, batch_size, channels_last, progress, device, forward
-    ):
-        if postprocess:
-            pred = torch.from_numpy(np.stack([apply_postprocessing(p[0].numpy(), postprocess) for p in pred]))[:, None]
-        metrics.update(pred, target, ids=ids)
-    return metrics
-
-
-def evaluate_native(
     predictor: Predictor,
-    cases: Sequence[Case],
-    include_hd95: bool = True,
+    dataset: SegmentationDataset,
+    native: bool = False,
+    include_hd95: bool = False,
     progress: bool = False,
     on_case: Callable[[str, np.ndarray, np.ndarray], None] | None = None,
 ) -> SegmentationMetrics:
-    """Scores at each image's own resolution: probabilities resized back, compared with the original mask.
+    """Scores of a predictor's masks on a dataset's cases (see :meth:`Predictor.predict_dataset`).
 
-    ``on_case(id, predicted mask, ground truth)``, when given, sees every image's two masks (e.g. to measure them).
+    At the working size (how the papers report) prediction and truth are both at the dataset's resized size; with
+    ``native`` at each image's own resolution (probabilities resized back, compared with the original mask). The
+    predictor's threshold, post-processing, flip TTA and precision apply. ``on_case(id, predicted mask, truth)``,
+    when given, sees every case's two masks (uint8 (h, w); e.g. to measure them).
     """
     metrics = SegmentationMetrics(include_hd95=include_hd95)
-    for case in tqdm(cases, desc="evaluate (native)", disable=not progress, leave=False):
-        image, mask = load_case(case, predictor.in_channels)
-        if mask is None:
-            raise ValueError(f"case {case.id} ({case.image}) has no mask to evaluate against")
-        pred = predictor.predict_mask([image])[0]
+    for pred, target, ids in predictor.predict_dataset(dataset, native=native, progress=progress):
         if on_case is not None:
-            on_case(case.id, pred, mask)
-        metrics.update(
-            torch.from_numpy(pred)[None, None], torch.from_numpy(mask.astype(np.uint8))[None, None], ids=[case.id]
-        )
+            for i, case_id in enumerate(ids):
+                on_case(case_id, pred[i, 0].numpy(), target[i, 0].numpy())
+        metrics.update(pred, target, ids=ids)
     return metrics
 
 
@@ -340,21 +267,20 @@ def evaluate_checkpoint(
     agreement = MeasurementAgreement(pixel_size) if measurements else None
     torch_device = resolve_device(device)
     model, record = load_model(resolve_checkpoint(checkpoint))
-    steps = tuple(record.get("postprocess", {}).get("steps", ())) if postprocess else ()
-    ds = record.get("dataset", {})
-    root = data_root or ds.get("root")
+    steps = record.postprocess.steps if postprocess and record.postprocess else ()
+    trained = record.dataset
+    root = data_root or (trained.root if trained else None)
     if not root:
         raise ValueError(f"{checkpoint}: the checkpoint names no data root; give one")
-    if layout is None and data_root is None:
-        layout = ds.get("layout")
+    if layout is None and data_root is None and trained:
+        layout = trained.layout
     if isinstance(split, str) and split == "checkpoint":
-        split = ds.get("split")
-    trained_data = record.get("config", {}).get("data", {})
+        split = trained.split if trained else None
+    trained_data = (record.config or {}).get("data", {})
     if skip_bad is None:
         skip_bad = bool(trained_data.get("skip_bad", False))
     disk_cache = open_case_cache(trained_data.get("cache_dir") if cache_dir is None else cache_dir, root)
-    size = (int(record["image_size"][0]), int(record["image_size"][1]))
-    channels = record.get("in_channels", 3)
+    size, channels = record.image_size, record.in_channels
     skipped: list[DataProblem] = []
     cases, desc = select_cases(
         root,
@@ -367,52 +293,30 @@ def evaluate_checkpoint(
         skipped=skipped,
         known_readable=None if disk_cache is None else lambda c: disk_cache.contains(c, size, channels),
     )
-    predictor = Predictor(
+    predictor = Predictor.from_record(
         model,
-        size,
-        record["mean"],
-        record["std"],
-        threshold or record["threshold"],
-        record.get("in_channels", 3),
+        record,
+        threshold=threshold,
         precision=precision,
         tta=tta,
         postprocess=steps,
         device=torch_device,
     )
-    if native:
-        metrics = evaluate_native(
-            predictor,
-            cases,
-            include_hd95=include_hd95,
-            progress=progress,
-            on_case=None if agreement is None else agreement.update,
-        )
-        where = "native resolution"
-    else:
-        dataset = SegmentationDataset(
-            cases,
-            size=size,
-            mean=record["mean"],
-            std=record["std"],
-            in_channels=record.get("in_channels", 3),
-            cache=False,
-            disk_cache=disk_cache,
-        )
-        metrics = evaluate_dataset(
-            model,
-            dataset,
-            threshold=predictor.threshold,
-            precision=precision,
-            include_hd95=include_hd95,
-            progress=progress,
-            postprocess=steps,
-            device=torch_device,
-            forward=predictor.logits_at_working_size if tta else None,
-        )
-        where = f"{size[0]}x{size[1]}"
+    dataset = SegmentationDataset(
+        cases, size=size, mean=record.mean, std=record.std, in_channels=channels, cache=False, disk_cache=disk_cache
+    )
+    metrics = evaluate_dataset(
+        predictor,
+        dataset,
+        native=native,
+        include_hd95=include_hd95,
+        progress=progress,
+        on_case=None if agreement is None else agreement.update,
+    )
+    where = "native resolution" if native else f"{size[0]}x{size[1]}"
     if tta:
         where += ", flip TTA"
     if steps:
         where += f", post-processed: {' + '.join(steps)}"
     diagnoses = {c.id: diagnosis_name(c.meta["diagnosis"]) for c in cases if "diagnosis" in c.meta}
-    return Evaluation(metrics, record["model"], str(checkpoint), desc, where, skipped, agreement, diagnoses)
+    return Evaluation(metrics, record.model, str(checkpoint), desc, where, skipped, agreement, diagnoses)

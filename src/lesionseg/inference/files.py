@@ -169,8 +169,8 @@ def segment_files(
     summary = PredictSummary(out_dir=out, failures=list(failures))
     record = predictor.record
     summary.model = {
-        "model": record.get("model"),
-        "pretrained": record.get("pretrained", {}).get("tag"),
+        "model": record.model if record else None,
+        "pretrained": record.pretrained.tag if record and record.pretrained else None,
         "backend": predictor.backend,
         "threshold": predictor.threshold,
         "postprocess": list(predictor.postprocess),
