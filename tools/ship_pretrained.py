@@ -187,8 +187,8 @@ Scores in percent; **global** = one confusion matrix over all test pixels (how p
 mean of each image's score; HD95 in pixels of the evaluated resolution. Post-processing applied.
 
 ```bash
-lesionseg evaluate --checkpoint {args.tag} --data-root {data_root}            # at {size[0]}x{size[1]}
-lesionseg evaluate --checkpoint {args.tag} --data-root {data_root} --native   # at each image's own resolution
+lesionseg evaluate --model {args.tag} --data-root {data_root}            # at {size[0]}x{size[1]}
+lesionseg evaluate --model {args.tag} --data-root {data_root} --native   # at each image's own resolution
 ```
 
 {format_table(evaluations["working"][1], evaluations["working"][0].title)}
@@ -200,7 +200,7 @@ Each test image measured on its predicted and on its hand-drawn mask, at its own
 `predict` and the API use:
 
 ```bash
-lesionseg evaluate --checkpoint {args.tag} --data-root {data_root} --native --measurements --out eval_{args.tag}
+lesionseg evaluate --model {args.tag} --data-root {data_root} --native --measurements --out eval_{args.tag}
 ```
 
 {evaluations["native"][0].agreement.table()}

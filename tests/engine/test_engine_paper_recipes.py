@@ -56,7 +56,7 @@ def test_sc_unext_paper_recipe_end_to_end(tmp_path, make_blobs, capsys, monkeypa
     # the second run reads the stored split back instead of drawing again
     assert main(["train", "--config", config, "--set", *overrides, "--overwrite", "--no-progress"]) == 0
     assert "did not exist" not in capsys.readouterr().out
-    assert main(["evaluate", "--checkpoint", str(run), "--no-hd95", "--no-progress", "--device", "cpu"]) == 0
+    assert main(["evaluate", "--model", str(run), "--no-hd95", "--no-progress", "--device", "cpu"]) == 0
     out = capsys.readouterr().out
     assert "sc_unext on 6 cases" in out and "4 split test ids + 2 ids not in the split" in out
 

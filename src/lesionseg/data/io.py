@@ -46,7 +46,7 @@ _FORMATS = ("PNG", "JPEG", "BMP", "DIB", "TIFF", "GIF", "WEBP")
 
 _T = TypeVar("_T")
 
-logger = logging.getLogger(__name__)
+_logger = logging.getLogger(__name__)
 
 
 class ImageReadError(ValueError):
@@ -100,7 +100,7 @@ def _decode(source: str | Path | bytes, name: str, max_pixels: int, convert: Cal
                 oriented = ImageOps.exif_transpose(img) or img
                 out = convert(oriented)
         for w in caught:
-            logger.debug("%s: decoder warning: %s", name, w.message)
+            _logger.debug("%s: decoder warning: %s", name, w.message)
         return out
     except ImageReadError:
         raise

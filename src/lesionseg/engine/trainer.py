@@ -77,8 +77,6 @@ __all__ = ["Trainer", "ensure_split", "seed_everything", "split_cases"]
 
 _logger = logging.getLogger(__name__)
 
-logger = logging.getLogger(__name__)
-
 # The validation columns come from the metric registry (val_dice_per_image, val_dice_global, val_iou_...).
 _CSV_FIELDS = ("epoch", "step", "lr", "train_loss", *training_csv_columns(), "epoch_seconds", "elapsed_seconds")
 
@@ -256,7 +254,6 @@ class Trainer:
             message = ensure_split(self.cfg, scan.cases)
             if message:
                 _logger.warning(message)
-                tqdm.write(message)
         barrier()  # the other ranks read the split rank 0 may just have drawn
         split = load_split(d.split)
         disk_cache = open_case_cache(d.cache_dir, d.root)
@@ -531,7 +528,9 @@ class Trainer:
         choice = select_postprocessing(preds, gts, reduction=reduction)
         chosen = PostProcessing(steps=tuple(choice.steps), reduction=choice.reduction, val_dice=dict(choice.scores))
         save_checkpoint(best, model.cpu(), replace(record, postprocess=chosen))
-        tqdm.write(f"post-processing chosen on {len(preds)} validation ids: {choice.steps or 'none'} ({choice.scores})")
+        _logger.info(
+            "post-processing chosen on %d validation ids: %s (%s)", len(preds), choice.steps or "none", choice.scores
+        )
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -684,7 +683,7 @@ class Trainer:
         if "val_dice_per_image" in row:
             parts.append(f"val Dice per-image {row['val_dice_per_image']:.4f} global {row['val_dice_global']:.4f}")
         parts.append(f"{row['epoch_seconds']:.1f}s (elapsed {row['elapsed_seconds'] / 60:.1f} min)")
-        logger.info(" | ".join(parts))
+        _logger.info(" | ".join(parts))
 
     @classmethod
     def from_run_dir(cls, run_dir: str | Path, overrides: list[str] | None = None, progress: bool = True) -> Trainer:

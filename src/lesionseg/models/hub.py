@@ -11,7 +11,6 @@ typed fields.
 
 from __future__ import annotations
 
-import difflib
 import json
 import os
 import types
@@ -25,6 +24,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from ..registry import suggest
 from ._registry import build_model
 
 __all__ = [
@@ -104,7 +104,7 @@ class _RecordPart:
         keys = cls._keys()
         problems = []
         for key in sorted(set(data) - set(keys) - set(cls._meta_keys)):
-            close = difflib.get_close_matches(key, list(keys), n=1)
+            close = suggest(key, list(keys), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             problems.append(f"unknown key {key!r}{hint}")
         missing = [
@@ -592,9 +592,12 @@ def resolve_checkpoint(name: str | Path) -> Path:
     path = Path(name)
     if path.exists() or path.with_name(path.name + ".json").exists():
         return checkpoint_stem(path)
-    if str(name) in list_pretrained():
+    shipped = sorted(list_pretrained())
+    if str(name) in shipped:
         return pretrained_stem(str(name))
+    close = suggest(str(name), shipped)
+    hint = f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""
     raise ValueError(
-        f"{name}: neither a checkpoint (stem, .json, .safetensors or run folder) nor a shipped model "
-        f"({', '.join(sorted(list_pretrained())) or 'none shipped'})"
+        f"{name}: neither a checkpoint (stem, .json, .safetensors or run folder) nor a shipped model{hint}; shipped: "
+        f"{', '.join(shipped) or 'none'}"
     )
