@@ -24,8 +24,8 @@ from _timing import interleaved, time_calls
 from PIL import Image
 
 from lesionseg.data.io import read_image
-from lesionseg.engine.provenance import cpu_flags
 from lesionseg.inference import Predictor, measure_lesion
+from lesionseg.runtime import cpu_flags
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -28,11 +28,11 @@ from safetensors.torch import load_file, save_file
 
 from lesionseg.data import load_split
 from lesionseg.engine import Trainer, evaluate_checkpoint
-from lesionseg.engine.provenance import cpu_name
 from lesionseg.inference import Predictor, measure_lesion
 from lesionseg.metrics import format_table
 from lesionseg.models.complexity import count_macs, count_parameters
 from lesionseg.models.hub import WEIGHTS_DIR, ShippedInfo, load_model, load_record
+from lesionseg.runtime import cpu_name
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -51,6 +51,15 @@ class _DeprecatedAlias(argparse.Action):
         setattr(namespace, self.dest, values)
 
 
+class _Verbs(argparse._SubParsersAction):
+    """The verbs: each takes ``-v``/``-q`` after it as well as before (registered as the ``parsers`` action)."""
+
+    def add_parser(self, name: str, **kwargs):
+        p = super().add_parser(name, **kwargs)
+        _add_log_options(p, top=False)
+        return p
+
+
 def _tune_allocator() -> None:
     """Raise glibc's mmap and trim thresholds: returning big activation buffers to the OS costs up to 1.9x on CPU."""
     name = ctypes.util.find_library("c")
@@ -200,8 +209,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     paths, problems = collect_inputs(args.inputs)
     truths = {}
     if args.data_root:
-        from .data import builtin_splits, detect_layout
-        from .engine import select_cases
+        from .data import builtin_splits, detect_layout, select_cases
 
         split = args.split
         if split is None:
@@ -224,7 +232,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         precision=args.precision,
         tta=args.tta,
         postprocess=() if args.no_postprocess else None,
-        device=_predict_device(args.device),
+        device=args.device,
     )
     summary = segment_files(
         predictor,
@@ -283,17 +291,6 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value}")
     return value
-
-
-def _predict_device(name: str) -> str:
-    """CPU without importing the engine (trainer, plotting) when no GPU is asked for or present: a quick start."""
-    import torch
-
-    if name in ("auto", "cpu") and not torch.cuda.is_available():
-        return "cpu"
-    from .engine.distributed import resolve_device
-
-    return str(resolve_device(name))
 
 
 def _pixel_size(text: str) -> float:
@@ -487,7 +484,7 @@ def _split_groups(args: argparse.Namespace, cases: list) -> dict | None:
 
 
 def cmd_data(args: argparse.Namespace) -> int:
-    from .data import DEFAULT_MAX_PIXELS, check_root, find_cases, make_split, save_split
+    from .data import DEFAULT_MAX_PIXELS, case_strata, check_root, find_cases, make_split, save_split
 
     if args.action == "prepare":
         return _data_prepare(args)
@@ -502,12 +499,7 @@ def cmd_data(args: argparse.Namespace) -> int:
             _print_check(report)
         return 0 if report.ok else EXIT_FAILED
     cases = find_cases(args.root, args.layout)
-    strata = None
-    if args.stratify:
-        strata = {c.id: c.meta.get(args.stratify) for c in cases}
-        lacking = [i for i, v in strata.items() if v is None]
-        if lacking:
-            raise ValueError(f"--stratify {args.stratify!r}: {len(lacking)} cases lack it, e.g. {lacking[0]}")
+    strata = case_strata(cases, args.stratify, "--stratify") if args.stratify else None
     groups = _split_groups(args, cases)
     split = make_split(
         [c.id for c in cases],
@@ -718,7 +710,7 @@ def _add_serve(sub) -> None:
     p.add_argument(
         "--queue-size", type=int, default=16, help="requests that may wait for a thread; beyond them 503 (default: 16)"
     )
-    _add_device(p, "cpu", "torch device of the models: cpu, cuda or cuda:N (default: cpu)")
+    _add_device(p, "cpu", "auto (CUDA when present), cpu, cuda or cuda:N: where the models run (default: cpu)")
     p.add_argument("--max-upload-mb", type=float, default=20.0, help="largest image file accepted (default: 20)")
     p.add_argument("--max-megapixels", type=float, default=40.0, help="largest image accepted (default: 40)")
     p.add_argument(
@@ -841,6 +833,7 @@ def _add_data_verb(sub) -> None:
 def build_parser() -> argparse.ArgumentParser:
     """The ``lesionseg`` parser: one subparser per verb, each built by its ``_add_<verb>`` function."""
     parser = _Parser(prog="lesionseg", description="Medical lesion segmentation toolkit.")
+    parser.register("action", "parsers", _Verbs)
     parser.add_argument("--version", action="version", version=f"lesionseg {__version__}")
     _add_log_options(parser, top=True)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -855,8 +848,6 @@ def build_parser() -> argparse.ArgumentParser:
         _add_data_verb,
     ):
         add(sub)
-    for p in sub.choices.values():
-        _add_log_options(p, top=False)
     return parser
 
 

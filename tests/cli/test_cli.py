@@ -190,8 +190,8 @@ def test_evaluate_refuses_bad_test_files_or_skips_them(trained, blob_root, tmp_p
 
 
 def test_evaluate_tta_at_working_size(trained, capsys):
+    from lesionseg.data import select_cases
     from lesionseg.engine import evaluate_checkpoint, load_model
-    from lesionseg.engine.evaluator import select_cases
 
     plain = evaluate_checkpoint(trained, tta=False)
     tta = evaluate_checkpoint(trained, tta=True)

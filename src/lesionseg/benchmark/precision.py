@@ -37,7 +37,7 @@ from typing import Any
 import torch
 
 from ..engine.config import apply_overrides
-from ..engine.provenance import cpu_flags, cpu_name
+from ..runtime import cpu_flags, cpu_name
 
 _logger = logging.getLogger(__name__)
 

@@ -45,12 +45,11 @@ from ..data.base import find_cases, load_case, resize_pair
 from ..data.ph2 import diagnosis_name
 from ..data.splits import load_split, protocol_splits
 from ..engine.config import load_config
-from ..engine.distributed import resolve_device
 from ..engine.evaluator import evaluate_checkpoint
-from ..engine.provenance import lesionseg_commit, machine_description
 from ..engine.trainer import Trainer
 from ..inference.predictor import Predictor
 from ..models.hub import ModelRecord, load_model, load_record
+from ..runtime import lesionseg_commit, machine_description, resolve_device
 from .config import BenchmarkConfig, BenchmarkModel
 from .figures import feature_summary, overlay_case_ids, predict_overlay_masks
 from .results import (

@@ -11,6 +11,7 @@ from typing import Any
 
 import yaml
 
+from ..data.splits import SplitDrawConfig
 from ..data.transforms import AugmentConfig
 from ..registry import suggest
 from .optim import check_scheduler_kwargs, list_optimizers
@@ -29,27 +30,6 @@ __all__ = [
     "config_to_dict",
     "save_config",
 ]
-
-
-@dataclass
-class SplitDrawConfig:
-    """How to draw ``data.split`` on first use when that JSON file does not exist yet (then it is stored and read back).
-
-    Attributes:
-        test_fraction: fraction of the drawn ids held out for test.
-        val_fraction: fraction of the drawn ids taken out of the training part for validation.
-        seed: seed of the draw.
-        subsets: draw only among cases of these official subsets (``[train]`` = ISIC 2018's Task 1 training images,
-            as the papers split them; ``[train, val]`` = the ISIC 2017 pool of the VM-UNet family); None = every case
-            with a mask.
-        stratify: case meta field to stratify by (``diagnosis`` for PH2); None = no stratification.
-    """
-
-    test_fraction: float = 0.2
-    val_fraction: float = 0.1
-    seed: int = 0
-    subsets: tuple[str, ...] | None = None
-    stratify: str | None = None
 
 
 @dataclass

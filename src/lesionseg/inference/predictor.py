@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,32 +16,12 @@ from tqdm.auto import tqdm
 from ..data.base import SegmentationDataset, channel_stats, load_case, normalize_image, resize_pair
 from ..data.io import read_image
 from ..models.hub import ModelRecord, load_model, resolve_checkpoint
+from ..runtime import autocast_context, resolve_device
 from .postprocess import apply_postprocessing
 
-__all__ = ["Predictor", "autocast_context", "BACKENDS"]
+__all__ = ["Predictor", "BACKENDS"]
 
 BACKENDS = ("torch", "onnxruntime")
-
-
-def autocast_context(precision: str, device: torch.device | str = "cpu"):
-    """The autocast context of a precision on a device.
-
-    ``fp32``: no autocast. ``bf16``: bfloat16 autocast on CPU or CUDA. ``fp16``: float16 autocast, CUDA only (float16
-    training also needs a gradient scaler, which the trainer adds; CPU runs use ``bf16``).
-
-    Raises:
-        ValueError: an unknown precision, or ``fp16`` on a non-CUDA device.
-    """
-    kind = torch.device(device).type
-    if precision == "bf16":
-        return torch.autocast(device_type=kind, dtype=torch.bfloat16)
-    if precision == "fp16":
-        if kind != "cuda":
-            raise ValueError(f"precision fp16 needs a CUDA device, got {kind}; use bf16 on CPU")
-        return torch.autocast(device_type="cuda", dtype=torch.float16)
-    if precision != "fp32":
-        raise ValueError(f"precision must be fp32, bf16 or fp16, got {precision!r}")
-    return contextlib.nullcontext()
 
 
 class Predictor:
@@ -59,7 +38,7 @@ class Predictor:
         in_channels: 3 (RGB) or 1 (grayscale).
         precision: ``fp32``, ``bf16`` or (CUDA) ``fp16`` (torch backend).
         tta: average over horizontal and vertical flips.
-        device: torch device (torch backend).
+        device: ``auto`` (CUDA when present), ``cpu``, ``cuda``, ``cuda:N`` or a torch device (torch backend).
         postprocess: mask post-processing steps (see :mod:`lesionseg.inference.postprocess`), usually the ones the
             checkpoint record chose on validation data.
         backend: ``torch`` (eager) or ``onnxruntime``.
@@ -85,7 +64,7 @@ class Predictor:
             raise ValueError(f"threshold must be in (0, 1), got {threshold}")
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-        self.device = torch.device(device)
+        self.device = resolve_device(device)
         autocast_context(precision, self.device)  # validates the name (and fp16 only on CUDA)
         self.image_size = (int(image_size[0]), int(image_size[1]))
         self.mean, self.std = channel_stats(mean, std, in_channels)
