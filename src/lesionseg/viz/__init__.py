@@ -1,4 +1,4 @@
-"""Visualisation: training curves, overlays, benchmark figures.
+"""Visualisation: training curves, overlays, benchmark figures, reliability diagrams.
 
 The figure modules import matplotlib; they load on first use so that ``overlay_mask`` (OpenCV only) keeps
 ``lesionseg predict`` quick to start.
@@ -14,6 +14,7 @@ __all__ = [
     "plot_feature_maps",
     "plot_feature_panels",
     "plot_overlay_grid",
+    "plot_reliability_diagram",
     "plot_score_distributions",
     "plot_training_curves",
 ]
@@ -23,6 +24,7 @@ _WHERE = {
     "plot_feature_maps": ".figures",
     "plot_feature_panels": ".figures",
     "plot_overlay_grid": ".figures",
+    "plot_reliability_diagram": ".reliability",
     "plot_score_distributions": ".figures",
     "plot_training_curves": ".curves",
 }
