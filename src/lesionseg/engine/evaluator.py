@@ -21,6 +21,8 @@ from ..data.check import screen_cases
 from ..data.splits import Split, load_split
 from ..inference.postprocess import apply_postprocessing
 from ..inference.predictor import Predictor, autocast_context
+from ..inference.trust import ImageDescription, QualityEstimator
+from ..inference.trust_fit import TrustEvaluation, evaluate_trust
 from ..metrics import SegmentationMetrics, format_table
 from ..models.hub import load_model, resolve_checkpoint
 from .distributed import resolve_device
@@ -182,6 +184,9 @@ class Evaluation:
         checkpoint: the checkpoint evaluated.
         cases: description of the evaluated cases.
         resolution: ``"HxW"`` (the working size) or ``"native resolution"``.
+        skipped: cases left out for unusable files.
+        trust: calibration, quality-estimate and out-of-distribution figures on the same cases (working size);
+            None when not asked for.
     """
 
     metrics: SegmentationMetrics
@@ -190,6 +195,7 @@ class Evaluation:
     cases: str
     resolution: str
     skipped: list[DataProblem] = field(default_factory=list)
+    trust: TrustEvaluation | None = None
 
     @property
     def title(self) -> str:
@@ -199,7 +205,8 @@ class Evaluation:
         return self.metrics.aggregate()
 
     def save(self, out: str | Path, extra: dict[str, Any] | None = None) -> Path:
-        """Writes ``metrics.json`` (with ``extra`` fields), ``report.md`` and ``per_image.csv`` into ``out``."""
+        """Writes ``metrics.json`` (with ``extra`` fields), ``report.md`` and ``per_image.csv`` into ``out``; with
+        trust figures also ``trust.json``, ``trust_per_image.csv`` and ``reliability.png``."""
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         results = self.results()
@@ -217,7 +224,27 @@ class Evaluation:
                 writer = csv.DictWriter(f, fieldnames=list(rows[0]))
                 writer.writeheader()
                 writer.writerows(rows)
-        (out / "report.md").write_text(format_table(results, self.title) + "\n")
+        report = format_table(results, self.title) + "\n"
+        if self.trust is not None:
+            payload["trust"] = self.trust.summary()
+            (out / "trust.json").write_text(json.dumps(self.trust.to_dict(), indent=1) + "\n")
+            with open(out / "trust_per_image.csv", "w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=list(self.trust.rows[0]))
+                writer.writeheader()
+                writer.writerows(self.trust.rows)
+            from ..viz.reliability import plot_reliability_diagram
+
+            t = self.trust
+            plot_reliability_diagram(
+                {
+                    f"T = 1 (ECE {t.before.ece:.4f})": t.before,
+                    f"T = {t.temperature:.3g} (ECE {t.after.ece:.4f})": t.after,
+                },
+                out / "reliability.png",
+                title=f"{self.model}: {len(t.rows)} images, pixels at the working size",
+            )
+            report += "\n" + "\n".join(f"- {line}" for line in t.lines()) + "\n"
+        (out / "report.md").write_text(report)
         if self.skipped:
             ids = sorted({p.case_id or str(p.path) for p in self.skipped})
             payload["skipped"] = ids
@@ -246,6 +273,7 @@ def evaluate_checkpoint(
     device: str = "auto",
     skip_bad: bool | None = None,
     cache_dir: str | None = None,
+    trust: bool = True,
 ) -> Evaluation:
     """Scores a checkpoint on a split's test ids or on any data root of a known layout.
 
@@ -267,6 +295,8 @@ def evaluate_checkpoint(
             None = the checkpoint's training setting ``data.skip_bad``.
         cache_dir: on-disk cache of decoded, resized images (``auto``, a folder, or ``""`` for none; see
             ``data.cache_dir``); None = the checkpoint's training setting ``data.cache_dir``.
+        trust: also measure calibration (ECE at T = 1 and at the record's temperature), the quality estimate and
+            the out-of-distribution flag on the same cases, at the working size (:attr:`Evaluation.trust`).
     """
     torch_device = resolve_device(device)
     model, record = load_model(resolve_checkpoint(checkpoint))
@@ -308,6 +338,11 @@ def evaluate_checkpoint(
         tta=tta,
         postprocess=steps,
         device=torch_device,
+        temperature=record.get("temperature", 1.0),
+        quality=QualityEstimator.from_dict(record["quality"]) if record.get("quality") else None,
+        description=ImageDescription.from_dict(record["image_description"])
+        if record.get("image_description")
+        else None,
     )
     if native:
         metrics = evaluate_native(predictor, cases, include_hd95=include_hd95, progress=progress)
@@ -338,4 +373,5 @@ def evaluate_checkpoint(
         where += ", flip TTA"
     if steps:
         where += f", post-processed: {' + '.join(steps)}"
-    return Evaluation(metrics, record["model"], str(checkpoint), desc, where, skipped)
+    trust_eval = evaluate_trust(predictor, cases, progress=progress) if trust else None
+    return Evaluation(metrics, record["model"], str(checkpoint), desc, where, skipped, trust_eval)

@@ -42,7 +42,8 @@ from ..data.check import screen_cases
 from ..data.splits import Split, load_split, make_split, save_split
 from ..data.transforms import build_train_transform
 from ..inference.postprocess import select_postprocessing
-from ..inference.predictor import autocast_context
+from ..inference.predictor import Predictor, autocast_context
+from ..inference.trust_fit import fit_trust
 from ..losses import DeepSupervisionLoss, build_loss
 from ..metrics import TRAINING_METRICS, training_csv_columns
 from ..metrics.confusion import ConfusionStats, get_stats
@@ -499,28 +500,55 @@ class Trainer:
         self._epochs_this_call += 1
 
     def on_train_end(self) -> None:
-        """After the last epoch (rank 0): choose the post-processing on the validation ids with the best weights.
+        """After the last epoch (rank 0): with the best weights, choose the post-processing and fit the trust parts.
 
-        The post-processing (largest component, fill holes) that raises the monitored validation Dice is stored in
-        ``best.json``. A run left before its end (``stop_after``) chooses nothing yet.
+        The post-processing (largest component, fill holes) that raises the monitored validation Dice, then the
+        temperature and the quality estimator (validation ids) and the training images' description
+        (:func:`~lesionseg.inference.trust_fit.fit_trust`), are stored in ``best.json``. A run left before its end
+        (``stop_after``) chooses nothing yet.
         """
         barrier()
         best = self.run_dir / "best"
-        wanted = self.is_main and self.finished() and self.cfg.train.postprocess
+        train = self.cfg.train
+        wanted = self.is_main and self.finished() and (train.postprocess or train.trust)
         if not (wanted and best.with_suffix(".json").is_file()):
             return
         model, record = load_model(best)
-        preds, gts = [], []
-        for pred, target, _ in predict_dataset(
-            model, self.val_set, self.cfg.train.threshold, self.cfg.train.precision, device=self.device
-        ):
-            preds.extend(p[0].numpy() for p in pred)
-            gts.extend(t[0].numpy() for t in target)
-        reduction = "per_image" if self.cfg.train.monitor == "dice_per_image" else "global"
-        choice = select_postprocessing(preds, gts, reduction=reduction)
-        record["postprocess"] = choice.to_dict()
+        if train.postprocess:
+            preds, gts = [], []
+            for pred, target, _ in predict_dataset(
+                model, self.val_set, train.threshold, train.precision, device=self.device
+            ):
+                preds.extend(p[0].numpy() for p in pred)
+                gts.extend(t[0].numpy() for t in target)
+            reduction = "per_image" if train.monitor == "dice_per_image" else "global"
+            choice = select_postprocessing(preds, gts, reduction=reduction)
+            record["postprocess"] = choice.to_dict()
+            tqdm.write(
+                f"post-processing chosen on {len(preds)} validation ids: {choice.steps or 'none'} ({choice.scores})"
+            )
+        if train.trust and len(self.val_set) >= 3:
+            d = self.cfg.data
+            predictor = Predictor(
+                model,
+                d.image_size,
+                d.mean,
+                d.std,
+                train.threshold,
+                d.in_channels,
+                precision=train.precision,
+                postprocess=record.get("postprocess", {}).get("steps", ()),
+                device=self.device,
+            )
+            fit = fit_trust(predictor, self.train_set.cases, self.val_set.cases)
+            record.update(fit.record_fields())
+            tqdm.write(
+                f"trust fitted on {len(self.val_set)} validation ids: temperature {fit.temperature:.3f} (ECE "
+                f"{fit.validation['ece_before']:.4f} -> {fit.validation['ece_after']:.4f}), quality cut "
+                f"{fit.quality.low_confidence_below:.3f} ({fit.quality.rule}), out-of-distribution threshold "
+                f"{fit.description.threshold:.2f}"
+            )
         save_checkpoint(best, model.cpu(), record)
-        tqdm.write(f"post-processing chosen on {len(preds)} validation ids: {choice.steps or 'none'} ({choice.scores})")
 
     def summary(self) -> dict[str, Any]:
         return {

@@ -13,8 +13,13 @@ in ``log T``, so a bounded golden-section search over ``log T`` finds the optimu
 **Quality estimate.** A model with calibrated probabilities ``p`` already says how good it expects its mask ``m``
 to be: under ``p`` the expected Dice of ``m`` is about ``2 sum(p m) / (sum(p) + sum(m))`` (the soft Dice of the mask
 against the model's own beliefs; for an empty mask, the probability that nothing is there, ``prod(1 - p)``). Where
-flip test-time passes exist, the expected Dice is averaged over the passes, so that disagreement between them lowers
-it. This signal has no parameters. It is mapped to the Dice scale by a two-parameter monotone curve,
+flip passes exist (the predictor always runs the plain, horizontally and vertically flipped passes when it has a
+quality estimator), the expected Dice is averaged over the passes, so that disagreement between them lowers it. The
+probabilities are read at one "signal temperature" chosen on the validation ids from a short grid (0.5, 0.75, 1 and
+the calibration temperature) by the Spearman correlation with the true Dice: the pixel-NLL temperature spreads
+probability over the whole background, which dilutes the per-image signal, and on both shipped models the
+validation ids chose 1 (the model's own probabilities). It is mapped to the Dice scale by a two-parameter monotone
+curve,
 ``logit(dice) = a + b logit(signal)``, fitted on the validation ids by least squares shrunk towards the identity
 (``a = 0, b = 1``) - a shipped skin model has only 15 validation ids (PH2 split 105/15/30) and the polyp model 80
 (Kvasir-SEG 560/80/160), too few for a learned regressor over many hand-made signals (border contact, component
@@ -50,6 +55,8 @@ __all__ = [
     "IMAGE_FEATURES",
     "ImageDescription",
     "QualityEstimator",
+    "TRUST_FIELDS",
+    "TrustAssessment",
     "apply_temperature",
     "auroc",
     "calibrated_threshold",
@@ -219,6 +226,7 @@ class QualityEstimator:
         rule: how the cut was chosen (``youden`` or ``dice_0.8``).
         n_fit: validation images the curve was fitted on.
         dice_cut: the true Dice below which an image counts as poor (0.8).
+        signal_temperature: the temperature the quality signal reads the logits at (see the module docstring).
     """
 
     a: float = 0.0
@@ -227,12 +235,15 @@ class QualityEstimator:
     rule: str = "dice_0.8"
     n_fit: int = 0
     dice_cut: float = 0.8
+    signal_temperature: float = 1.0
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.a) and math.isfinite(self.b) and self.b > 0):
             raise ValueError(f"quality estimator needs finite a and b > 0, got a={self.a}, b={self.b}")
         if not 0 < self.low_confidence_below < 1:
             raise ValueError(f"low_confidence_below must be in (0, 1), got {self.low_confidence_below}")
+        if not (math.isfinite(self.signal_temperature) and self.signal_temperature > 0):
+            raise ValueError(f"signal_temperature must be positive, got {self.signal_temperature}")
 
     def predict(self, signal: float | np.ndarray) -> float | np.ndarray:
         """Predicted Dice in (0, 1) of one signal value (a float) or of an array of them."""
@@ -244,7 +255,12 @@ class QualityEstimator:
 
     @classmethod
     def fit(
-        cls, signals: Sequence[float], dice: Sequence[float], prior_weight: float = 5.0, dice_cut: float = 0.8
+        cls,
+        signals: Sequence[float],
+        dice: Sequence[float],
+        prior_weight: float = 5.0,
+        dice_cut: float = 0.8,
+        signal_temperature: float = 1.0,
     ) -> QualityEstimator:
         """Fit the curve and the cut on validation images.
 
@@ -254,6 +270,7 @@ class QualityEstimator:
             prior_weight: how many images' worth of pull towards the identity map (``a = 0, b = 1``): with 15
                 images the data move the curve only as far as they agree.
             dice_cut: the true Dice below which an image is poor.
+            signal_temperature: the temperature the signals were computed at (kept for prediction).
         """
         x, y = _logit(signals), _logit(dice)
         if x.size != y.size or x.size == 0:
@@ -266,21 +283,34 @@ class QualityEstimator:
         if b < 0.05:  # a flat or falling fit means the data say nothing about the order; keep it increasing
             b = 0.05
             a = float((prior_weight * 0.0 + np.sum(y - b * x)) / (prior_weight + x.size))
-        est = cls(a=a, b=b, n_fit=int(x.size), dice_cut=dice_cut)
+        est = cls(a=a, b=b, n_fit=int(x.size), dice_cut=dice_cut, signal_temperature=signal_temperature)
         predicted = est.predict(np.asarray(signals, dtype=np.float64))
         poor = np.asarray(dice) < dice_cut
         cut, rule = dice_cut, f"dice_{dice_cut:g}"
         if poor.sum() >= 2 and (~poor).sum() >= 2:
             cut, rule = _youden_cut(np.atleast_1d(predicted), poor), "youden"
-        return cls(a=a, b=b, low_confidence_below=cut, rule=rule, n_fit=int(x.size), dice_cut=dice_cut)
+        return cls(
+            a=a,
+            b=b,
+            low_confidence_below=cut,
+            rule=rule,
+            n_fit=int(x.size),
+            dice_cut=dice_cut,
+            signal_temperature=signal_temperature,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {k: round(v, 6) if isinstance(v, float) else v for k, v in asdict(self).items()}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> QualityEstimator:
-        known = {k: data[k] for k in ("a", "b", "low_confidence_below", "rule", "n_fit", "dice_cut") if k in data}
-        return cls(**known)
+        names = ("a", "b", "low_confidence_below", "rule", "n_fit", "dice_cut", "signal_temperature")
+        return cls(**{k: data[k] for k in names if k in data})
+
+    def signal(self, pass_logits: Sequence[np.ndarray], mask: np.ndarray) -> float:
+        """The quality signal of ``mask`` from the logits of each pass (working size), at the signal temperature."""
+        t = self.signal_temperature
+        return quality_signal([1.0 / (1.0 + np.exp(-np.asarray(z, dtype=np.float64) / t)) for z in pass_logits], mask)
 
 
 def _youden_cut(predicted: np.ndarray, poor: np.ndarray) -> float:
@@ -294,6 +324,51 @@ def _youden_cut(predicted: np.ndarray, poor: np.ndarray) -> float:
         if j > best_j:
             best, best_j = float(c), float(j)
     return min(max(best, 1e-3), 1 - 1e-3)
+
+
+#: Per-image fields of a :class:`TrustAssessment` in predict's tables and the API, in column order.
+TRUST_FIELDS = ("lesion_found", "predicted_dice", "low_confidence", "ood_score", "out_of_distribution", "notes")
+
+
+@dataclass(frozen=True)
+class TrustAssessment:
+    """What a prediction says about itself.
+
+    Attributes:
+        lesion_found: the mask is not empty.
+        predicted_dice: the quality estimate (None when the model carries no estimator).
+        low_confidence: ``predicted_dice`` under the validation cut (None without an estimator).
+        ood_score: Mahalanobis distance of the image from the training images (None without a description).
+        out_of_distribution: ``ood_score`` over the validation threshold (None without a description).
+    """
+
+    lesion_found: bool
+    predicted_dice: float | None = None
+    low_confidence: bool | None = None
+    ood_score: float | None = None
+    out_of_distribution: bool | None = None
+
+    def notes(self) -> list[str]:
+        """The warnings in words, most serious first (empty when there is nothing to say)."""
+        out = []
+        if self.out_of_distribution:
+            out.append("unlike the training images")
+        if not self.lesion_found:
+            out.append("no lesion found")
+        elif self.low_confidence:
+            out.append("low confidence")
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """The per-image fields of predict's tables and the API."""
+        return {
+            "lesion_found": self.lesion_found,
+            "predicted_dice": None if self.predicted_dice is None else round(self.predicted_dice, 4),
+            "low_confidence": self.low_confidence,
+            "ood_score": None if self.ood_score is None else round(self.ood_score, 3),
+            "out_of_distribution": self.out_of_distribution,
+            "notes": "; ".join(self.notes()),
+        }
 
 
 # ------------------------------------------------------------------------------------------------ out of distribution

@@ -16,6 +16,7 @@ import logging
 import os
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -58,13 +59,23 @@ class SegmentResult(BaseModel):
 
     model: str = Field(description="id of the model that segmented the image (see GET /api/models)")
     image: dict[str, Any] = Field(description="name, width and height of the decoded image")
-    threshold: float = Field(description="probability threshold the mask was cut at")
+    threshold: float = Field(
+        description="cut on the (temperature-calibrated) probability map the mask was made with; the model's default "
+        "gives the mask of its own threshold"
+    )
+    temperature: float = Field(1.0, description="calibration temperature applied to the logits (1 = none)")
     postprocess: list[str] = Field(description="post-processing steps applied to the mask")
     mask_png: str = Field(description="base64 PNG, 8-bit, 255 = lesion, at the image's own size")
     probability: dict[str, Any] = Field(
         description="base64 8-bit PNG of the lesion probability (0-255) at a reduced size, with its width and height"
     )
     measurements: dict[str, float | int] = Field(description="lesion measurements (pixels; mm with pixel_size)")
+    trust: dict[str, Any] = Field(
+        default_factory=dict,
+        description="how far to trust the mask: lesion_found, predicted_dice (estimate of the mask's Dice at the "
+        "model's own threshold), low_confidence, ood_score and out_of_distribution (unlike the training images), and "
+        "notes: the warnings in words ('unlike the training images', 'no lesion found', 'low confidence')",
+    )
     pixel_size: float | None = Field(description="millimetres per pixel, when given")
     timings_ms: dict[str, float] = Field(description="queue, decode, inference, postprocess, encode, total")
     image_jpeg: str | None = Field(None, description="base64 JPEG of the decoded image, when include_image is set")
@@ -248,19 +259,29 @@ def _segment_sync(
     t0 = time.perf_counter()
     image = decode_upload(data, name, max_pixels=max_pixels, channels=predictor.in_channels)
     t1 = time.perf_counter()
-    prob = predictor.predict_proba([image])[0]
+    prediction = predictor.predict([image])[0]
+    prob = prediction.prob
     t2 = time.perf_counter()
-    mask = apply_postprocessing((prob > threshold).astype(np.uint8), predictor.postprocess)
+    mask = (
+        prediction.mask
+        if threshold == predictor.prob_threshold
+        else apply_postprocessing((prob > threshold).astype(np.uint8), predictor.postprocess)
+    )
     measurements = measure_lesion(mask).to_dict(pixel_size)
+    trust = prediction.trust.to_dict()
+    trust["lesion_found"] = bool(mask.any())  # of the mask returned, whatever its threshold
+    trust["notes"] = "; ".join(replace(prediction.trust, lesion_found=trust["lesion_found"]).notes())
     t3 = time.perf_counter()
     small = _small_proba(prob, PROBA_MAX_SIDE)
     out: dict[str, Any] = {
         "image": {"name": name, "width": int(image.shape[1]), "height": int(image.shape[0])},
         "threshold": threshold,
+        "temperature": predictor.temperature,
         "postprocess": list(predictor.postprocess),
         "mask_png": _b64_png(mask * np.uint8(255)),
         "probability": {"png": _b64_png(small), "width": int(small.shape[1]), "height": int(small.shape[0])},
         "measurements": measurements,
+        "trust": trust,
         "pixel_size": pixel_size,
     }
     if include_image:
@@ -433,7 +454,7 @@ def create_app(
             data,
             name,
             state.max_pixels,
-            predictor.threshold if threshold is None else float(threshold),
+            predictor.prob_threshold if threshold is None else float(threshold),
             pixel_size,
             include_image,
             time.perf_counter(),
