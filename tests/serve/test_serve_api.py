@@ -131,6 +131,25 @@ def test_threshold_and_model_fields(client):
     assert _post(client, data, model="skin").status_code == 200
 
 
+def test_segment_says_how_far_to_trust_the_mask(client, predictor):
+    image, _ = blob_image((90, 120), seed=3)
+    body = _post(client, encode(image)).json()
+    assert body["trust"] == predictor.predict([image])[0].trust.to_dict()
+    assert body["temperature"] == predictor.temperature
+    assert set(body["trust"]) == {
+        "lesion_found",
+        "predicted_dice",
+        "low_confidence",
+        "ood_score",
+        "out_of_distribution",
+        "notes",
+    }
+    # An empty mask says so in words, whatever threshold cut it.
+    empty = _post(client, encode(np.zeros((64, 64, 3), np.uint8)), threshold=0.999).json()
+    assert empty["measurements"]["area"] == 0
+    assert empty["trust"]["lesion_found"] is False and "no lesion found" in empty["trust"]["notes"]
+
+
 # ---------------------------------------------------------------------------------------------------------- bad input
 def _truncated_png() -> bytes:
     data = encode(blob_image((64, 64), seed=6)[0])
@@ -223,12 +242,12 @@ class _Gated:
     def __getattr__(self, name):
         return getattr(self._inner, name)
 
-    def predict_proba(self, images):
+    def predict(self, images):
         if not self._gate.wait(30):
             raise TimeoutError("gate never opened")
         if self._fail:
             raise RuntimeError("model exploded")
-        return self._inner.predict_proba(images)
+        return self._inner.predict(images)
 
 
 def test_requests_beyond_the_queue_get_a_quick_503(predictor):
