@@ -41,9 +41,9 @@ def _fmt(value: float | None, spec: str = ".3f") -> str:
     return "n/a" if value is None else format(value, spec)
 
 
-def trust_card_section(record: dict[str, Any]) -> str:
+def trust_card_section(record: dict[str, Any], note: str = "") -> str:
     """The model card's trust section from a record's ``temperature``, ``quality``, ``image_description``,
-    ``trust_validation`` and ``pretrained.trust_test`` fields."""
+    ``trust_validation`` and ``pretrained.trust_test`` fields, with an optional closing note (one paragraph)."""
     tag = record.get("pretrained", {}).get("tag", "MODEL")
     val = record.get("trust_validation", {})
     test = record.get("pretrained", {}).get("trust_test", {})
@@ -87,7 +87,7 @@ reasoning behind each part.
   On {other.get("images", "?")} images of {other.get("name", "another dataset")} it flags
   {_fmt(100 * other["rate"] if "rate" in other else None, ".1f")} %. It sees changes of device, modality or colour
   (a grayscale photo); it cannot see a different kind of lesion photographed the same way.
-{_END}
+{note.strip() + chr(10) if note.strip() else ""}{_END}
 """
 
 
@@ -111,6 +111,7 @@ def main() -> None:
     parser.add_argument("--tag", required=True)
     parser.add_argument("--data-root", required=True, help="the dataset the model was trained on")
     parser.add_argument("--other-root", help="another dataset's images, to measure the out-of-distribution flag")
+    parser.add_argument("--note", default="", help="a closing paragraph for the card's trust section")
     parser.add_argument("--dry-run", action="store_true", help="print, write nothing")
     args = parser.parse_args()
 
@@ -151,7 +152,7 @@ def main() -> None:
         return
     stem.with_suffix(".json").write_text(json.dumps(record, indent=1) + "\n")
     card = stem.with_suffix(".md")
-    card.write_text(replace_trust_section(card.read_text(), trust_card_section(record)))
+    card.write_text(replace_trust_section(card.read_text(), trust_card_section(record, args.note)))
     if _sha(weights) != sha_before:
         raise SystemExit(f"{weights} changed; it must not")
     print(f"wrote {stem}.json and {card} (weights unchanged, SHA-256 {sha_before})")
