@@ -510,7 +510,8 @@ class Trainer:
         barrier()
         best = self.run_dir / "best"
         train = self.cfg.train
-        wanted = self.is_main and self.finished() and (train.postprocess or train.trust)
+        fit_trust_now = train.trust and len(self.val_set) >= 3
+        wanted = self.is_main and self.finished() and (train.postprocess or fit_trust_now)
         if not (wanted and best.with_suffix(".json").is_file()):
             return
         model, record = load_model(best)
@@ -527,7 +528,7 @@ class Trainer:
             tqdm.write(
                 f"post-processing chosen on {len(preds)} validation ids: {choice.steps or 'none'} ({choice.scores})"
             )
-        if train.trust and len(self.val_set) >= 3:
+        if fit_trust_now:
             d = self.cfg.data
             predictor = Predictor(
                 model,
