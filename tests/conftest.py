@@ -5,39 +5,22 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
+
+from lesionseg.data.synthetic import write_blob_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
-def make_blob_dataset(root: Path, n: int = 12, size: int = 40, seed: int = 0) -> Path:
-    """``images/`` + ``masks/`` of random bright ellipses on a dark textured background."""
-    rng = np.random.default_rng(seed)
-    (root / "images").mkdir(parents=True, exist_ok=True)
-    (root / "masks").mkdir(parents=True, exist_ok=True)
-    yy, xx = np.mgrid[:size, :size]
-    for i in range(n):
-        cy, cx = rng.uniform(0.3, 0.7, 2) * size
-        ry, rx = rng.uniform(0.12, 0.3, 2) * size
-        mask = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1
-        img = rng.integers(0, 60, (size, size, 3))
-        img[mask] += np.array([150, 90, 40])
-        Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(root / "images" / f"case{i:03d}.png")
-        Image.fromarray(mask.astype(np.uint8) * 255).save(root / "masks" / f"case{i:03d}.png")
-    return root
-
-
 @pytest.fixture
 def make_blobs():
-    return make_blob_dataset
+    return write_blob_dataset
 
 
 @pytest.fixture
 def blob_root(tmp_path: Path) -> Path:
-    return make_blob_dataset(tmp_path / "blobs")
+    return write_blob_dataset(tmp_path / "blobs")
 
 
 @pytest.fixture

@@ -54,15 +54,15 @@ def main() -> None:
         f"{'epochs':>6s}  reason"
     )
     for m in models:
-        rec = json.loads(record_path(record_dir, m["label"]).read_text())
-        f32, b16 = rec.get("fp32", {}), rec.get("bf16", {})
-        chosen = (b16 if rec["precision"] == "bf16" else f32).get("steady_epoch_s")
+        decision = json.loads(record_path(record_dir, m["label"]).read_text())
+        f32, b16 = decision.get("fp32", {}), decision.get("bf16", {})
+        chosen = (b16 if decision["precision"] == "bf16" else f32).get("steady_epoch_s")
         epochs = max(1, math.floor(args.minutes * 60 / chosen)) if chosen else None
         s32, s16 = f32.get("steady_epoch_s", math.nan), b16.get("steady_epoch_s", math.nan)
         d32, d16 = f32.get("best_val_dice_per_image") or math.nan, b16.get("best_val_dice_per_image") or math.nan
         print(
-            f"{m['label']:18s} {rec['precision']:6s} {s32:9.2f} {s16:9.2f} {s32 / s16:5.2f} {d32:7.4f} {d16:7.4f} "
-            f"{epochs!s:>6s}  {rec['reason']}"
+            f"{m['label']:18s} {decision['precision']:6s} {s32:9.2f} {s16:9.2f} {s32 / s16:5.2f} {d32:7.4f} {d16:7.4f} "
+            f"{epochs!s:>6s}  {decision['reason']}"
         )
 
 

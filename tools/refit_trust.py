@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -95,7 +96,7 @@ def replace_trust_section(card: str, section: str) -> str:
     """The card with its trust section replaced, or inserted before "## Speed" (else appended)."""
     if _START in card and _END in card:
         head, rest = card.split(_START, 1)
-        return head + section + rest.split(_END, 1)[1].lstrip("\n")
+        return head + section + "\n" + rest.split(_END, 1)[1].lstrip("\n")
     if "## Speed" in card:
         head, tail = card.split("## Speed", 1)
         return head + section + "\n## Speed" + tail
@@ -113,21 +114,37 @@ def main() -> None:
     parser.add_argument("--other-root", help="another dataset's images, to measure the out-of-distribution flag")
     parser.add_argument("--note", default="", help="a closing paragraph for the card's trust section")
     parser.add_argument("--dry-run", action="store_true", help="print, write nothing")
+    parser.add_argument(
+        "--card-only",
+        action="store_true",
+        help="fit nothing: rewrite the record in the current format and the card's trust section from the figures "
+        "the record already holds",
+    )
     args = parser.parse_args()
 
     stem = WEIGHTS_DIR / args.tag
     weights = stem.with_suffix(".safetensors")
     sha_before = _sha(weights)
     record = load_record(stem)
-    split = load_split(record["dataset"]["split"])
-    cases = {c.id: c for c in scan_cases(args.data_root, record["dataset"]["layout"]).cases}
+    if record.dataset is None or record.dataset.split is None or record.pretrained is None:
+        raise SystemExit(f"{stem}.json: not a shipped record with a split")
+    card = stem.with_suffix(".md")
+    if args.card_only:
+        if record.pretrained.trust_test is None:
+            raise SystemExit(f"{stem}.json: no trust figures yet; run without --card-only")
+        stem.with_suffix(".json").write_text(record.to_json())
+        card.write_text(replace_trust_section(card.read_text(), trust_card_section(record.to_dict(), args.note)))
+        print(f"rewrote {stem}.json and the trust section of {card}")
+        return
+    split = load_split(record.dataset.split)
+    cases = {c.id: c for c in scan_cases(args.data_root, record.dataset.layout).cases}
     missing = sorted(i for i in split.all_ids if i not in cases)
     if missing:
         raise SystemExit(f"{args.data_root}: {len(missing)} split ids missing, e.g. {missing[:3]}")
 
     base = Predictor.from_checkpoint(stem, temperature=1.0)
     fit = fit_trust(base, [cases[i] for i in split.train], [cases[i] for i in split.val], progress=True)
-    record.update(fit.record_fields())
+    record = fit.apply_to(record)
     predictor = Predictor.from_checkpoint(
         stem, temperature=fit.temperature, quality=fit.quality, description=fit.description
     )
@@ -144,15 +161,15 @@ def main() -> None:
             "rate": round(float(np.mean(scores > fit.description.threshold)), 4),
             "median_score": round(float(np.median(scores)), 3),
         }
-    record.setdefault("pretrained", {})["trust_test"] = test
+    assert record.pretrained is not None
+    record = replace(record, pretrained=replace(record.pretrained, trust_test=test))
     for line in evaluation.lines():
         print(line)
     print(json.dumps({"temperature": fit.temperature, "validation": fit.validation, "test": test}, indent=1))
     if args.dry_run:
         return
-    stem.with_suffix(".json").write_text(json.dumps(record, indent=1) + "\n")
-    card = stem.with_suffix(".md")
-    card.write_text(replace_trust_section(card.read_text(), trust_card_section(record, args.note)))
+    stem.with_suffix(".json").write_text(record.to_json())
+    card.write_text(replace_trust_section(card.read_text(), trust_card_section(record.to_dict(), args.note)))
     if _sha(weights) != sha_before:
         raise SystemExit(f"{weights} changed; it must not")
     print(f"wrote {stem}.json and {card} (weights unchanged, SHA-256 {sha_before})")

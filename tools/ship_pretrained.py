@@ -18,10 +18,10 @@ from __future__ import annotations
 import argparse
 import datetime
 import hashlib
-import json
 import shutil
 import statistics
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +35,7 @@ from lesionseg.engine.provenance import cpu_name
 from lesionseg.inference import Predictor, measure_lesion
 from lesionseg.metrics import format_table
 from lesionseg.models.complexity import count_macs, count_parameters
-from lesionseg.models.hub import WEIGHTS_DIR, load_model, load_record
+from lesionseg.models.hub import WEIGHTS_DIR, ShippedInfo, load_model, load_record
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -75,7 +75,7 @@ def main() -> None:
 
     best = args.run_dir / "best"
     record = load_record(best)
-    if "postprocess" not in record:
+    if record.postprocess is None:
         trainer = Trainer.from_run_dir(args.run_dir, progress=False)
         trainer.on_train_end()
         record = load_record(best)
@@ -89,15 +89,18 @@ def main() -> None:
         best = half
     evaluations = {}
     for key, native in (("working", False), ("native", True)):
-        ev = evaluate_checkpoint(best, native=native, include_hd95=True)
+        ev = evaluate_checkpoint(best, native=native, include_hd95=True, measurements=native)
         evaluations[key] = (ev, ev.results())
     model, _ = load_model(best)
-    size = tuple(record["image_size"])
+    size = record.image_size
     params = count_parameters(model)
     macs = count_macs(model, size)
     lat = {b: latency_ms(best, b, args.threads) for b in ("torch", "onnxruntime")}
-    split = load_split(record["dataset"]["split"])
-    cfg = record["config"]
+    trained = record.dataset
+    if trained is None or record.config is None or record.postprocess is None:
+        raise SystemExit(f"{best}.json: not a trainer's record (no dataset, config or post-processing)")
+    split = load_split(trained.split)
+    cfg = record.config
 
     test_metrics = {
         key: {
@@ -111,43 +114,45 @@ def main() -> None:
         }
         for key, (ev, res) in evaluations.items()
     }
-    record["pretrained"] = {
-        "tag": args.tag,
-        "title": args.title,
-        "dataset": f"{record['dataset']['layout']}, split {record['dataset']['split']} "
-        f"({len(split.train)} train / {len(split.val)} val / {len(split.test)} test ids)",
-        "test_metrics": test_metrics,
-        "latency_ms_768x576": {**{k: round(v, 1) for k, v in lat.items()}, "threads": args.threads},
-        "trained_with": f"lesionseg train --config {args.config}",
-        "date": datetime.date.today().isoformat(),
-        "stored_as": "float16" if args.half else "float32",
-    }
     trust = evaluations["working"][0].trust
-    if trust is not None and "quality" in record:
-        record["pretrained"]["trust_test"] = {
+    shipped = ShippedInfo(
+        tag=args.tag,
+        title=args.title,
+        dataset=f"{trained.layout}, split {trained.split} "
+        f"({len(split.train)} train / {len(split.val)} val / {len(split.test)} test ids)",
+        test_metrics=test_metrics,
+        latency_ms={**{k: round(v, 1) for k, v in lat.items()}, "threads": args.threads},
+        trained_with=f"lesionseg train --config {args.config}",
+        date=datetime.date.today().isoformat(),
+        stored_as="float16" if args.half else "float32",
+        trust_test=None
+        if trust is None or record.quality is None
+        else {
             **trust.summary(),
-            "command": f"`lesionseg evaluate --checkpoint {args.tag} --data-root {record['dataset']['root']}`",
+            "command": f"`lesionseg evaluate --checkpoint {args.tag} --data-root {trained.root}`",
             "machine": cpu_name(),
-        }
-    record.pop("state", None)
-    data_root = record["dataset"]["root"]
-    record["dataset"]["root"] = None  # a path of the machine that trained it means nothing to a user
+        },
+    )
+    data_root = trained.root
+    # A path of the machine that trained it means nothing to a user.
+    record = replace(record, state=None, dataset=replace(trained, root=None), pretrained=shipped)
 
     WEIGHTS_DIR.mkdir(parents=True, exist_ok=True)
     stem = WEIGHTS_DIR / args.tag
     shutil.copyfile(str(best) + ".safetensors", str(stem) + ".safetensors")
-    (stem.with_suffix(".json")).write_text(json.dumps(record, indent=1) + "\n")
+    (stem.with_suffix(".json")).write_text(record.to_json())
 
     sha = hashlib.sha256(Path(str(stem) + ".safetensors").read_bytes()).hexdigest()
-    pp = record["postprocess"]
-    pp_scores = ", ".join(f"{k}: {pct(v)}" for k, v in pp["val_dice"].items())
+    pp = record.postprocess
+    pp_scores = ", ".join(f"{k}: {pct(v)}" for k, v in (pp.val_dice or {}).items())
+    pp_reduction = (pp.reduction or "per_image").replace("_", "-")
     metrics_csv = args.run_dir / "metrics.csv"
-    epochs = sum(1 for _ in metrics_csv.open()) - 1 if metrics_csv.is_file() else record.get("epoch")
+    epochs = sum(1 for _ in metrics_csv.open()) - 1 if metrics_csv.is_file() else record.epoch
     card = f"""# `{args.tag}`: {args.title}
 
-Model `{record["model"]}` ({params / 1e6:.3f}M parameters, {macs / 1e9:.3f} GMACs at {size[0]}x{size[1]}), trained
+Model `{record.model}` ({params / 1e6:.3f}M parameters, {macs / 1e9:.3f} GMACs at {size[0]}x{size[1]}), trained
 by `lesionseg train` on real data. Load it with `lesionseg predict IMAGE --model {args.tag}`,
-`Predictor.from_pretrained("{args.tag}")` or `create_model("{record["model"]}", pretrained="{args.tag}")`.
+`Predictor.from_pretrained("{args.tag}")` or `create_model("{record.model}", pretrained="{args.tag}")`.
 
 ## Intended use
 {args.intended}
@@ -164,9 +169,9 @@ acquisition device will do worse on images from other devices, populations, reso
 {args.why}
 
 ## Data and split
-{record["pretrained"]["dataset"]}; the split is shipped in the package
-(`lesionseg/splits/{record["dataset"]["split"]}.json`, seed 0). Trained on the training ids only; the checkpoint
-(epoch {record["epoch"]} of {epochs}) and the post-processing were selected on the validation ids; the test ids were
+{shipped.dataset}; the split is shipped in the package
+(`lesionseg/splits/{trained.split}.json`, seed 0). Trained on the training ids only; the checkpoint
+(epoch {record.epoch} of {epochs}) and the post-processing were selected on the validation ids; the test ids were
 never used for training or selection.
 
 ## Recipe
@@ -174,8 +179,8 @@ Config [`{args.config}`](../../../../{args.config}) (its header says what was ch
 {cfg["model"]["name"]} {cfg["model"]["kwargs"]}, loss {cfg["loss"]["name"]} {cfg["loss"]["kwargs"]},
 {cfg["optim"]["name"]} lr {cfg["optim"]["lr"]} ({cfg["optim"]["scheduler"]} to {cfg["optim"]["min_lr"]}), batch
 {cfg["data"]["batch_size"]} at {size[0]}x{size[1]}, {cfg["train"]["epochs"]} epochs, {cfg["train"]["precision"]},
-augmentation {cfg["data"]["augment"]}. Normalisation mean {record["mean"]}, std {record["std"]}; threshold
-{record["threshold"]}.
+augmentation {cfg["data"]["augment"]}. Normalisation mean {list(record.mean)}, std {list(record.std)}; threshold
+{record.threshold}.
 
 ```bash
 lesionseg train --config {args.config}
@@ -185,7 +190,7 @@ python tools/ship_pretrained.py runs/{args.run_dir.name} --tag {args.tag} --conf
 {args.machine}
 
 Post-processing chosen on the validation ids at the end of training (kept only if it raised the validation
-{pp["reduction"].replace("_", "-")} Dice): **{" + ".join(pp["steps"]) or "none"}** (validation Dice {pp_scores}).
+{pp_reduction} Dice): **{" + ".join(pp.steps) or "none"}** (validation Dice {pp_scores}).
 `predict`, `evaluate` and the benchmark apply it; `--no-postprocess` switches it off.
 
 ## Test metrics
@@ -199,10 +204,22 @@ lesionseg evaluate --checkpoint {args.tag} --data-root {data_root} --native   # 
 
 {format_table(evaluations["working"][1], evaluations["working"][0].title)}
 {format_table(evaluations["native"][1], evaluations["native"][0].title)}
-{trust_card_section(record) + chr(10) if "trust_test" in record["pretrained"] else ""}## Speed
+{evaluations["native"][0].subgroup_table()}
+
+## Measurements against the ground truth
+Each test image measured on its predicted and on its hand-drawn mask, at its own resolution, with the estimator
+`predict` and the API use:
+
+```bash
+lesionseg evaluate --checkpoint {args.tag} --data-root {data_root} --native --measurements --out eval_{args.tag}
+```
+
+{evaluations["native"][0].agreement.table()}
+
+{trust_card_section(record.to_dict()) + chr(10) if shipped.trust_test else ""}## Speed
 One 768x576 image end to end (resize, network, resize back, post-process, measure; decoding excluded), warm,
 {args.threads} threads, median of 30: eager PyTorch {lat["torch"]:.1f} ms, onnxruntime {lat["onnxruntime"]:.1f} ms, on
-{cpu_name()} (`python benchmarks/predict_latency.py --model {args.tag}` gives the full comparison).
+{cpu_name()} (`python perf/predict_latency.py --model {args.tag}` gives the full comparison).
 
 Files: `{args.tag}.safetensors` (weights, SHA-256 `{sha}`; safetensors, so loading never unpickles),
 `{args.tag}.json` (the record: architecture, normalisation, threshold, post-processing, training config, these metrics).

@@ -101,10 +101,18 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         device=args.device,
         skip_bad=True if args.skip_bad else None,
         cache_dir=args.cache_dir,
+        measurements=args.measurements,
+        pixel_size=args.pixel_size,
         trust=not args.no_trust,
     )
     _print_results(evaluation.results(), evaluation.title)
+    print()
+    print(evaluation.subgroup_table())
+    if evaluation.agreement is not None:
+        print()
+        print(evaluation.agreement.table(f"Measurements: {evaluation.title}"))
     if evaluation.trust is not None:
+        print()
         for line in evaluation.trust.lines():
             print(line)
     for p in evaluation.skipped:
@@ -112,8 +120,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.out:
         evaluation.save(args.out)
         extra = ", skipped.json" if evaluation.skipped else ""
+        if evaluation.agreement is not None:
+            extra += ", measurements.csv, agreement.md, bland_altman.png"
         extra += ", trust.json, trust_per_image.csv, reliability.png" if evaluation.trust is not None else ""
-        print(f"wrote {args.out}/metrics.json, report.md, per_image.csv{extra}")
+        print(f"wrote {args.out}/metrics.json, report.md, per_image.csv, subgroups.csv{extra}")
     return 0
 
 
@@ -233,6 +243,16 @@ def _print_predictions(summary, pixel_size: float | None, quiet: bool = False) -
     print(summary.summary_line())
 
 
+def _pixel_size(text: str) -> float:
+    """``--pixel-size``: checked while the arguments are read, so a bad value stops the command before any image."""
+    from .inference.measure import check_pixel_size
+
+    try:
+        return check_pixel_size(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
 def _predict_device(name: str, cuda: bool) -> str:
     """CPU without importing the engine (trainer, plotting) when no GPU is asked for or present: a quick start."""
     if name in ("auto", "cpu") and not cuda:
@@ -251,15 +271,15 @@ def cmd_export(args: argparse.Namespace) -> int:
     path = export_onnx(
         model,
         args.onnx,
-        tuple(record["image_size"]),
-        record.get("in_channels", 3),
+        record.image_size,
+        record.in_channels,
         record=record,
         opset=args.opset,
         exporter=args.exporter,
     )
     print(
-        f"wrote {path} and {path.with_suffix('.json')} (input 'image' N x {record.get('in_channels', 3)} x "
-        f"{record['image_size'][0]} x {record['image_size'][1]}, dynamic batch)"
+        f"wrote {path} and {path.with_suffix('.json')} (input 'image' N x {record.in_channels} x "
+        f"{record.image_size[0]} x {record.image_size[1]}, dynamic batch)"
     )
     return 0
 
@@ -293,6 +313,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         queue_size=args.queue_size,
         cors_origins=args.cors_origin or None,
         device=args.device,
+        work_pixels=int(args.work_megapixels * 1e6),
+        body_timeout=args.body_timeout,
     )
     try:
         loopback = ipaddress.ip_address(args.host).is_loopback
@@ -332,8 +354,7 @@ def _print_pretrained(show_cards: bool) -> int:
 def cmd_models(args: argparse.Namespace) -> int:
     if args.pretrained:
         return _print_pretrained(args.cards)
-    from .models import create_model, list_models, model_entrypoint
-    from .models._registry import _MODEL_DEFAULTS
+    from .models import create_model, list_models, model_entrypoint, model_tags
     from .models.complexity import count_macs, count_parameters
 
     names = list_models(args.pattern)
@@ -350,7 +371,7 @@ def cmd_models(args: argparse.Namespace) -> int:
         line = f"{name:24s} {count_parameters(model) / 1e6:10.3f}"
         if args.flops:
             line += f" {count_macs(model, size) / 1e9:12.3f}"
-        tags = _MODEL_DEFAULTS[name]
+        tags = model_tags(name)
         kind = "paper" if tags["paper_size"] and not tags["cpu_size"] else ("cpu" if not tags["paper_size"] else "both")
         doc = (model_entrypoint(name).__doc__ or "").strip().splitlines()
         print(f"{line}  {kind:5s}  {doc[0] if doc else ''}")
@@ -376,9 +397,60 @@ def _print_check(report, limit_notes: int = 5) -> None:
     )
 
 
+def _data_prepare(args: argparse.Namespace) -> int:
+    from .data import DEFAULT_MAX_PIXELS
+    from .data.prepare import prepare_archives
+
+    if not args.out:
+        print("lesionseg data prepare: give --out ROOT, the data root to write", file=sys.stderr)
+        return 2
+    try:
+        report = prepare_archives(
+            args.root,
+            args.archives,
+            args.out,
+            overwrite=args.overwrite,
+            max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS,
+            progress=not args.no_progress,
+        )
+    except ValueError as err:  # PrepareError, an unknown layout, a root that does not scan
+        print(f"lesionseg data prepare: {err}", file=sys.stderr)
+        return 2
+    for result in report.archives:
+        extra = f", {len(result.ignored)} other member(s) left in the archive" if result.ignored else ""
+        copies = f", other copies left: {', '.join(result.copies_left)}" if result.copies_left else ""
+        print(f"{result.archive.name}: {result.files} file(s) unpacked{extra}{copies}")
+    counts = ", ".join(
+        f"{subset or 'cases'} {n} (official {report.official[subset]})" for subset, n in report.counts.items()
+    )
+    print(f"{report.root} ({report.layout}): {counts}")
+    for line in report.count_mismatches():
+        print(f"WARNING {line}")
+    _print_check(report.check)
+    return 0 if report.ok else 1
+
+
+def _split_groups(args: argparse.Namespace, cases: list) -> dict | None:
+    """The groups of ``data split --group-by``, with a line saying how many cases have none."""
+    from .data import case_groups
+
+    if not args.group_by:
+        return None
+    groups = case_groups(cases, args.group_by)
+    lacking = sum(1 for g in groups.values() if g is None)
+    if lacking:
+        print(f"lesionseg data split: {lacking} case(s) have no group under {args.group_by!r}; each is its own group")
+    return groups
+
+
 def cmd_data(args: argparse.Namespace) -> int:
     from .data import DEFAULT_MAX_PIXELS, check_root, find_cases, make_split, save_split
 
+    if args.action == "prepare":
+        return _data_prepare(args)
+    if args.archives:
+        print(f"lesionseg data {args.action}: unexpected arguments {' '.join(args.archives)}", file=sys.stderr)
+        return 2
     if args.action == "check":
         max_pixels = args.max_pixels or DEFAULT_MAX_PIXELS
         report = check_root(args.root, args.layout, max_pixels=max_pixels, progress=not args.no_progress)
@@ -394,6 +466,7 @@ def cmd_data(args: argparse.Namespace) -> int:
         if any(v is None for v in strata.values()):
             print(f"lesionseg data split: some cases have no {args.stratify!r}", file=sys.stderr)
             return 2
+    groups = _split_groups(args, cases)
     split = make_split(
         [c.id for c in cases],
         args.test_fraction,
@@ -402,9 +475,16 @@ def cmd_data(args: argparse.Namespace) -> int:
         strata,
         name=args.name or Path(args.root).name,
         stratified_by=args.stratify,
+        groups=groups,
+        grouped_by=args.group_by,
     )
-    save_split(split, args.out)
-    print(f"wrote {args.out}: train {len(split.train)}, val {len(split.val)}, test {len(split.test)}")
+    out = args.out or "split.json"
+    save_split(split, out)
+    grouped = ""
+    if groups is not None:
+        n = {part: len({groups[i] or i for i in getattr(split, part)}) for part in ("train", "val", "test")}
+        grouped = f" (groups: train {n['train']}, val {n['val']}, test {n['test']}; none in two parts)"
+    print(f"wrote {out}: train {len(split.train)}, val {len(split.val)}, test {len(split.test)}{grouped}")
     return 0
 
 
@@ -469,11 +549,23 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: the checkpoint's data.cache_dir)",
     )
     p.add_argument(
+        "--measurements",
+        action="store_true",
+        help="with --native: measure every predicted and ground-truth mask (area, perimeter, diameters, asymmetry, "
+        "compactness) and report their agreement: bias, 95%% limits of agreement, ICC(2,1); with --out also "
+        "measurements.csv, agreement.md and a Bland-Altman figure",
+    )
+    p.add_argument(
+        "--pixel-size", type=_pixel_size, metavar="MM", help="with --measurements: millimetres per pixel (means in mm)"
+    )
+    p.add_argument(
         "--no-trust",
         action="store_true",
         help="skip the calibration (ECE before/after temperature), quality-estimate and out-of-distribution figures",
     )
-    p.add_argument("--out", help="folder for metrics.json, report.md, per_image.csv (+ trust.json, reliability.png)")
+    p.add_argument(
+        "--out", help="folder for metrics.json, report.md, per_image.csv, subgroups.csv (+ trust.json, reliability.png)"
+    )
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_evaluate)
 
@@ -497,7 +589,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", help="split of --dataset (name or JSON; default: the one shipped for its layout; none)")
     p.add_argument("--subset", default="test", choices=("test", "val", "train", "all"), help="cases of --dataset")
     p.add_argument("--out", default="predictions", help="output folder (default: predictions)")
-    p.add_argument("--pixel-size", type=float, metavar="MM", help="millimetres per pixel: measurements also in mm")
+    p.add_argument(
+        "--pixel-size", type=_pixel_size, metavar="MM", help="millimetres per pixel: measurements also in mm"
+    )
     p.add_argument("--backend", default="torch", choices=("torch", "onnxruntime"))
     p.add_argument("--threshold", type=float, help="probability threshold (default: the model's)")
     p.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
@@ -536,8 +630,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--model",
         action="append",
         default=[],
-        help="shipped tag (skin, polyp) or checkpoint to serve; repeatable; the first is the default "
-        "(default: every shipped model)",
+        help="shipped tag (skin, polyp) or checkpoint to serve; repeatable; the default for a request without a "
+        "model is skin when served, else the first (default: every shipped model)",
     )
     p.add_argument("--workers-threads", type=int, default=2, metavar="N", help="inference threads (default: 2)")
     p.add_argument(
@@ -546,6 +640,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="torch device of the models (default: cpu)")
     p.add_argument("--max-upload-mb", type=float, default=20.0, help="largest image file accepted (default: 20)")
     p.add_argument("--max-megapixels", type=float, default=40.0, help="largest image accepted (default: 40)")
+    p.add_argument(
+        "--work-megapixels",
+        type=float,
+        default=4.0,
+        help="larger images are reduced to this as they are decoded; model, post-processing and measurements work "
+        "on that, the mask comes back at full size (default: 4)",
+    )
+    p.add_argument(
+        "--body-timeout",
+        type=float,
+        default=20.0,
+        metavar="SECONDS",
+        help="a request's whole body must arrive within this, else 408 (default: 20)",
+    )
     p.add_argument(
         "--cors-origin",
         action="append",
@@ -590,11 +698,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cards", action="store_true", help="with --pretrained: print each model card")
     p.set_defaults(func=cmd_models)
 
-    p = sub.add_parser("data", help="check a data root, or draw and store a split")
-    p.add_argument("action", choices=("check", "split"))
-    p.add_argument("root")
+    p = sub.add_parser(
+        "data",
+        help="check a data root, draw and store a split, or unpack the official archives",
+        description="check ROOT | split ROOT | prepare LAYOUT ARCHIVE... --out ROOT (unpack a dataset's official zip "
+        "files into the layout the loaders read, then check it)",
+    )
+    p.add_argument("action", choices=("check", "split", "prepare"))
+    p.add_argument("root", help="the data root; for prepare: the layout (isic2016, isic2017, isic2018, ph2, ...)")
+    p.add_argument(
+        "archives", nargs="*", help="prepare: the official archives (e.g. ISIC2018_Task1-2_Training_Input.zip)"
+    )
     p.add_argument("--layout")
-    p.add_argument("--out", default="split.json")
+    p.add_argument("--out", default=None, help="split: the split file (default: split.json); prepare: the data root")
+    p.add_argument(
+        "--group-by",
+        metavar="KEY",
+        help="split: draw whole groups so that none straddles train/val/test: 'group' (the layout's: CVC-ClinicDB "
+        "sequences, ISIC lesion ids from a metadata CSV, the folder layout's groups.csv), a case field (lesion_id, "
+        "patient_id) or an id,group CSV file",
+    )
+    p.add_argument("--overwrite", action="store_true", help="prepare: unpack into dataset folders that hold files")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--test-fraction", type=float, default=0.2)
     p.add_argument("--val-fraction", type=float, default=0.1)

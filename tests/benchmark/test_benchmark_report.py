@@ -31,9 +31,15 @@ def _cfg(tmp_path: Path) -> BenchmarkConfig:
 
 
 def _store(
-    cfg: BenchmarkConfig, label: str, seed: int, noise: float, best_epoch: int = 4, exported_as: int | None = None
+    cfg: BenchmarkConfig,
+    label: str,
+    seed: int,
+    noise: float,
+    best_epoch: int = 4,
+    exported_as: int | None = None,
+    epochs: int = 5,
 ) -> None:
-    """A run of 5 epochs whose predictions are the truth with ``noise`` of each image's pixels flipped (seeded)."""
+    """A run whose predictions are the truth with ``noise`` of each image's pixels flipped (seeded)."""
     rng = np.random.default_rng(1000 * seed + int(noise * 1000) + len(label))
     truth = np.zeros((30, 1, 16, 16), dtype=np.uint8)
     truth[:, :, 4:12, 4:12] = 1
@@ -51,7 +57,7 @@ def _store(
     meta = {
         "run": seed if exported_as is None else exported_as,
         "seed": seed,
-        "epochs": 5,
+        "epochs": epochs,
         "best_epoch": best_epoch,
         "precision": "fp32",
         "threads": 1,
@@ -101,6 +107,27 @@ def test_partial_tables_say_what_is_missing_and_what_is_significant(tmp_path: Pa
     assert "missing: poor: seed1, seed2; none" in (tmp_path / "results" / "report.md").read_text()
 
 
+def test_each_run_says_whether_it_converged_before_the_last_fifth_of_its_epochs(tmp_path: Path) -> None:
+    cfg = _cfg(tmp_path)
+    _store(cfg, "good", 0, 0.05, best_epoch=8, epochs=10)  # epochs 9-10 are the last fifth: converged
+    _store(cfg, "good", 1, 0.05, best_epoch=9, epochs=10)  # in the last fifth, not in the last tenth
+    _store(cfg, "close", 0, 0.05, best_epoch=4, epochs=5)  # the last fifth of 5 epochs is epoch 5
+    report = write_report(cfg).read_text()
+    assert "| good | seed0 | 10 | 8 | fp32 | 1 | 1.5 | test host | yes |" in report
+    assert "| good | seed1 | 10 | 9 | fp32 | 1 | 1.5 | test host | no |" in report
+    assert "| close | seed0 | 5 | 4 | fp32 | 1 | 1.5 | test host | yes |" in report
+    assert "Still improving when" not in report  # epoch 9 of 10 is not in the last tenth
+    assert "Not converged (the best validation epoch falls in the last fifth of the epochs; " in report
+    assert "says so per run): good (1 of 2 runs)." in report
+    with open(tmp_path / "results" / "results.csv", newline="") as f:
+        assert [r["converged"] for r in csv.DictReader(f)] == ["yes", "no", "yes"]
+
+    _store(cfg, "good", 1, 0.05, best_epoch=7, epochs=10)  # retrained: now every run converged
+    report = write_report(cfg).read_text()
+    assert "Every finished run converged: its best validation epoch comes before the last fifth" in report
+    assert "Not converged" not in report
+
+
 def test_no_finished_run_gives_a_short_report(tmp_path: Path) -> None:
     report = write_report(_cfg(tmp_path)).read_text()
     assert "No run has finished yet (0 of 12)." in report
@@ -133,3 +160,61 @@ def test_the_precision_section_says_per_machine_what_the_trials_trained_on(tmp_p
     assert "Machine `cpu-a` (trials of 3 epochs; data not recorded):" in lines
     assert "Machine `gpu-b` (trials of 4 epochs; `../data/kvasir`):" in lines
     assert sum(line.startswith("| good |") for line in lines) == 2 and not any("not_in" in line for line in lines)
+
+
+def test_subgroups_by_diagnosis_and_lesion_size_from_the_kept_results(tmp_path: Path) -> None:
+    from lesionseg.benchmark.results import read_run, write_case_groups
+
+    cfg = _cfg(tmp_path)
+    for seed in (0, 1):
+        _store(cfg, "good", seed, 0.05)
+    section = write_report(cfg).read_text().split("## Subgroups")[1].split("\n## ")[0]
+    assert "By diagnosis" not in section and "lesion size only" in section  # no case_groups.json: no diagnosis
+    # every truth is the same 8x8 square: the tertiles fall back on the ids, 10 each
+    assert "| Model | small (n=10, 64-64 px²) | medium (n=10, 64-64 px²) | large (n=10, 64-64 px²) |" in section
+
+    names = ("common nevus", "atypical nevus", "melanoma")
+    write_case_groups(cfg.results_dir, {"diagnosis": {k: names[i % 3] for i, k in enumerate(IDS)}}, "test")
+    first = write_report(cfg).read_bytes()
+    assert write_report(cfg).read_bytes() == first
+    section = first.decode().split("## Subgroups")[1].split("\n## ")[0]
+    runs = [read_run(run_results_dir(cfg.results_dir, "good", f"seed{s}"), "good") for s in (0, 1)]
+    dice = {k: np.mean([float(r["dice"]) for run in runs for r in run.rows if r["id"] == k]) for k in IDS}
+    melanoma = np.mean([dice[k] for i, k in enumerate(IDS) if i % 3 == 2])
+    row = next(x for x in section.splitlines() if x.startswith("| good |") and "By lesion" not in x)
+    assert "| Model | common nevus (n=10) | atypical nevus (n=10) | melanoma (n=10) |" in section
+    assert row.split(" | ")[3].startswith(f"{100 * melanoma:.2f} [")
+
+
+def test_the_runner_keeps_the_test_ids_diagnoses_once(tmp_path: Path) -> None:
+    import json
+
+    from PIL import Image
+
+    from lesionseg.benchmark.results import read_case_groups
+    from lesionseg.benchmark.runner import record_case_groups
+
+    images = tmp_path / "PH2Dataset" / "PH2 Dataset images"
+    codes = {"IMD002": 0, "IMD003": 1, "IMD010": 2, "IMD058": 0}
+    for cid in codes:
+        for sub, name in ((f"{cid}_Dermoscopic_Image", f"{cid}.bmp"), (f"{cid}_lesion", f"{cid}_lesion.bmp")):
+            (images / cid / sub).mkdir(parents=True)
+            Image.fromarray(np.full((8, 8), 255, np.uint8)).save(images / cid / sub / name)
+    rows = ["Name\tClinical Diagnosis"] + [f"{c}\t{d}" for c, d in codes.items()]
+    (tmp_path / "PH2Dataset" / "PH2_dataset.txt").write_text("\n".join(rows) + "\n")
+    split = tmp_path / "split.json"
+    split.write_text(json.dumps({"info": {}, "train": ["IMD002"], "val": ["IMD058"], "test": ["IMD003", "IMD010"]}))
+    cfg = BenchmarkConfig(
+        name="ph2like",
+        results_dir=str(tmp_path / "results"),
+        data={"root": str(tmp_path), "layout": "ph2"},
+        protocol=SplitProtocol(kind="fixed", split=str(split)),
+        seeds=(0,),
+        models=(BenchmarkModel(config="configs/x.yaml", label="x", epochs=1),),
+    )
+    record_case_groups(cfg, [split])
+    assert read_case_groups(cfg.results_dir) == {"diagnosis": {"IMD003": "atypical nevus", "IMD010": "melanoma"}}
+    path = tmp_path / "results" / "case_groups.json"
+    stamp = path.stat().st_mtime_ns
+    record_case_groups(cfg, [split])  # unchanged: not rewritten
+    assert path.stat().st_mtime_ns == stamp

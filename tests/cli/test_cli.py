@@ -199,18 +199,18 @@ def test_evaluate_tta_at_working_size(trained, capsys):
     # recompute the flip-averaged prediction by hand for each test case
     model, record = load_model(trained / "best")
     model.eval()
-    cases, _ = select_cases(record["dataset"]["root"], record["dataset"]["layout"], record["dataset"]["split"])
-    ds = SegmentationDataset(cases, size=tuple(record["image_size"]), mean=record["mean"], std=record["std"])
+    cases, _ = select_cases(record.dataset.root, record.dataset.layout, record.dataset.split)
+    ds = SegmentationDataset(cases, size=record.image_size, mean=record.mean, std=record.std)
     rows = {r["id"]: r for r in tta.metrics.per_image_table()}
     differs = False
     with torch.no_grad():
         for x, y, cid in (ds[i] for i in range(len(ds))):
             x = x[None]
             logits = (model(x) + model(x.flip(-1)).flip(-1) + model(x.flip(-2)).flip(-2)) / 3
-            pred = (torch.sigmoid(logits) > record["threshold"]).float()
+            pred = (torch.sigmoid(logits) > record.threshold).float()
             inter, total = float((pred * y).sum()), float(pred.sum() + y.sum())
             dice = 2 * inter / total if total else 1.0
             assert abs(float(rows[cid]["dice"]) - dice) < 1e-6, cid
-            plain_pred = (torch.sigmoid(model(x)) > record["threshold"]).float()
+            plain_pred = (torch.sigmoid(model(x)) > record.threshold).float()
             differs |= not torch.equal(plain_pred, pred)
     assert differs or plain.results() == tta.results()

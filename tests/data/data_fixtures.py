@@ -7,6 +7,7 @@ fixture also holds a mask without an image, so pairing by listing position would
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -78,8 +79,9 @@ def _add(built: Built, cid: str, k: int, image: Path, mask: Path | None, subset:
         built.subsets[cid] = subset
 
 
-def build_isic(root: Path, layout: str, subsets: tuple[str, ...] | None = None) -> Built:
-    """ISIC 2016/2017/2018 in the official folders: 2 train cases, 1 per other subset, plus the extra files."""
+def build_isic(root: Path, layout: str, subsets: tuple[str, ...] | None = None, orphans: bool = True) -> Built:
+    """ISIC 2016/2017/2018 in the official folders: 2 train cases, 1 per other subset, plus the extra files (and a
+    mask without an image per subset unless ``orphans`` is false)."""
     built = Built(root)
     k = 0
     for subset, input_name, truth_name, suffix in ISIC_SUBSETS[layout]:
@@ -92,7 +94,8 @@ def build_isic(root: Path, layout: str, subsets: tuple[str, ...] | None = None) 
                 write_image(root / input_name / f"{cid}_superpixels.png", case_image(k + 50))
             k += 1
         # a mask without an image, sorted first: positional pairing would shift every pair
-        write_mask(root / truth_name / f"ISIC_0000000{suffix}.png", case_mask(9))
+        if orphans:
+            write_mask(root / truth_name / f"ISIC_0000000{suffix}.png", case_mask(9))
         if layout == "isic2017":
             (root / input_name / f"{input_name}_metadata.csv").write_text("image_id,age_approximate,sex\n")
         if layout == "isic2018":
@@ -101,13 +104,15 @@ def build_isic(root: Path, layout: str, subsets: tuple[str, ...] | None = None) 
     return built
 
 
-def build_cvc(root: Path, fmt: str = "tif", sub: str = "") -> Built:
-    """CVC-ClinicDB: ``Original/<n>.<fmt>`` + ``Ground Truth/<n>.<fmt>``, noisy 0/255 masks, one extra mask."""
+def build_cvc(root: Path, fmt: str = "tif", sub: str = "", orphans: bool = True) -> Built:
+    """CVC-ClinicDB: ``Original/<n>.<fmt>`` + ``Ground Truth/<n>.<fmt>``, noisy 0/255 masks, one extra mask (unless
+    ``orphans`` is false)."""
     base = root / sub if sub else root
     built = Built(root)
     for k, n in enumerate((1, 2, 10)):  # lexical order 1, 10, 2 differs from numerical order
         _add(built, str(n), k, base / "Original" / f"{n}.{fmt}", base / "Ground Truth" / f"{n}.{fmt}", noise=True)
-    write_mask(base / "Ground Truth" / f"0.{fmt}", case_mask(9))
+    if orphans:
+        write_mask(base / "Ground Truth" / f"0.{fmt}", case_mask(9))
     return built
 
 
@@ -164,13 +169,14 @@ def build_ph2(root: Path, ext: str = "bmp", txt: str = "tab") -> Built:
     return built
 
 
-def build_kvasir(root: Path) -> Built:
-    """Kvasir-SEG: ``Kvasir-SEG/{images,masks}/<id>.jpg`` (JPEG masks)."""
+def build_kvasir(root: Path, orphans: bool = True) -> Built:
+    """Kvasir-SEG: ``Kvasir-SEG/{images,masks}/<id>.jpg`` (JPEG masks), one extra mask unless ``orphans`` is false."""
     base = root / "Kvasir-SEG"
     built = Built(root)
     for k, cid in enumerate(("cju0qkwl35piu0993l0dewei2", "cju0s690hkp960855tjuaqvv0", "cju1b0y2e396p08558ois175d")):
         _add(built, cid, k, base / "images" / f"{cid}.jpg", base / "masks" / f"{cid}.jpg", mode="RGB")
-    write_mask(base / "masks" / "aaaa.jpg", case_mask(9), mode="RGB")
+    if orphans:
+        write_mask(base / "masks" / "aaaa.jpg", case_mask(9), mode="RGB")
     return built
 
 
@@ -180,3 +186,50 @@ def build_folder(root: Path) -> Built:
     for k, cid in enumerate(("case1", "case10", "case2")):
         _add(built, cid, k, root / "images" / f"{cid}.png", root / "masks" / f"{cid}_mask.png")
     return built
+
+
+def zip_tree(zip_path: Path, root: Path, junk: bool = False) -> Path:
+    """Zip everything under ``root`` with paths relative to it (folder entries included, as archivers write them);
+    ``junk`` adds the ``__MACOSX/`` and ``.DS_Store`` entries of archives made on a Mac."""
+    zip_path.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(zip_path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for path in sorted(root.rglob("*")):
+            arcname = path.relative_to(root).as_posix()
+            if path.is_dir():
+                zf.writestr(arcname + "/", b"")
+            else:
+                zf.write(path, arcname)
+                if junk:
+                    zf.writestr(f"__MACOSX/{path.parent.relative_to(root).as_posix()}/._{path.name}", b"\0\5")
+        if junk:
+            zf.writestr(".DS_Store", b"junk")
+    return zip_path
+
+
+def write_official_archives(layout: str, folder: Path) -> tuple[list[Path], Built]:
+    """Tiny copies of the official archives of ``layout`` in ``folder``, with the published names and inner
+    folders, built from the fixtures above (no orphan masks); returns the archives and what they hold."""
+    src = folder / f"{layout}_src"
+    archives: list[Path] = []
+    if layout in ISIC_SUBSETS:
+        built = build_isic(src, layout, orphans=False)
+        for _, inputs, truth, _ in ISIC_SUBSETS[layout]:
+            for name in (inputs, truth):  # each challenge zip holds its one folder at the top
+                tree = folder / f"{name}_tree"
+                tree.mkdir(parents=True)
+                (src / name).rename(tree / name)
+                archives.append(zip_tree(folder / f"{name}.zip", tree))
+    elif layout == "ph2":
+        built = build_ph2(src)  # PH2Dataset/PH2 Dataset images/..., PH2Dataset/PH2_dataset.txt
+        (src / "PH2Dataset" / "PH2_dataset.xlsx").write_bytes(b"not read")
+        archives.append(zip_tree(folder / "PH2Dataset.zip", src))
+    elif layout == "cvc_clinicdb":
+        built = build_cvc(src / "CVC-ClinicDB", orphans=False)
+        archives.append(zip_tree(folder / "CVC-ClinicDB.zip", src, junk=True))
+    elif layout == "kvasir_seg":
+        built = build_kvasir(src, orphans=False)
+        (src / "Kvasir-SEG" / "kavsir_bboxes.json").write_text("{}")
+        archives.append(zip_tree(folder / "kvasir-seg.zip", src))
+    else:
+        raise ValueError(f"no official archives for {layout}")
+    return archives, built

@@ -179,7 +179,7 @@ def _gpu_check():
     import importlib.util
 
     spec = importlib.util.spec_from_file_location(
-        "gpu_check", Path(__file__).resolve().parents[2] / "benchmarks/gpu_check.py"
+        "gpu_check", Path(__file__).resolve().parents[2] / "perf" / "gpu_check.py"
     )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

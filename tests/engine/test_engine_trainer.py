@@ -43,12 +43,12 @@ def test_fit_writes_the_run_folder(tiny_config):
     assert [int(r["epoch"]) for r in rows] == [1, 2]
     assert all(0 <= float(r["val_dice_per_image"]) <= 1 for r in rows)
     model, record = load_model(f"{run}/best")
-    assert record["model"] == "unet_small" and record["image_size"] == [32, 32]
-    assert record["metrics"]["val"]["epoch"] == summary["best_epoch"]
+    assert record.model == "unet_small" and record.image_size == (32, 32)
+    assert record.metrics["val"]["epoch"] == summary["best_epoch"]
     # where it ran and from which source tree, written at training time (an export later may run other code)
-    trained_on = record["trained_on"]
-    assert trained_on["device"] == "cpu" and trained_on["machine"] == machine_description(torch.device("cpu"))
-    assert trained_on["lesionseg_commit"] == lesionseg_commit()
+    trained_on = record.trained_on
+    assert trained_on.device == "cpu" and trained_on.machine == machine_description(torch.device("cpu"))
+    assert trained_on.lesionseg_commit == lesionseg_commit()
 
 
 def test_resume_continues_exactly(tiny_config, tmp_path):

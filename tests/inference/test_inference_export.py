@@ -10,6 +10,7 @@ import torch
 
 from lesionseg.inference.export import export_onnx, onnx_session
 from lesionseg.models import create_model, list_models
+from lesionseg.models.hub import ModelRecord
 
 pytest.importorskip("onnxruntime")
 
@@ -30,7 +31,8 @@ def test_onnx_matches_eager(name, tmp_path):
     torch.manual_seed(0)
     model = create_model(name).eval()
     size = SIZE.get(name, 64)
-    path = export_onnx(model, tmp_path / f"{name}.onnx", (size, size), 3, record={"model": name, "model_kwargs": {}})
+    record = ModelRecord(model=name, image_size=(size, size), mean=(0.5,) * 3, std=(0.25,) * 3)
+    path = export_onnx(model, tmp_path / f"{name}.onnx", (size, size), 3, record=record)
     meta = json.loads(path.with_suffix(".json").read_text())
     assert meta["model"] == name and meta["onnx"]["dynamic_axes"] == ["batch"]
     session = onnx_session(path, threads=1)

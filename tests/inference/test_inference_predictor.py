@@ -14,7 +14,7 @@ from lesionseg.data.base import SegmentationDataset, find_cases
 from lesionseg.engine import Trainer, load_config
 from lesionseg.inference import Predictor
 from lesionseg.models import create_model
-from lesionseg.models.hub import load_record, save_checkpoint
+from lesionseg.models.hub import ModelRecord, PostProcessing, load_record, save_checkpoint
 
 
 def test_grayscale_model_gets_one_channel_normalised_like_training(blob_root):
@@ -40,18 +40,14 @@ def test_normalisation_length_mismatch_is_an_error():
 def _tiny_checkpoint(tmp_path, postprocess=None):
     torch.manual_seed(0)
     model = create_model("unet_small", channels=(4, 8))
-    record = {
-        "model": "unet_small",
-        "model_kwargs": {"channels": [4, 8]},
-        "in_channels": 3,
-        "num_classes": 1,
-        "image_size": [32, 32],
-        "mean": [0.5, 0.5, 0.5],
-        "std": [0.25, 0.25, 0.25],
-        "threshold": 0.5,
-    }
-    if postprocess is not None:
-        record["postprocess"] = {"steps": postprocess}
+    record = ModelRecord(
+        model="unet_small",
+        model_kwargs={"channels": [4, 8]},
+        image_size=(32, 32),
+        mean=(0.5, 0.5, 0.5),
+        std=(0.25, 0.25, 0.25),
+        postprocess=None if postprocess is None else PostProcessing(steps=postprocess),
+    )
     return save_checkpoint(tmp_path / "ckpt", model, record), model
 
 
@@ -88,12 +84,62 @@ def test_training_end_chooses_postprocessing_on_validation(tiny_config, tmp_path
     cfg_path.write_text(yaml.safe_dump(tiny_config))
     trainer = Trainer(load_config(cfg_path), progress=False)
     trainer.fit()
-    record = load_record(trainer.run_dir / "best")
-    chosen = record["postprocess"]
-    assert set(chosen) == {"steps", "reduction", "val_dice"}
-    assert chosen["reduction"] == "per_image" and "none" in chosen["val_dice"]
-    assert set(chosen["steps"]) <= {"largest_component", "fill_holes"}
+    chosen = load_record(trainer.run_dir / "best").postprocess
+    assert chosen.reduction == "per_image" and "none" in chosen.val_dice
+    assert set(chosen.steps) <= {"largest_component", "fill_holes"}
     # A step is kept only if it raised the validation Dice.
-    for step in chosen["steps"]:
-        assert chosen["val_dice"]["+" + step] > chosen["val_dice"]["none"]
-    json.dumps(record)  # still plain JSON
+    for step in chosen.steps:
+        assert chosen.val_dice["+" + step] > chosen.val_dice["none"]
+    written = json.loads((trainer.run_dir / "best.json").read_text())["postprocess"]
+    assert set(written) == {"steps", "reduction", "val_dice"}
+
+
+def test_predict_dataset_at_working_and_native_size(blob_root, tmp_path):
+    """The batched working-size path is the model on the dataset's batches, thresholded and post-processed; the
+    native path is :meth:`Predictor.predict_mask` on each case at its own size."""
+    from lesionseg.data.base import load_case
+    from lesionseg.inference.postprocess import apply_postprocessing
+
+    stem, model = _tiny_checkpoint(tmp_path, postprocess=["largest_component"])
+    predictor = Predictor.from_checkpoint(stem, threshold=0.45)
+    cases = find_cases(blob_root, "folder")[:5]
+    dataset = SegmentationDataset(cases, size=(32, 32), mean=(0.5,) * 3, std=(0.25,) * 3, cache=False)
+    got = list(predictor.predict_dataset(dataset, batch_size=2))
+    assert [ids for _, _, ids in got] == [[c.id for c in cases[:2]], [c.id for c in cases[2:4]], [cases[4].id]]
+    masks = torch.cat([m for m, _, _ in got])
+    with torch.inference_mode():
+        x = torch.stack([dataset[i][0] for i in range(len(dataset))])
+        raw = (torch.sigmoid(model.eval()(x)) > 0.45).to(torch.uint8)[:, 0].numpy()
+    expected = np.stack([apply_postprocessing(m, ["largest_component"]) for m in raw])
+    np.testing.assert_array_equal(masks[:, 0].numpy(), expected)
+    truths = torch.cat([t for _, t, _ in got])
+    np.testing.assert_array_equal(truths, torch.stack([dataset[i][1] for i in range(len(dataset))]).to(torch.uint8))
+
+    for (mask, truth, ids), case in zip(predictor.predict_dataset(dataset, native=True), cases):
+        image, true_mask = load_case(case)
+        assert ids == [case.id] and mask.shape == (1, 1, *image.shape[:2])
+        np.testing.assert_array_equal(mask[0, 0].numpy(), predictor.predict_mask([image])[0])
+        np.testing.assert_array_equal(truth[0, 0].numpy(), true_mask)
+
+
+def test_predict_dataset_refuses_a_dataset_prepared_otherwise(blob_root, tmp_path):
+    stem, _ = _tiny_checkpoint(tmp_path)
+    predictor = Predictor.from_checkpoint(stem)
+    cases = find_cases(blob_root, "folder")[:2]
+    other = SegmentationDataset(cases, size=(40, 40), mean=(0.5,) * 3, std=(0.25,) * 3, cache=False)
+    with pytest.raises(ValueError, match=r"dataset prepared as .*\(40, 40\).* expects .*\(32, 32\)"):
+        next(predictor.predict_dataset(other))
+    imagenet = SegmentationDataset(cases, size=(32, 32), cache=False)
+    with pytest.raises(ValueError, match="dataset prepared as"):
+        next(predictor.predict_dataset(imagenet))
+
+
+def test_from_record_keeps_record_values_unless_overridden(tmp_path):
+    stem, model = _tiny_checkpoint(tmp_path, postprocess=["fill_holes"])
+    record = load_record(stem)
+    predictor = Predictor.from_record(model, record, threshold=None, tta=True)
+    assert predictor.record is record and predictor.threshold == record.threshold and predictor.tta
+    assert predictor.image_size == record.image_size and predictor.postprocess == ("fill_holes",)
+    # A threshold of 0 is the caller's value, refused, never silently replaced by the record's.
+    with pytest.raises(ValueError, match=r"threshold must be in \(0, 1\), got 0.0"):
+        Predictor.from_record(model, record, threshold=0.0)

@@ -14,21 +14,20 @@ from lesionseg.engine import Trainer, evaluate_checkpoint, load_config
 from lesionseg.inference import Predictor
 from lesionseg.inference.trust_fit import evaluate_trust, fit_trust
 from lesionseg.models import create_model
-from lesionseg.models.hub import load_record, save_checkpoint
+from lesionseg.models.hub import CheckpointError, ModelRecord, load_record, save_checkpoint
 
 
-def _checkpoint(tmp_path, extra=None):
+def _checkpoint(tmp_path):
     torch.manual_seed(0)
     model = create_model("unet_small", channels=(4, 8))
-    record = {
-        "model": "unet_small",
-        "model_kwargs": {"channels": [4, 8]},
-        "image_size": [32, 32],
-        "mean": [0.5, 0.5, 0.5],
-        "std": [0.25, 0.25, 0.25],
-        "threshold": 0.5,
-        **(extra or {}),
-    }
+    record = ModelRecord(
+        model="unet_small",
+        model_kwargs={"channels": [4, 8]},
+        image_size=(32, 32),
+        mean=(0.5, 0.5, 0.5),
+        std=(0.25, 0.25, 0.25),
+        threshold=0.5,
+    )
     return save_checkpoint(tmp_path / "ckpt", model, record), model
 
 
@@ -57,9 +56,8 @@ def test_fit_trust_then_predict_reports_quality_and_out_of_distribution(blob_roo
     assert fit.temperature > 0 and 0 < fit.quality.low_confidence_below < 1
     assert fit.description.n_train == 8 and fit.description.n_val == 4
     assert {"ece_before", "ece_after", "signal_temperature_spearman"} <= set(fit.validation)
-    record = load_record(stem)
-    record.update(fit.record_fields())
-    json.dumps(record)  # plain JSON
+    record = fit.apply_to(load_record(stem))
+    assert ModelRecord.from_json(record.to_json()) == record  # the typed fields survive a round trip
     stem = save_checkpoint(stem, model, record)
     predictor = Predictor.from_checkpoint(stem)
     assert predictor.temperature == pytest.approx(fit.temperature, rel=1e-5)
@@ -90,9 +88,9 @@ def test_training_end_fits_trust_and_evaluate_reports_it(tiny_config, blob_root,
     trainer = Trainer(load_config(cfg_path), progress=False)
     trainer.fit()
     record = load_record(trainer.run_dir / "best")
-    assert record["temperature"] > 0
-    assert record["quality"]["n_fit"] == 4 and record["image_description"]["n_train"] == 6
-    assert "postprocess" in record  # chosen in the same hook
+    assert record.temperature > 0
+    assert record.quality.n_fit == 4 and record.image_description.n_train == 6
+    assert record.postprocess is not None  # chosen in the same hook
     evaluation = evaluate_checkpoint(trainer.run_dir, include_hd95=False)
     assert evaluation.trust is not None and evaluation.trust.summary()["images"] == 2
     out = evaluation.save(tmp_path / "eval")
@@ -100,3 +98,16 @@ def test_training_end_fits_trust_and_evaluate_reports_it(tiny_config, blob_root,
     assert json.loads((out / "metrics.json").read_text())["trust"]["ece_after"] >= 0
     assert "calibration (pixel-level ECE" in (out / "report.md").read_text()
     assert evaluate_checkpoint(trainer.run_dir, include_hd95=False, trust=False).trust is None
+
+
+def test_record_refuses_bad_trust_fields_and_reads_records_without_them(tmp_path):
+    stem, _ = _checkpoint(tmp_path)
+    data = json.loads(stem.with_suffix(".json").read_text())
+    assert load_record(stem).temperature is None  # a record from before: T = 1, no estimator, no description
+    with pytest.raises(CheckpointError, match="temperature"):
+        ModelRecord.from_dict({**data, "temperature": -1.0}, "x.json")
+    quality = {"a": 0.0, "b": -1.0, "low_confidence_below": 0.8, "rule": "youden", "n_fit": 3, "dice_cut": 0.8}
+    with pytest.raises(CheckpointError, match="quality"):
+        ModelRecord.from_dict({**data, "quality": {**quality, "signal_temperature": 1.0}}, "x.json")
+    with pytest.raises(CheckpointError, match="signal_temperature"):
+        ModelRecord.from_dict({**data, "quality": quality}, "x.json")

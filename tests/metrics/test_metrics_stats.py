@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from lesionseg.metrics.stats import bootstrap_ci, global_dice, holm, paired_wilcoxon
+from lesionseg.metrics.stats import bootstrap_ci, global_dice, holm, paired_wilcoxon, size_tertiles, subgroup_means
 
 
 def test_global_dice_pools_counts() -> None:
@@ -54,3 +54,25 @@ def test_holm_by_hand() -> None:
     # sorted p: 0.01 (x3 = 0.03), 0.02 (x2 = 0.04), 0.04 (x1 = 0.04); back in the given order
     assert holm([0.04, 0.01, 0.02]) == pytest.approx([0.04, 0.03, 0.04])
     assert holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])
+
+
+def test_size_tertiles_split_by_rank_into_equal_thirds() -> None:
+    areas = {f"c{i:02d}": float(a) for i, a in enumerate([50, 10, 30, 20, 60, 40, 90, 80, 70])}
+    groups = size_tertiles(areas)
+    assert [k for k in sorted(areas, key=areas.get) if groups[k] == "small"] == ["c01", "c03", "c02"]
+    assert {groups[k] for k in ("c00", "c05", "c04")} == {"medium"}
+    assert {groups[k] for k in ("c06", "c07", "c08")} == {"large"}
+    ties = size_tertiles({f"t{i}": 1.0 for i in range(7)})  # all tied: still thirds, by id
+    assert [ties[f"t{i}"] for i in range(7)] == ["small"] * 3 + ["medium"] * 2 + ["large"] * 2
+    assert size_tertiles({}) == {}
+
+
+def test_subgroup_means_with_bootstrap_interval() -> None:
+    values = {"a": 0.9, "b": 0.8, "c": 0.7, "d": 0.5, "e": 1.0}
+    groups = {"a": "x", "b": "x", "c": "x", "d": "y"}  # e has no group: left out
+    x, y, z = subgroup_means(values, groups, order=["x", "y", "z"], resamples=500)
+    assert (x.name, x.n, x.mean) == ("x", 3, pytest.approx(0.8))
+    assert x.lower < 0.8 < x.upper and x.lower >= 0.7 - 1e-9 and x.upper <= 0.9 + 1e-9
+    assert (y.n, y.mean, y.lower, y.upper) == (1, 0.5, 0.5, 0.5)
+    assert z.n == 0 and math.isnan(z.mean)
+    assert [g.name for g in subgroup_means(values, groups)] == ["x", "y"]

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from lesionseg.models import create_model
-from lesionseg.models.hub import load_model, save_checkpoint
+from lesionseg.models.hub import ModelRecord, load_model, save_checkpoint
 
 
 def params_without_grad(model: nn.Module) -> list[str]:
@@ -29,10 +29,11 @@ def check_save_load_roundtrip(name: str, directory: Path, size: int = 32, **kwar
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
     model(x).float().square().mean().backward()
     opt.step()
-    save_checkpoint(directory / name, model, {"model": name, "model_kwargs": dict(kwargs)})
+    record = ModelRecord(model=name, model_kwargs=dict(kwargs), image_size=(s, s), mean=(0.5,) * 3, std=(0.25,) * 3)
+    save_checkpoint(directory / name, model, record)
     model.eval()
     loaded, record = load_model(directory / name)
-    assert record["model"] == name and not loaded.training
+    assert record.model == name and not loaded.training
     with torch.no_grad():
         expected = model(x)
         torch.testing.assert_close(loaded(x), expected, rtol=0, atol=0)

@@ -6,6 +6,7 @@ import torch
 from lesionseg.models import create_model
 from lesionseg.models.hub import (
     CheckpointError,
+    ModelRecord,
     load_model,
     load_record,
     pack_state,
@@ -15,15 +16,23 @@ from lesionseg.models.hub import (
 
 
 def test_save_load_round_trip(tmp_path):
-    model = create_model("unet_small", channels=(4, 8))
-    rec = {"model": "unet_small", "model_kwargs": {"channels": [4, 8]}, "image_size": [32, 32], "threshold": 0.4}
+    model = create_model("unet_small", in_channels=1, channels=(4, 8))
+    rec = ModelRecord(
+        model="unet_small",
+        model_kwargs={"channels": [4, 8]},
+        in_channels=1,
+        image_size=(32, 32),
+        mean=(0.5,),
+        std=(0.2,),
+        threshold=0.4,
+    )
     stem = save_checkpoint(tmp_path / "best", model, rec)
     assert (tmp_path / "best.safetensors").is_file() and (tmp_path / "best.json").is_file()
     loaded, record = load_model(tmp_path / "best.json")
-    assert record["threshold"] == 0.4
+    assert record == rec and record.threshold == 0.4
     for (k, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
         assert torch.equal(a, b), k
-    assert load_record(stem)["format_version"] == 1
+    assert load_record(stem) == rec
 
 
 def test_optimizer_state_packs_without_pickle():
@@ -44,7 +53,10 @@ def test_missing_files_are_named(tmp_path):
     with pytest.raises(CheckpointError, match="nothing.json"):
         load_record(tmp_path / "nothing")
     model = create_model("unet_small", channels=(4, 8))
-    save_checkpoint(tmp_path / "c", model, {"model": "unet_small", "model_kwargs": {"channels": [4, 8, 16]}})
+    record = ModelRecord(
+        model="unet_small", model_kwargs={"channels": [4, 8, 16]}, image_size=(32, 32), mean=(0.5,) * 3, std=(0.2,) * 3
+    )
+    save_checkpoint(tmp_path / "c", model, record)
     with pytest.raises(CheckpointError, match="do not match"):
         load_model(tmp_path / "c")
     (tmp_path / "c.safetensors").unlink()

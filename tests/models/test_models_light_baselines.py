@@ -11,11 +11,11 @@ from model_checks import params_without_grad
 
 from lesionseg.engine import load_config
 from lesionseg.models import create_model
-from lesionseg.models.blocks import ExternalAttention, LayerNorm2d, SpatialAttention
+from lesionseg.models.blocks import EfficientSelfAttention, ExternalAttention, LayerNorm2d, SpatialAttention
 from lesionseg.models.complexity import count_parameters
 from lesionseg.models.egeunet import EGEUNet, GroupAggregationBridge, GroupedHadamardAttention
 from lesionseg.models.malunet import DilatedGatedAttention, MALUNet, SpatialChannelBridge
-from lesionseg.models.segformer import EfficientSelfAttention, SegFormer
+from lesionseg.models.segformer import SegFormer
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 MALUNET_FLAGS = ("use_dga", "use_iea", "use_sab", "use_cab")

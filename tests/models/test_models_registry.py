@@ -6,8 +6,7 @@ import pytest
 import torch
 from model_checks import check_save_load_roundtrip, params_without_grad
 
-from lesionseg.models import ModelOutput, create_model, list_models
-from lesionseg.models._registry import _MODEL_DEFAULTS
+from lesionseg.models import ModelOutput, create_model, list_models, model_tags
 
 CPU_MODELS = list_models(cpu_size=True)
 ALL_MODELS = list_models()
@@ -20,13 +19,15 @@ def _size(model: torch.nn.Module, base: int = 64) -> int:
 
 def test_every_model_has_a_size_tag():
     for name in ALL_MODELS:
-        tags = _MODEL_DEFAULTS[name]
+        tags = model_tags(name)
         assert tags["cpu_size"] or tags["paper_size"], f"{name} is neither cpu_size nor paper_size"
 
 
-def test_unknown_model_lists_known_ones():
-    with pytest.raises(ValueError, match="known models: .*unet_small"):
+def test_unknown_model_lists_known_ones_and_suggests_the_closest():
+    with pytest.raises(ValueError, match="unknown model 'no_such_model'; known: .*unet_small"):
         create_model("no_such_model")
+    with pytest.raises(ValueError, match=r"unknown model 'unet_smal' \(did you mean 'unet_small' or "):
+        create_model("unet_smal")
 
 
 @pytest.mark.parametrize("name", CPU_MODELS)

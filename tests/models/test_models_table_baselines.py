@@ -15,11 +15,12 @@ from model_checks import params_without_grad
 
 from lesionseg.engine import load_config
 from lesionseg.models import create_model
+from lesionseg.models.blocks import channel_shuffle
 from lesionseg.models.complexity import count_parameters
 from lesionseg.models.hcmamba import HCSSM, HCMamba
 from lesionseg.models.lv_unet import FusibleBlock, LVUNet
 from lesionseg.models.maskformer import MaskFormer, foreground_logits
-from lesionseg.models.medmamba import MedMambaUNet, SSConvSSM, channel_shuffle
+from lesionseg.models.medmamba import MedMambaUNet, SSConvSSM
 from lesionseg.models.transfuse import TransFuse
 from lesionseg.models.utnetv2 import BidirectionAttention, UTNetV2
 
@@ -200,7 +201,7 @@ def test_ph2_recipe_trains_and_reloads(name, blob_root, blob_split, tmp_path):
     summary = Trainer(cfg, progress=False).fit()
     assert summary["epochs"] == 1
     model, record = load_model(tmp_path / "runs" / "run" / "best")
-    assert record["model"] == name
+    assert record.model == name
     x = torch.randn(1, 3, size, size)
     with torch.no_grad():
         assert model(x).shape == (1, 1, size, size)

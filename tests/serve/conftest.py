@@ -1,10 +1,16 @@
-"""Fixtures for the server tests: a predictor (the shipped skin model, else a tiny one trained here) and images."""
+"""Fixtures for the server tests: a predictor (the shipped skin model, else a tiny one trained here), images, and the
+app under a real uvicorn in a thread."""
 
 from __future__ import annotations
 
+import contextlib
 import io
+import socket
 import struct
+import threading
+import time
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -12,20 +18,14 @@ import pytest
 import torch
 from PIL import Image
 
+from lesionseg.data.synthetic import blob_pair
+
 SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
 
 def blob_image(size: tuple[int, int] = (72, 96), seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """A bright ellipse (the lesion) on a dark textured background: uint8 (H, W, 3) image and {0, 1} mask."""
-    rng = np.random.default_rng(seed)
-    h, w = size
-    yy, xx = np.mgrid[:h, :w]
-    cy, cx = rng.uniform(0.35, 0.65, 2) * (h, w)
-    ry, rx = rng.uniform(0.15, 0.3, 2) * (h, w)
-    mask = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1
-    img = rng.integers(0, 60, (h, w, 3))
-    img[mask] += np.array([150, 90, 40])
-    return np.clip(img, 0, 255).astype(np.uint8), mask.astype(np.uint8)
+    return blob_pair(size, np.random.default_rng(seed), centre=(0.35, 0.65), radii=(0.15, 0.3))
 
 
 def encode(image: np.ndarray, fmt: str = "PNG", **kw) -> bytes:
@@ -57,20 +57,13 @@ def _tiny_checkpoint(stem: Path) -> Path:
     """Train a 3-stage U-Net on synthetic blobs for a few steps and save it as a checkpoint (as the trainer does)."""
     from lesionseg.data.base import channel_stats, normalize_image
     from lesionseg.models import create_model
-    from lesionseg.models.hub import save_checkpoint
+    from lesionseg.models.hub import ModelRecord, save_checkpoint
 
     torch.manual_seed(0)
     mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-    record = {
-        "model": "unet_small",
-        "model_kwargs": {"channels": [4, 8, 16]},
-        "in_channels": 3,
-        "num_classes": 1,
-        "image_size": [64, 64],
-        "mean": list(mean),
-        "std": list(std),
-        "threshold": 0.5,
-    }
+    record = ModelRecord(
+        model="unet_small", model_kwargs={"channels": [4, 8, 16]}, image_size=(64, 64), mean=mean, std=std
+    )
     model = create_model("unet_small", channels=(4, 8, 16))
     pairs = [blob_image((64, 64), seed) for seed in range(16)]
     stats = channel_stats(mean, std, 3)
@@ -115,3 +108,27 @@ def ph2_image() -> Path:
     if not cases:
         pytest.skip("no PH2 cases found")
     return Path(cases[0].image).resolve()
+
+
+@contextlib.contextmanager
+def live_server(app) -> Iterator[tuple[str, int]]:
+    """Run ``app`` under uvicorn in a thread on a socket bound here (no race for the port); yields (host, port)."""
+    import uvicorn
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.started, "uvicorn did not start"
+    try:
+        yield "127.0.0.1", port
+    finally:
+        server.should_exit = True
+        thread.join(15)
+        sock.close()

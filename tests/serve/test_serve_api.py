@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import threading
 import time
 
@@ -17,7 +18,7 @@ pytest.importorskip("httpx")
 from fastapi.testclient import TestClient  # noqa: E402
 
 from lesionseg.inference import measure_lesion  # noqa: E402
-from lesionseg.serve import PROBA_MAX_SIDE, create_app  # noqa: E402
+from lesionseg.serve import DEFAULT_BODY_TIMEOUT, DEFAULT_WORK_PIXELS, PROBA_MAX_SIDE, create_app  # noqa: E402
 from lesionseg.serve.app import STATIC_DIR  # noqa: E402
 
 from .conftest import blob_image, encode, png_bomb  # noqa: E402
@@ -48,7 +49,12 @@ def test_models_health_and_docs(client, predictor):
     assert [m["id"] for m in body["models"]] == ["skin"]
     assert body["default"] == "skin"
     assert body["models"][0]["threshold"] == predictor.threshold
-    assert body["limits"] == {"max_upload_bytes": MAX_UPLOAD, "max_pixels": MAX_PIXELS}
+    assert body["limits"] == {
+        "max_upload_bytes": MAX_UPLOAD,
+        "max_pixels": MAX_PIXELS,
+        "work_pixels": DEFAULT_WORK_PIXELS,
+        "body_timeout_s": DEFAULT_BODY_TIMEOUT,
+    }
     health = client.get("/healthz").json()
     assert health["status"] == "ok" and health["models"] == ["skin"] and health["capacity"] == 6
     assert "/api/segment" in client.get("/openapi.json").json()["paths"]
@@ -73,6 +79,7 @@ def test_segment_png_matches_predictor(client, predictor):
     full = predictor.predict_proba([image])[0]
     assert np.abs(prob.astype(np.float64) / 255 - full).max() <= 1 / 255 + 1e-6
     assert set(body["timings_ms"]) == {"queue", "decode", "inference", "postprocess", "encode", "total"}
+    assert body["work_size"] == {"width": 120, "height": 90}
     assert body["threshold"] == predictor.threshold and "image_jpeg" not in body
 
 
@@ -148,6 +155,49 @@ def test_segment_says_how_far_to_trust_the_mask(client, predictor):
     empty = _post(client, encode(np.zeros((64, 64, 3), np.uint8)), threshold=0.999).json()
     assert empty["measurements"]["area"] == 0
     assert empty["trust"]["lesion_found"] is False and "no lesion found" in empty["trust"]["notes"]
+
+
+class _Spy:
+    """A predictor that records the size of every image the model is asked about."""
+
+    def __init__(self, inner) -> None:
+        self._inner = inner
+        self.shapes: list[tuple[int, ...]] = []
+
+    def __getattr__(self, name):
+        return getattr(self._inner, name)
+
+    def predict(self, images):
+        self.shapes += [im.shape for im in images]
+        return self._inner.predict(images)
+
+
+@pytest.mark.parametrize(("fmt", "ctype"), [("PNG", "image/png"), ("JPEG", "image/jpeg")])
+def test_work_is_bounded_by_decoded_pixels(predictor, fmt, ctype):
+    # 1600 x 1200 = 1.92 M pixels, under the 4 M accepted, over the 0.25 M worked on: a flat-file attack in small.
+    image, _ = blob_image((1200, 1600), seed=8)
+    spy = _Spy(predictor)
+    app = create_app({"skin": spy}, max_pixels=4_000_000, work_pixels=250_000)
+    with TestClient(app) as client:
+        res = _post(client, encode(image, fmt), name=f"big.{fmt.lower()}", ctype=ctype, include_image="true")
+    assert res.status_code == 200, res.text
+    body = res.json()
+    assert len(spy.shapes) == 1 and spy.shapes[0][0] * spy.shapes[0][1] <= 250_000
+    work = body["work_size"]
+    assert (work["height"], work["width"]) == spy.shapes[0][:2] and work["width"] * work["height"] <= 250_000
+    assert body["image"] == {"name": f"big.{fmt.lower()}", "width": 1600, "height": 1200}
+    mask = _png_decode(body["mask_png"])
+    assert mask.shape == (1200, 1600) and set(np.unique(mask)) <= {0, 255}
+    shown = np.asarray(Image.open(io.BytesIO(base64.b64decode(body["image_jpeg"]))))
+    assert shown.shape[:2] == (work["height"], work["width"])
+    # The measurements are in the image's own pixels: close to those of the whole image segmented at its size.
+    full = measure_lesion(predictor.predict_mask([image])[0]).to_dict()
+    got = body["measurements"]
+    assert full["area"] > 0
+    assert got["area"] == pytest.approx(full["area"], rel=0.05)
+    assert abs(int(np.count_nonzero(mask)) - got["area"]) <= 0.05 * got["area"]
+    for key in ("equivalent_diameter", "max_feret_diameter", "perimeter", "compactness"):
+        assert got[key] == pytest.approx(full[key], rel=0.05), key
 
 
 # ---------------------------------------------------------------------------------------------------------- bad input
@@ -309,7 +359,17 @@ def test_no_cors_unless_asked(predictor):
 
 
 @pytest.mark.parametrize(
-    "kwargs", [{"threads": 0}, {"queue_size": -1}, {"max_upload_bytes": 0}, {"max_pixels": 0}, {"threads": 1.5}]
+    "kwargs",
+    [
+        {"threads": 0},
+        {"queue_size": -1},
+        {"max_upload_bytes": 0},
+        {"max_pixels": 0},
+        {"threads": 1.5},
+        {"work_pixels": 0},
+        {"body_timeout": 0},
+        {"body_timeout": float("nan")},
+    ],
 )
 def test_bad_settings_are_refused(predictor, kwargs):
     with pytest.raises(ValueError, match=next(iter(kwargs))):
@@ -319,3 +379,22 @@ def test_bad_settings_are_refused(predictor, kwargs):
 def test_unknown_model_spec_is_refused():
     with pytest.raises(ValueError, match="no-such-model"):
         create_app(["no-such-model"])
+
+
+def test_cli_api_and_python_measure_one_image_alike(client, predictor, model_stem, tmp_path, capsys):
+    # An image well above the model's working size: the CLI used to measure it with a border tolerance of the resize
+    # factor that the API and measure_lesion did not use, and its perimeter came out 13 % shorter.
+    from lesionseg.cli import main
+
+    image, _ = blob_image((400, 700), seed=5)
+    path = tmp_path / "lesion.png"
+    path.write_bytes(encode(image))
+    python = measure_lesion(predictor.predict_mask([image])[0]).to_dict(0.02)
+    api = _post(client, path.read_bytes(), pixel_size=0.02).json()["measurements"]
+    assert (
+        main(["predict", str(path), "--model", model_stem, "--out", str(tmp_path / "out"), "--pixel-size", "0.02"]) == 0
+    )
+    cli = json.loads((tmp_path / "out" / "measurements.json").read_text())["images"][0]
+    assert python["area"] > 0
+    assert api == python
+    assert {k: cli[k] for k in python} == python

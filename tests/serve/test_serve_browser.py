@@ -10,9 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
-import threading
-import time
 import urllib.request
 import uuid
 from pathlib import Path
@@ -20,7 +17,7 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("fastapi")
-uvicorn = pytest.importorskip("uvicorn")
+pytest.importorskip("uvicorn")
 pytest.importorskip("selenium")
 
 from selenium import webdriver  # noqa: E402
@@ -29,6 +26,8 @@ from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 from lesionseg.serve import create_app  # noqa: E402
+
+from .conftest import blob_image, encode, live_server  # noqa: E402
 
 pytestmark = pytest.mark.browser
 
@@ -56,24 +55,9 @@ def _get_json(url: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def live_server(predictor):
-    """The app under uvicorn in a thread, on a socket bound here (no race for the port)."""
-    app = create_app({"skin": predictor}, threads=1, queue_size=4)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and thread.is_alive() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started, "uvicorn did not start"
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(15)
-    sock.close()
+def server_url(predictor):
+    with live_server(create_app({"skin": predictor}, threads=1, queue_size=4)) as (host, port):
+        yield f"http://{host}:{port}"
 
 
 @pytest.fixture(scope="module")
@@ -149,15 +133,15 @@ def _area_shown(driver) -> tuple[float, str]:
     return float(cell.get_attribute("data-value")), cell.text
 
 
-def test_page_segments_a_ph2_image_and_shows_the_api_area(live_server, browser, ph2_image, shoot):
-    _open_page(browser, live_server)
+def test_page_segments_a_ph2_image_and_shows_the_api_area(server_url, browser, ph2_image, shoot):
+    _open_page(browser, server_url)
     _upload(browser, ph2_image)
     _wait_ready(browser)
     shot = shoot(browser, "serve_page.png")
     assert shot.stat().st_size > 10_000
 
     body, ctype = _multipart(ph2_image)
-    request = urllib.request.Request(f"{live_server}/api/segment", data=body, headers={"Content-Type": ctype})
+    request = urllib.request.Request(f"{server_url}/api/segment", data=body, headers={"Content-Type": ctype})
     with urllib.request.urlopen(request, timeout=60) as res:
         api = json.loads(res.read())
     area, text = _area_shown(browser)
@@ -174,14 +158,14 @@ def test_page_segments_a_ph2_image_and_shows_the_api_area(live_server, browser, 
     assert ("unlike the images this model was trained on" in trust.text) == bool(api["trust"]["out_of_distribution"])
 
     # The threshold slider re-cuts the probability map in the page: no request reaches the server.
-    served = _get_json(f"{live_server}/healthz")["served"]
+    served = _get_json(f"{server_url}/healthz")["served"]
     _set_range(browser, "threshold", 0.2)
     low, low_text = _area_shown(browser)
     _set_range(browser, "threshold", 0.8)
     high, _ = _area_shown(browser)
     assert low_text.startswith("≈") and low >= high
     assert browser.find_element(By.ID, "remeasure").is_displayed()
-    assert _get_json(f"{live_server}/healthz")["served"] == served
+    assert _get_json(f"{server_url}/healthz")["served"] == served
     _set_range(browser, "threshold", api["threshold"])
     assert _area_shown(browser)[0] == api["measurements"]["area"]
 
@@ -192,8 +176,8 @@ def test_page_segments_a_ph2_image_and_shows_the_api_area(live_server, browser, 
     _set_range(browser, "opacity", 45)
 
 
-def test_page_explains_a_refused_file(live_server, browser, tmp_path, shoot):
-    _open_page(browser, live_server)
+def test_page_explains_a_refused_file(server_url, browser, tmp_path, shoot):
+    _open_page(browser, server_url)
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"this is not a PNG at all" * 10)
     _upload(browser, broken)
@@ -206,13 +190,45 @@ def test_page_explains_a_refused_file(live_server, browser, tmp_path, shoot):
     _upload(browser, notes)
     WebDriverWait(browser, 10).until(lambda d: "notes.txt" in d.find_element(By.ID, "error").text)
     assert "only image files" in browser.find_element(By.ID, "error").text
-    assert _get_json(f"{live_server}/healthz")["status"] == "ok"
+    assert _get_json(f"{server_url}/healthz")["status"] == "ok"
 
 
-def test_page_fits_a_phone_width(live_server, browser, ph2_image, shoot):
+def test_a_refused_file_clears_the_previous_result(server_url, browser, tmp_path, shoot):
+    _open_page(browser, server_url)
+    good = tmp_path / "lesion.png"
+    good.write_bytes(encode(blob_image((120, 160), seed=3)[0]))
+    _upload(browser, good)
+    _wait_ready(browser)
+    assert browser.find_element(By.ID, "m-area").get_attribute("data-value")
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"this is not a PNG at all" * 10)
+    _upload(browser, broken)
+    WebDriverWait(browser, 30).until(lambda d: d.find_element(By.ID, "error").is_displayed())
+    shoot(browser, "serve_refused_after_result.png")
+    # Nothing of lesion.png may stay under the message about broken.png: image, mask, table, caption, downloads.
+    assert browser.find_element(By.ID, "viewer").get_attribute("data-state") == "empty"
+    assert not browser.find_element(By.ID, "image-canvas").is_displayed()
+    assert not browser.find_elements(By.ID, "m-area")
+    assert browser.find_element(By.ID, "measurements").find_element(By.CSS_SELECTOR, "tbody").text == "No image yet."
+    assert browser.find_element(By.ID, "caption").text == "" and browser.find_element(By.ID, "timings").text == ""
+    assert not browser.find_element(By.ID, "download-mask").is_enabled()
+    assert not browser.find_element(By.ID, "download-json").is_enabled()
+    assert not browser.find_element(By.ID, "threshold").is_enabled()
+    # The same after a file the page refuses itself, without asking the server.
+    _upload(browser, good)
+    _wait_ready(browser)
+    notes = tmp_path / "notes.txt"
+    notes.write_text("hello")
+    _upload(browser, notes)
+    WebDriverWait(browser, 10).until(lambda d: "notes.txt" in d.find_element(By.ID, "error").text)
+    assert browser.find_element(By.ID, "viewer").get_attribute("data-state") == "empty"
+    assert not browser.find_elements(By.ID, "m-area")
+
+
+def test_page_fits_a_phone_width(server_url, browser, ph2_image, shoot):
     browser.set_window_size(390, 844)
     try:
-        _open_page(browser, live_server)
+        _open_page(browser, server_url)
         _upload(browser, ph2_image)
         _wait_ready(browser)
         inner = browser.execute_script("return window.innerWidth")

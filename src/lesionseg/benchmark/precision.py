@@ -167,33 +167,33 @@ def resolve_precision(
             return str(json.loads(path.read_text())["precision"])
         except (ValueError, KeyError) as err:
             logger.warning("unreadable precision record %s (%s); probing again", path, err)
-    record: dict[str, Any] = {
+    decision: dict[str, Any] = {
         "label": label,
         "config": str(config),
         "machine_key": machine_key(dev),
         "cpu": cpu_name(),
         "torch": torch.__version__,
         "criteria": {"min_speedup": MIN_SPEEDUP, "dice_tolerance": DICE_TOLERANCE, "epochs": epochs},
-        # The trials train on the data of the benchmark that first asked (the record then serves every benchmark).
+        # The trials train on the data of the benchmark that first asked (the decision then serves every benchmark).
         "data": apply_overrides({}, list(overrides)).get("data", {}).get("root"),
     }
     if not native_bf16(dev):
-        record.update(precision="fp32", reason="no native bf16 on this device (bf16 would be emulated, slower)")
+        decision.update(precision="fp32", reason="no native bf16 on this device (bf16 would be emulated, slower)")
     else:
         # Skip the epoch count and budget of the real run; the trial sets its own.
         keep = [o for o in overrides if not o.startswith(("train.epochs=", "train.time_budget_min=", "train.seed="))]
         logger.info("probing fp32 vs bf16 for %s (%d epochs each)", label, epochs)
-        record["fp32"] = _trial(Path(config), keep, "fp32", epochs, device, timeout_s)
+        decision["fp32"] = _trial(Path(config), keep, "fp32", epochs, device, timeout_s)
         # A bf16 trial that takes over twice as long as fp32's cannot be adopted; stop it there (on one model a
         # bf16 kernel without native support made its trial 5x slower).
         limit = timeout_s
-        if record["fp32"].get("status") == "ok":
-            limit = min(timeout_s, 2.0 * record["fp32"]["wall_s"] + 30.0)
-        record["bf16"] = _trial(Path(config), keep, "bf16", epochs, device, limit)
-        record["precision"], record["reason"] = decide(record["fp32"], record["bf16"])
+        if decision["fp32"].get("status") == "ok":
+            limit = min(timeout_s, 2.0 * decision["fp32"]["wall_s"] + 30.0)
+        decision["bf16"] = _trial(Path(config), keep, "bf16", epochs, device, limit)
+        decision["precision"], decision["reason"] = decide(decision["fp32"], decision["bf16"])
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    tmp.write_text(json.dumps(decision, indent=2, sort_keys=True) + "\n")
     os.replace(tmp, path)
-    logger.info("%s: %s (%s)", label, record["precision"], record["reason"])
-    return str(record["precision"])
+    logger.info("%s: %s (%s)", label, decision["precision"], decision["reason"])
+    return str(decision["precision"])

@@ -9,6 +9,9 @@ Statistics (said in the report too):
 * tables: mean ± sample std (n - 1) over the finished seeds of each model, n shown; one seed gives the value alone.
 * confidence intervals: percentile bootstrap over test images (seeded); per-image Dice from each image's Dice
   averaged over the model's finished seeds, global Dice from each image's confusion counts summed over them.
+* subgroups: per-image Dice (averaged over runs as above) by diagnosis where ``case_groups.json`` has one (PH2) and by
+  tertile of the ground truth's area at the evaluated resolution (from each image's ``tp + fn``), each with its
+  percentile bootstrap interval over the group's images.
 * paired comparison: the best model by mean per-image Dice against every other, two-sided Wilcoxon signed-rank over
   test images, each image's Dice averaged over the seeds *both* models finished, Holm-adjusted over the comparisons.
   Averaging over seeds first keeps one pair per image (pooling seeds as separate pairs would count each image three
@@ -27,11 +30,21 @@ from typing import Any
 
 import numpy as np
 
+from ..data.ph2 import diagnosis_order
 from ..metrics.registry import METRICS, REPORT_METRICS, MetricSpec, get_metric
-from ..metrics.stats import PairedTest, bootstrap_ci, global_dice, holm, paired_wilcoxon
+from ..metrics.stats import (
+    SIZE_TERTILES,
+    PairedTest,
+    bootstrap_ci,
+    global_dice,
+    holm,
+    paired_wilcoxon,
+    size_tertiles,
+    subgroup_means,
+)
 from .config import BenchmarkConfig
 from .figures import draw_figures, overlay_case_ids
-from .results import RunResults, read_complexity, read_run, run_results_dir
+from .results import RunResults, read_case_groups, read_complexity, read_run, run_results_dir
 
 __all__ = ["ALPHA", "collect_runs", "write_report", "write_results_csv"]
 
@@ -163,25 +176,45 @@ def _compare(runs: Mapping[str, Sequence[RunResults]], best: str) -> list[_Compa
     return out
 
 
+def _yes_no(value: bool | None) -> str:
+    return "—" if value is None else ("yes" if value else "no")
+
+
 def _names(items: Sequence[str]) -> str:
     if len(items) <= 1:
         return "".join(items)
     return ", ".join(items[:-1]) + " and " + items[-1]
 
 
-def _still_improving(runs: Mapping[str, Sequence[RunResults]]) -> list[str]:
-    """Models whose best validation epoch fell in the last tenth of their epochs (at least the last epoch), with the
-    number of such runs when not all of them (``efp_s (1 of 3 runs)``)."""
+def _best_in_last_part(meta: Mapping[str, Any], parts: int) -> bool | None:
+    """Whether a run's best validation epoch fell in the last ``1/parts`` of its epochs (at least its last epoch);
+    None when its metadata lacks the epochs."""
+    epochs, best = meta.get("epochs"), meta.get("best_epoch")
+    if not (isinstance(epochs, int) and isinstance(best, int)):
+        return None
+    return best > epochs - max(1, epochs // parts)
+
+
+def _converged(meta: Mapping[str, Any]) -> bool | None:
+    """A run converged when its best validation epoch comes before the last fifth of its epochs."""
+    late = _best_in_last_part(meta, 5)
+    return None if late is None else not late
+
+
+def _late_models(runs: Mapping[str, Sequence[RunResults]], parts: int) -> list[str]:
+    """Models with runs whose best validation epoch fell in the last ``1/parts`` of their epochs, with the number of
+    such runs when not all of them (``efp_s (1 of 3 runs)``)."""
     out = []
     for label, rs in runs.items():
-        late = 0
-        for r in rs:
-            epochs, best = r.meta.get("epochs"), r.meta.get("best_epoch")
-            if isinstance(epochs, int) and isinstance(best, int) and best > epochs - max(1, epochs // 10):
-                late += 1
+        late = sum(bool(_best_in_last_part(r.meta, parts)) for r in rs)
         if late:
             out.append(label if late == len(rs) else f"{label} ({late} of {len(rs)} runs)")
     return out
+
+
+def _still_improving(runs: Mapping[str, Sequence[RunResults]]) -> list[str]:
+    """Models whose best validation epoch fell in the last tenth of their epochs (see :func:`_late_models`)."""
+    return _late_models(runs, 10)
 
 
 def _what_the_table_says(
@@ -254,6 +287,16 @@ def _what_the_table_says(
             f"Still improving when their fixed compute ended (the checkpoint chosen on validation comes from the last "
             f"tenth of the epochs): {_names(late)}; the table compares them at this compute, not at convergence."
         )
+    unconverged = _late_models(runs, 5)
+    if unconverged:
+        text.append(
+            f"Not converged (the best validation epoch falls in the last fifth of the epochs; the Training table "
+            f"says so per run): {_names(unconverged)}."
+        )
+    else:
+        text.append(
+            "Every finished run converged: its best validation epoch comes before the last fifth of its epochs."
+        )
     if missing:
         gaps = "; ".join(f"{label}: {', '.join(cfg.run_key(r) for r in rs)}" for label, rs in missing)
         text.append(
@@ -269,7 +312,7 @@ def _what_the_table_says(
 def write_results_csv(runs: Mapping[str, Sequence[RunResults]], complexity: Mapping[str, Any], path: Path) -> None:
     """One row per finished run: facts, then every registry metric under each reduction it has."""
     fields = ["model", "arch", "run", "seed", "epochs", "best_epoch", "precision", "threads", "train_minutes"]
-    fields += ["machine", "params"]
+    fields += ["machine", "converged", "params"]
     scores = [(red, m) for red in ("global", "per_image") for m in METRICS if red in m.reductions]
     fields += [f"{red}_{m.name}" for red, m in scores]
     with open(path, "w", newline="") as f:
@@ -288,6 +331,7 @@ def write_results_csv(runs: Mapping[str, Sequence[RunResults]], complexity: Mapp
                     "threads": r.meta.get("threads"),
                     "train_minutes": f"{float(r.meta.get('train_minutes') or 0.0):.2f}",
                     "machine": r.meta.get("machine"),
+                    "converged": {True: "yes", False: "no", None: ""}[_converged(r.meta)],
                     "params": complexity.get(label, {}).get("params"),
                 }
                 for red, m in scores:
@@ -303,6 +347,62 @@ def _split_of_run0(cfg: BenchmarkConfig) -> list[str]:
     return overlay_case_ids(load_split(path), cfg.report.overlay_cases) if path.is_file() else []
 
 
+def _case_areas(runs: Mapping[str, Sequence[RunResults]]) -> dict[str, float]:
+    """Each test image's ground-truth area at the evaluated resolution (``tp + fn``), from the first run that has it."""
+    areas: dict[str, float] = {}
+    for rs in runs.values():
+        for r in rs:
+            for row in r.rows:
+                areas.setdefault(str(row["id"]), float(row["tp"]) + float(row["fn"]))
+    return {k: areas[k] for k in sorted(areas)}
+
+
+def _subgroup_section(
+    cfg: BenchmarkConfig, runs: Mapping[str, Sequence[RunResults]], case_dice: Mapping[str, Mapping[str, float]]
+) -> list[str]:
+    """Per-image Dice of every model by diagnosis (when ``case_groups.json`` gives one) and by lesion-size tertile."""
+    if not case_dice:
+        return []
+    areas = _case_areas(runs)
+    tertiles = size_tertiles(areas)
+    groupings: list[tuple[str, dict[str, str], list[str], dict[str, str]]] = []
+    diagnosis = read_case_groups(cfg.results_dir).get("diagnosis", {})
+    if diagnosis:
+        groupings.append(("diagnosis", diagnosis, diagnosis_order(diagnosis.values()), {}))
+    ranges = {}
+    for name in SIZE_TERTILES:
+        sizes = [a for k, a in areas.items() if tertiles[k] == name]
+        if sizes:
+            ranges[name] = f", {min(sizes):.0f}-{max(sizes):.0f} px²"
+    groupings.append(("lesion size", tertiles, list(SIZE_TERTILES), ranges))
+    lines = [
+        "## Subgroups (per-image Dice [95% CI])",
+        "",
+        "Each test image's Dice averaged over the model's finished runs, then averaged over the images of a subgroup, "
+        f"with a percentile bootstrap interval over those images ({cfg.report.bootstrap} resamples, seed 0). "
+        + (
+            "Diagnosis: the dataset's own metadata (`case_groups.json`). "
+            if diagnosis
+            else "The dataset gives no diagnosis: lesion size only. "
+        )
+        + "Lesion size: tertiles of the ground truth's area at the evaluated resolution (`tp + fn` of the per-image "
+        "CSVs), by rank. Small groups give wide intervals: read them as a screen for a weakness, not a ranking.",
+        "",
+    ]
+    for kind, groups, order, extra in groupings:
+        counts = {g: sum(1 for k in areas if groups.get(k) == g) for g in order}
+        head = ["Model"] + [f"{g} (n={counts[g]}{extra.get(g, '')})" for g in order]
+        rows = []
+        for label, dice in case_dice.items():
+            cells = [
+                "—" if not s.n else f"{100 * s.mean:.2f} [{100 * s.lower:.2f}, {100 * s.upper:.2f}]"
+                for s in subgroup_means(dice, groups, order, cfg.report.bootstrap)
+            ]
+            rows.append([label] + cells)
+        lines += [f"By {kind}:", ""] + _table(rows, head) + [""]
+    return lines
+
+
 def _precision_section(cfg: BenchmarkConfig) -> list[str]:
     """The ``precision: auto`` decisions kept for this benchmark's models, per machine, with the figures behind them."""
     root = Path(cfg.precision_records)
@@ -312,10 +412,10 @@ def _precision_section(cfg: BenchmarkConfig) -> list[str]:
     lines: list[str] = []
     for machine in sorted(p for p in root.iterdir() if p.is_dir()):
         found = [(label, machine / f"{label}.json") for label in labels]
-        recs = {label: json.loads(path.read_text()) for label, path in found if path.is_file()}
+        decisions = {label: json.loads(path.read_text()) for label, path in found if path.is_file()}
         rows = []
-        for label, rec in recs.items():
-            f32, b16 = rec.get("fp32") or {}, rec.get("bf16") or {}
+        for label, decision in decisions.items():
+            f32, b16 = decision.get("fp32") or {}, decision.get("bf16") or {}
 
             def cell(d: Mapping[str, Any], key: str, fmt: str) -> str:
                 v = d.get(key)
@@ -334,14 +434,14 @@ def _precision_section(cfg: BenchmarkConfig) -> list[str]:
                     speed,
                     cell(f32, "best_val_dice_per_image", ".4f"),
                     cell(b16, "best_val_dice_per_image", ".4f"),
-                    f"**{rec['precision']}**",
-                    str(rec.get("reason", "")).replace("|", "/"),
+                    f"**{decision['precision']}**",
+                    str(decision.get("reason", "")).replace("|", "/"),
                 ]
             )
         if not rows:
             continue
         if not lines:
-            crit = next(iter(recs.values())).get("criteria", {})
+            crit = next(iter(decisions.values())).get("criteria", {})
             lines += [
                 "## Precision (fp32 or bf16 autocast, chosen per machine and model)",
                 "",
@@ -356,8 +456,8 @@ def _precision_section(cfg: BenchmarkConfig) -> list[str]:
                 "later ones.",
                 "",
             ]
-        epochs = sorted({str(r.get("criteria", {}).get("epochs", "?")) for r in recs.values()})
-        data = sorted({f"`{r['data']}`" if r.get("data") else "data not recorded" for r in recs.values()})
+        epochs = sorted({str(r.get("criteria", {}).get("epochs", "?")) for r in decisions.values()})
+        data = sorted({f"`{r['data']}`" if r.get("data") else "data not recorded" for r in decisions.values()})
         lines += [f"Machine `{machine.name}` (trials of {' or '.join(epochs)} epochs; {', '.join(data)}):", ""]
         head = [
             "Model",
@@ -465,6 +565,7 @@ def write_report(cfg: BenchmarkConfig, failures: Sequence[str] = ()) -> Path:
             )
         lines += _table(rows, ["Model", "n", "Test images", "Per-image Dice [95% CI]", "Global Dice [95% CI]"])
         lines.append("")
+    lines += _subgroup_section(cfg, scored, case_dice)
     if comparisons:
         lines += [
             "## Paired comparison",
@@ -533,11 +634,13 @@ def write_report(cfg: BenchmarkConfig, failures: Sequence[str] = ()) -> Path:
                     str(r.meta.get("threads")),
                     f"{float(r.meta.get('train_minutes') or 0.0):.1f}",
                     str(r.meta.get("machine")),
+                    _yes_no(_converged(r.meta)),
                 ]
             )
     if rows:
-        head = ["Model", "Run", "Epochs", "Best epoch", "Precision", "Threads", "Minutes", "Ran on"]
-        lines += ["## Training", ""] + _table(rows, head, "llrrlrrl")
+        head = ["Model", "Run", "Epochs", "Best epoch", "Precision", "Threads", "Minutes", "Ran on", "Converged"]
+        lines += ["## Training", ""] + _table(rows, head, "llrrlrrll")
+        lines += ["", "Converged: the best validation epoch comes before the last fifth of the run's epochs."]
         lines.append("")
 
     lines += _precision_section(cfg)

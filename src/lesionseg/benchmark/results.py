@@ -15,6 +15,8 @@ Layout of ``results_dir`` (``docs/results/<name>/`` by default; everything here 
         features.npz                      (the report's feature model only) the feature-map figure's arrays, float16
         cross/<name>/metrics.json, per_image.csv   scores on each cross-dataset root
     complexity.json                     params, MACs, CPU latency (+ the machine) per model, measured once
+    case_groups.json                    (datasets whose metadata has one, e.g. PH2) the diagnosis of each test id,
+                                        for the report's subgroup table (written by a run, never by the report)
     report.md, results.csv, *.png       rebuilt from the files above by ``--report-only``, byte for byte
 
 This module only writes and reads these files; it knows nothing about training or models.
@@ -38,6 +40,7 @@ from PIL import Image
 __all__ = [
     "FeatureSummary",
     "RunResults",
+    "read_case_groups",
     "read_complexity",
     "read_run",
     "read_masks",
@@ -47,6 +50,7 @@ __all__ = [
     "load_mask_png",
     "save_case_input",
     "save_mask_png",
+    "write_case_groups",
     "write_complexity",
     "write_json",
     "write_masks",
@@ -294,6 +298,23 @@ def _mkdir(path: Path) -> Path:
 
 
 # --------------------------------------------------------------------------------------------------- complexity
+def write_case_groups(results_dir: str | Path, groups: Mapping[str, Mapping[str, str]], source: str) -> None:
+    """``case_groups.json``: per grouping (e.g. ``diagnosis``) the group of each case id, with where it came from.
+
+    Written only when it changes, so that re-running a finished benchmark leaves the file's bytes alone.
+    """
+    path = Path(results_dir) / "case_groups.json"
+    payload = {"source": source, "groups": {k: dict(sorted(v.items())) for k, v in groups.items()}}
+    if not path.is_file() or json.loads(path.read_text()) != payload:
+        write_json(path, payload)
+
+
+def read_case_groups(results_dir: str | Path) -> dict[str, dict[str, str]]:
+    """The groupings of ``case_groups.json`` (``{}`` when the benchmark has none)."""
+    path = Path(results_dir) / "case_groups.json"
+    return json.loads(path.read_text()).get("groups", {}) if path.is_file() else {}
+
+
 def read_complexity(results_dir: str | Path) -> dict[str, dict[str, Any]]:
     path = Path(results_dir) / "complexity.json"
     return json.loads(path.read_text()) if path.is_file() else {}

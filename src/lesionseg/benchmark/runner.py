@@ -42,6 +42,7 @@ import torch
 import yaml
 
 from ..data.base import find_cases, load_case, resize_pair
+from ..data.ph2 import diagnosis_name
 from ..data.splits import load_split, protocol_splits
 from ..engine.config import load_config
 from ..engine.distributed import resolve_device
@@ -49,7 +50,7 @@ from ..engine.evaluator import evaluate_checkpoint
 from ..engine.provenance import lesionseg_commit, machine_description
 from ..engine.trainer import Trainer
 from ..inference.predictor import Predictor
-from ..models.hub import load_model
+from ..models.hub import ModelRecord, load_model, load_record
 from .config import BenchmarkConfig, BenchmarkModel
 from .figures import feature_summary, overlay_case_ids, predict_overlay_masks
 from .results import (
@@ -57,6 +58,7 @@ from .results import (
     read_complexity,
     run_results_dir,
     save_case_input,
+    write_case_groups,
     write_complexity,
     write_run_results,
 )
@@ -69,6 +71,7 @@ __all__ = [
     "machine_description",
     "measure_complexity",
     "parse_shard",
+    "record_case_groups",
     "run_benchmark",
     "run_dir_of",
     "run_one",
@@ -136,12 +139,29 @@ def benchmark_splits(cfg: BenchmarkConfig) -> list[Path]:
     return protocol_splits(cfg.protocol, cfg.data["root"], cfg.data.get("layout"), cfg.num_runs, folder)
 
 
+def record_case_groups(cfg: BenchmarkConfig, splits: Sequence[Path]) -> None:
+    """Keep the diagnosis of every test id in ``results_dir/case_groups.json`` when the dataset's metadata gives one
+    (PH2's ``PH2_dataset.txt``), so that the report can break the scores down by it without reading the data."""
+    test_ids = {i for path in splits for i in load_split(path).test}
+    cases = [c for c in find_cases(cfg.data["root"], cfg.data.get("layout")) if c.id in test_ids]
+    diagnosis = {c.id: diagnosis_name(c.meta["diagnosis"]) for c in cases if "diagnosis" in c.meta}
+    if diagnosis:
+        source = f"case metadata of the data root `{Path(cfg.data['root']).name}` (PH2: PH2_dataset.txt)"
+        write_case_groups(cfg.results_dir, {"diagnosis": diagnosis}, source)
+
+
 def _read_json(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
+def _read_record(stem: Path) -> ModelRecord | None:
+    """The record of a run folder's ``best`` or ``last`` checkpoint; None before the run has written it."""
+    return load_record(stem) if stem.with_name(stem.name + ".json").is_file() else None
+
+
 def _training_finished(run_dir: Path) -> bool:
-    return bool(_read_json(run_dir / "last.json").get("finished", False)) and (run_dir / "best.json").is_file()
+    last = _read_record(run_dir / "last")
+    return bool(last is not None and last.finished) and (run_dir / "best.json").is_file()
 
 
 def _check_run_folder(cfg: BenchmarkConfig, model: BenchmarkModel, run_dir: Path, run: int) -> None:
@@ -158,8 +178,8 @@ def _check_run_folder(cfg: BenchmarkConfig, model: BenchmarkModel, run_dir: Path
             f"{cfg.seed_of(run)}. Move that folder away to retrain the run."
         )
     epochs, budget = train.get("epochs"), train.get("time_budget_min")
-    last = _read_json(run_dir / "last.json")
-    done = last.get("epoch") if last.get("finished") else None
+    last = _read_record(run_dir / "last")
+    done = last.epoch if last is not None and last.finished else None
     if epochs != model.epochs or budget is not None or (done is not None and done != model.epochs):
         raise ValueError(
             f"{run_dir} was trained with train.epochs={epochs}, time_budget_min={budget}"
@@ -299,26 +319,27 @@ def export_run(
             features = feature_summary(predictor, str(cfg.report.feature_layer), images[0], cases[0])
 
     run_cfg = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
-    last, best_record = _read_json(run_dir / "last.json"), _read_json(run_dir / "best.json")
+    last, best_record = load_record(run_dir / "last"), load_record(run_dir / "best")
+    trained_on = best_record.trained_on
     finished = dt.datetime.fromtimestamp((run_dir / "last.json").stat().st_mtime, dt.timezone.utc)
     meta = {
         "benchmark": cfg.name,
         "label": model.name,
-        "model": best_record.get("model"),
+        "model": best_record.model,
         "config": model.config,
         "run": run,
         "seed": seed,
         "split": f"splits/{split_path.name}",
-        "epochs": last.get("epoch"),
-        "best_epoch": best_record.get("epoch"),
+        "epochs": last.epoch,
+        "best_epoch": best_record.epoch,
         "precision": run_cfg.get("train", {}).get("precision", "fp32"),
         "threads": run_cfg.get("train", {}).get("threads"),
-        "device": best_record.get("trained_on", {}).get("device"),
+        "device": trained_on.device if trained_on else None,
         "machine": ev.get("machine") or machine_description(where),
-        "train_minutes": round(float(last.get("elapsed_seconds") or 0.0) / 60.0, 2),
+        "train_minutes": round(float(last.elapsed_seconds or 0.0) / 60.0, 2),
         "finished": finished.isoformat(timespec="seconds"),
         "lesionseg_commit": lesionseg_commit(),
-        "trained_by_commit": best_record.get("trained_on", {}).get("lesionseg_commit"),
+        "trained_by_commit": trained_on.lesionseg_commit if trained_on else None,
         "evaluated": {"cases": ev.get("cases"), "resolution": ev.get("resolution")},
         "results": ev["results"],
         "overlay_cases": cases,
@@ -388,8 +409,7 @@ def measure_complexity(cfg: BenchmarkConfig) -> dict[str, dict[str, Any]]:
         if run_dir is None:
             continue
         net, record = load_model(run_dir / "best")
-        size = tuple(record["image_size"])
-        channels = record.get("in_channels", 3)
+        size, channels = record.image_size, record.in_channels
         threads = torch.get_num_threads()
         if cfg.report.latency_threads > 0:
             torch.set_num_threads(cfg.report.latency_threads)
@@ -399,7 +419,7 @@ def measure_complexity(cfg: BenchmarkConfig) -> dict[str, dict[str, Any]]:
         finally:
             torch.set_num_threads(threads)
         known[model.name] = {
-            "model": record["model"],
+            "model": record.model,
             "params": count_parameters(net),
             "gmacs": round(count_macs(net, size, channels) / 1e9, 6),
             "latency_ms": round(latency, 3),
@@ -566,6 +586,7 @@ def run_benchmark(
     if unknown:
         raise ValueError(f"--only: unknown model label(s) {sorted(unknown)}; known: {sorted(labels)}")
     splits = benchmark_splits(cfg)
+    record_case_groups(cfg, splits)
     pairs = shard_runs(cfg, shard, only)
     if shard is not None:
         logger.info("[benchmark] slice %d/%d: %d run(s)", shard[0], shard[1], len(pairs))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from . import cvc, folder, isic, kvasir, montgomery, ph2  # noqa: F401  (register the layouts)
 from .base import (
+    LAYOUTS,
     PROBLEM_SEVERITY,
     Case,
     DataProblem,
@@ -16,6 +17,7 @@ from .base import (
     list_layouts,
     load_case,
     pair_by_id,
+    read_groups_csv,
     register_layout,
     resize_pair,
     scan_cases,
@@ -28,6 +30,7 @@ from .splits import (
     Split,
     SplitProtocol,
     builtin_splits,
+    case_groups,
     kfold,
     load_split,
     make_split,
@@ -36,6 +39,7 @@ from .splits import (
     repeated_holdout,
     save_split,
 )
+from .synthetic import blob_pair, write_blob_dataset
 from .transforms import AugmentConfig, build_train_transform
 
 __all__ = [
@@ -49,14 +53,17 @@ __all__ = [
     "DataProblem",
     "DatasetLayoutError",
     "ImageReadError",
+    "LAYOUTS",
     "PROBLEM_SEVERITY",
     "PROTOCOLS",
     "ScanResult",
     "SegmentationDataset",
     "Split",
     "SplitProtocol",
+    "blob_pair",
     "build_train_transform",
     "builtin_splits",
+    "case_groups",
     "check_case",
     "check_cases",
     "check_root",
@@ -75,6 +82,7 @@ __all__ = [
     "open_case_cache",
     "pair_by_id",
     "protocol_splits",
+    "read_groups_csv",
     "read_image",
     "read_mask",
     "register_layout",
@@ -84,4 +92,5 @@ __all__ = [
     "save_split",
     "scan_cases",
     "screen_cases",
+    "write_blob_dataset",
 ]

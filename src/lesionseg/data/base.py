@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -14,6 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ..registry import Registry
 from .io import IMAGE_EXTENSIONS, ImageReadError, read_image, read_mask
 
 if TYPE_CHECKING:
@@ -26,6 +28,7 @@ __all__ = [
     "PROBLEM_SEVERITY",
     "ScanResult",
     "SegmentationDataset",
+    "LAYOUTS",
     "register_layout",
     "list_layouts",
     "find_cases",
@@ -36,6 +39,7 @@ __all__ = [
     "index_images",
     "load_case",
     "resize_pair",
+    "read_groups_csv",
     "channel_stats",
     "normalize_image",
 ]
@@ -55,6 +59,9 @@ class Case:
         mask: path of the binary mask, or None for unlabelled images.
         mask_threshold: mask values above it are lesion (0 for clean masks, 127 for JPEG masks).
         meta: extra fields of the layout (diagnosis, official subset, ...).
+        group: the case's group for grouped splits, for layouts that know one (CVC-ClinicDB's video sequence, an
+            ISIC lesion id from the metadata, a ``groups.csv`` of the folder layout); None when unknown. Cases of one
+            group are near-duplicates of one lesion and never straddle train, val and test in a grouped split.
     """
 
     id: str
@@ -62,6 +69,7 @@ class Case:
     mask: Path | None = None
     mask_threshold: int = 0
     meta: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    group: str | None = field(default=None, compare=False, hash=False)
 
 
 # Kind of problem -> severity. Errors make a case unusable (training refuses them, or skips them when asked);
@@ -166,16 +174,15 @@ class _Layout:
     description: str
 
 
-_LAYOUTS: dict[str, _Layout] = {}
+#: Every dataset layout by name, in registration order (the order :func:`detect_layout` tries them).
+LAYOUTS: Registry[_Layout] = Registry("layout")
 
 
 def register_layout(name: str, detect: Callable[[Path], bool], description: str = ""):
     """Register ``find(root) -> list[Case]`` for a dataset layout, with a ``detect(root)`` predicate."""
 
     def wrap(fn: Callable[[Path], list[Case]]) -> Callable[[Path], list[Case]]:
-        if name in _LAYOUTS:
-            raise ValueError(f"layout {name!r} registered twice")
-        _LAYOUTS[name] = _Layout(name, fn, detect, description or (fn.__doc__ or "").strip().splitlines()[0])
+        LAYOUTS.add(name, _Layout(name, fn, detect, description or (fn.__doc__ or "").strip().splitlines()[0]))
         return fn
 
     return wrap
@@ -183,7 +190,7 @@ def register_layout(name: str, detect: Callable[[Path], bool], description: str 
 
 def list_layouts() -> dict[str, str]:
     """Known layouts and a one-line description of each."""
-    return {name: layout.description for name, layout in sorted(_LAYOUTS.items())}
+    return {name: LAYOUTS.get(name).description for name in LAYOUTS.names()}
 
 
 def detect_layout(root: str | Path) -> str:
@@ -191,12 +198,12 @@ def detect_layout(root: str | Path) -> str:
     root = Path(root)
     if not root.is_dir():
         raise DatasetLayoutError(f"{root}: data root is not a directory")
-    for name, layout in _LAYOUTS.items():
+    for name, layout in LAYOUTS.items():
         if name != "folder" and layout.detect(root):
             return name
-    if "folder" in _LAYOUTS and _LAYOUTS["folder"].detect(root):
+    if "folder" in LAYOUTS and LAYOUTS.get("folder").detect(root):
         return "folder"
-    raise DatasetLayoutError(f"{root}: no known dataset layout found; known: {', '.join(sorted(_LAYOUTS))}")
+    raise DatasetLayoutError(f"{root}: no known dataset layout found; known: {', '.join(LAYOUTS.names())}")
 
 
 def _find(root: str | Path, layout: str | None) -> tuple[Path, str, list[Case]]:
@@ -204,9 +211,7 @@ def _find(root: str | Path, layout: str | None) -> tuple[Path, str, list[Case]]:
     if not root.is_dir():
         raise DatasetLayoutError(f"{root}: data root is not a directory")
     name = layout or detect_layout(root)
-    if name not in _LAYOUTS:
-        raise ValueError(f"unknown layout {name!r}; known layouts: {', '.join(sorted(_LAYOUTS))}")
-    cases = sorted(_LAYOUTS[name].find(root), key=lambda c: c.id)
+    cases = sorted(LAYOUTS.get(name).find(root), key=lambda c: c.id)
     first: dict[str, Case] = {}
     duplicates: list[DataProblem] = []
     for case in cases:
@@ -284,6 +289,7 @@ def pair_by_id(
     require_masks: bool = True,
     meta: Callable[[str], dict[str, Any]] | None = None,
     missing_hint: str = "",
+    group: Callable[[str], str | None] | None = None,
 ) -> list[Case]:
     """Pair images and masks by id (never by listing order).
 
@@ -295,6 +301,7 @@ def pair_by_id(
         require_masks: an image without a mask is a problem (else a case without mask).
         meta: id -> extra fields of the case.
         missing_hint: where the mask was expected, appended to the error (e.g. ``<id>_segmentation.png in ...``).
+        group: id -> the case's group (:attr:`Case.group`), None when unknown.
 
     Raises:
         DatasetLayoutError: when ``require_masks`` and some image has no mask (the first ids are named); under
@@ -328,9 +335,38 @@ def pair_by_id(
             mask=masks.get(i),
             mask_threshold=threshold(masks.get(i)),
             meta=meta(i) if meta else {},
+            group=group(i) if group else None,
         )
         for i in sorted(images)
     ]
+
+
+def read_groups_csv(path: str | Path) -> dict[str, str]:
+    """Case id -> group from a CSV file with the columns ``id,group`` (a header row naming them; other columns are
+    ignored). Rows with an empty group are left out.
+
+    Raises:
+        ValueError: the file has no ``id`` and ``group`` columns, or gives one id two different groups (the file and
+            the row are named).
+    """
+    path = Path(path)
+    with open(path, encoding="utf-8-sig", newline="") as f:
+        reader = csv.DictReader(f)
+        columns = [c.strip() for c in reader.fieldnames or ()]
+        if "id" not in columns or "group" not in columns:
+            raise ValueError(f"{path}: a groups file needs the columns id,group; found {', '.join(columns) or 'none'}")
+        out: dict[str, str] = {}
+        for row in reader:
+            row = {(k or "").strip(): (v or "").strip() for k, v in row.items()}
+            cid, group = row["id"], row["group"]
+            if not cid or not group:
+                continue
+            if out.get(cid, group) != group:
+                raise ValueError(
+                    f"{path}, line {reader.line_num}: id {cid!r} has two groups, {out[cid]!r} and {group!r}"
+                )
+            out[cid] = group
+    return out
 
 
 def load_case(case: Case, channels: int = 3) -> tuple[np.ndarray, np.ndarray | None]:

@@ -31,15 +31,30 @@ The subsets present on disk are loaded (at least one must be); each case records
 is an error naming the missing folder, and so is an image without a mask. Images and masks are paired by id
 (``ISIC_xxxxxxx``), never by listing order; masks are lossless PNGs, so any non-zero value is lesion. Non-image files
 and the 2017 ``*_superpixels.png`` files are not cases.
+
+Lesion ids: several ISIC images can show one lesion (or one patient). Where a metadata CSV lies in the root or in an
+image folder with a ``lesion_id`` column and an image-id column (``image_id`` in HAM10000_metadata.csv, ``image`` in
+ISIC_2019_Training_Metadata.csv, ``image_name`` in the 2020 ground-truth CSV, ``isic_id`` in archive exports), each case
+it names gets ``group = lesion_id`` and ``meta["lesion_id"]`` (and ``meta["patient_id"]`` when the CSV has one), so that
+grouped splits keep one lesion on one side. The challenge zips themselves carry no lesion ids: put the CSV beside.
 """
 
 from __future__ import annotations
 
+import csv
+import logging
 from pathlib import Path
 
 from .base import Case, DatasetLayoutError, index_images, pair_by_id, register_layout
 
-__all__ = ["ISIC_SUBSETS", "find_isic_cases", "find_isic2016_cases", "find_isic2017_cases", "find_isic2018_cases"]
+__all__ = [
+    "ISIC_SUBSETS",
+    "read_isic_lesion_ids",
+    "find_isic_cases",
+    "find_isic2016_cases",
+    "find_isic2017_cases",
+    "find_isic2018_cases",
+]
 
 # layout -> (official subset, input folder, ground-truth folder, mask-name suffix)
 ISIC_SUBSETS: dict[str, tuple[tuple[str, str, str, str], ...]] = {
@@ -63,6 +78,46 @@ ISIC_SUBSETS: dict[str, tuple[tuple[str, str, str, str], ...]] = {
 _NOT_IMAGES = ("_superpixels",)
 
 
+_logger = logging.getLogger(__name__)
+
+# Columns naming the image in the ISIC metadata files, in the order they are looked for.
+_IMAGE_COLUMNS = ("image_id", "image", "image_name", "isic_id")
+_GROUP_COLUMNS = ("lesion_id", "patient_id")
+
+
+def read_isic_lesion_ids(folders: list[Path]) -> dict[str, dict[str, str]]:
+    """Image id -> ``{"lesion_id": ..., "patient_id": ...}`` from the metadata CSVs directly in ``folders``.
+
+    A CSV counts when its header has ``lesion_id`` and one of the image-id columns; others are left alone, and so are
+    empty values. When two files disagree, the first in folder and name order wins. A CSV that cannot be parsed is
+    logged and left out: lesion ids are optional, the cases load without them.
+    """
+    out: dict[str, dict[str, str]] = {}
+    for folder in folders:
+        if not folder.is_dir():
+            continue
+        for path in sorted(folder.glob("*.csv")):
+            try:
+                _read_lesion_csv(path, out)
+            except (csv.Error, OSError) as err:
+                _logger.warning("%s: metadata CSV not read, its lesion ids are not used (%s)", path, err)
+    return out
+
+
+def _read_lesion_csv(path: Path, out: dict[str, dict[str, str]]) -> None:
+    with open(path, encoding="utf-8-sig", newline="", errors="replace") as f:
+        reader = csv.DictReader(f)
+        columns = [c.strip() for c in reader.fieldnames or ()]
+        image_col = next((c for c in _IMAGE_COLUMNS if c in columns), None)
+        if image_col is None or "lesion_id" not in columns:
+            return
+        for row in reader:
+            row = {(k or "").strip(): (v or "").strip() for k, v in row.items() if isinstance(v, str)}
+            fields = {c: row[c] for c in _GROUP_COLUMNS if row.get(c)}
+            if row.get(image_col) and "lesion_id" in fields:
+                out.setdefault(row[image_col], fields)
+
+
 def _detect(layout: str, root: Path) -> bool:
     return any((root / folder).is_dir() for _, inputs, truth, _ in ISIC_SUBSETS[layout] for folder in (inputs, truth))
 
@@ -72,6 +127,7 @@ def find_isic_cases(root: Path, layout: str) -> list[Case]:
     if layout not in ISIC_SUBSETS:
         raise ValueError(f"unknown ISIC layout {layout!r}; known: {', '.join(ISIC_SUBSETS)}")
     cases: list[Case] = []
+    lesions = read_isic_lesion_ids([root] + [root / inputs for _, inputs, _, _ in ISIC_SUBSETS[layout]])
     for subset, input_name, truth_name, suffix in ISIC_SUBSETS[layout]:
         input_dir, truth_dir = root / input_name, root / truth_name
         if not input_dir.is_dir() and not truth_dir.is_dir():
@@ -89,8 +145,9 @@ def find_isic_cases(root: Path, layout: str) -> list[Case]:
                 images,
                 masks,
                 0,
-                meta=lambda _i, s=subset: {"subset": s},
+                meta=lambda i, s=subset: {"subset": s, **lesions.get(i, {})},
                 missing_hint=f"expected <id>{suffix}.png in {truth_dir}",
+                group=lambda i: lesions.get(i, {}).get("lesion_id"),
             )
         )
     if not cases:

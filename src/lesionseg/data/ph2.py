@@ -17,14 +17,29 @@ from __future__ import annotations
 
 import csv
 import re
+from collections.abc import Iterable
 from pathlib import Path
 
 from .base import Case, DataProblem, DatasetLayoutError, register_layout, report_layout_problems
 from .io import IMAGE_EXTENSIONS
 
-__all__ = ["find_ph2_cases", "read_ph2_diagnoses"]
+__all__ = ["PH2_DIAGNOSES", "diagnosis_name", "diagnosis_order", "find_ph2_cases", "read_ph2_diagnoses"]
 
 _IMAGES_DIR = "PH2 Dataset images"
+
+#: PH2's clinical diagnosis codes (``PH2_dataset.txt``), in the release's order.
+PH2_DIAGNOSES = {0: "common nevus", 1: "atypical nevus", 2: "melanoma"}
+
+
+def diagnosis_name(code: object) -> str:
+    """A case's ``meta["diagnosis"]`` as words: PH2's numeric codes by name, any other value as text."""
+    return PH2_DIAGNOSES.get(code, str(code)) if isinstance(code, int) else str(code)
+
+
+def diagnosis_order(names: Iterable[str]) -> list[str]:
+    """The distinct diagnosis names in table order: PH2's from benign to malignant, then any others sorted."""
+    found = set(names)
+    return [d for d in PH2_DIAGNOSES.values() if d in found] + sorted(found - set(PH2_DIAGNOSES.values()))
 
 
 def _images_dir(root: Path) -> Path | None:

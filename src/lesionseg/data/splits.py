@@ -6,6 +6,12 @@ never selected on the test ids.
 
 A :class:`SplitProtocol` (``fixed``, ``official``, ``repeated``, ``kfold``) turns a data root into one split per run;
 :func:`protocol_splits` draws them once into a folder and reads them back afterwards (the benchmark's protocols).
+
+Grouped splits: every drawing function takes ``groups`` (case id -> group, e.g. CVC-ClinicDB's video sequence or an
+ISIC lesion id; :func:`case_groups` reads them from a layout, a case meta field or an ``id,group`` CSV). The drawn units
+are then whole groups, so no group straddles train, val and test; the fractions are met as closely as whole groups
+allow, within each stratum when ``strata`` is given too (a group counts in the stratum most of its cases are in).
+Cases without a group are groups of their own. Without ``groups`` the draws are exactly those of earlier versions.
 """
 
 from __future__ import annotations
@@ -20,9 +26,10 @@ from typing import Any
 
 import numpy as np
 
-from .base import find_cases
+from .base import Case, find_cases, read_groups_csv
 
 __all__ = [
+    "case_groups",
     "PROTOCOLS",
     "Split",
     "SplitProtocol",
@@ -77,6 +84,16 @@ class Split:
             info=info,
         )
 
+    def crossing_groups(self, groups: Mapping[str, str | None]) -> dict[str, list[str]]:
+        """Groups whose cases lie in more than one part, with those parts (empty for a proper grouped split)."""
+        parts: dict[str, set[str]] = {}
+        for name in ("train", "val", "test"):
+            for i in getattr(self, name):
+                if groups.get(i) is not None:
+                    parts.setdefault(str(groups[i]), set()).add(name)
+        order = ("train", "val", "test")
+        return {g: [p for p in order if p in ps] for g, ps in sorted(parts.items()) if len(ps) > 1}
+
     @property
     def all_ids(self) -> set[str]:
         return set(self.train) | set(self.val) | set(self.test)
@@ -85,14 +102,75 @@ class Split:
         return {"info": self.info, "train": sorted(self.train), "val": sorted(self.val), "test": sorted(self.test)}
 
 
-def _stratified_take(ids: Sequence[str], strata: Mapping[str, Any] | None, frac: float, rng: np.random.Generator):
-    """Split ``ids`` into (taken, rest) with ``frac`` taken from each stratum (rounded, at least one if frac > 0)."""
-    groups: dict[Any, list[str]] = {}
+Groups = Mapping[str, str | None]
+
+
+def _units(
+    ids: Sequence[str], strata: Mapping[str, Any] | None, groups: Groups
+) -> tuple[dict[tuple[int, str], list[str]], dict[Any, list[tuple[int, str]]]]:
+    """The drawing units of ``ids`` (a group, or a case without one) and the units of each stratum.
+
+    Unit keys are ``(0, group)`` or ``(1, case id)``, so a case id never collides with a group name. A unit's stratum
+    is the most common stratum of its cases (ties: the first in sorted order).
+    """
+    units: dict[tuple[int, str], list[str]] = {}
     for i in sorted(ids):
-        groups.setdefault(strata.get(i) if strata else None, []).append(i)
+        g = groups.get(i)
+        units.setdefault((0, str(g)) if g is not None else (1, i), []).append(i)
+    by_stratum: dict[Any, list[tuple[int, str]]] = {}
+    for key in sorted(units):
+        if strata:
+            counts: dict[Any, int] = {}
+            for i in units[key]:
+                counts[strata.get(i)] = counts.get(strata.get(i), 0) + 1
+            stratum = max(sorted(counts, key=str), key=lambda v: counts[v])
+        else:
+            stratum = None
+        by_stratum.setdefault(stratum, []).append(key)
+    return units, by_stratum
+
+
+def _grouped_take(
+    ids: Sequence[str], strata: Mapping[str, Any] | None, frac: float, rng: np.random.Generator, groups: Groups
+) -> tuple[list[str], list[str]]:
+    """:func:`_stratified_take` drawing whole groups: in each stratum, groups in a seeded random order are taken
+    while taking one brings the number of cases taken closer to ``frac`` of the stratum's cases (at least one group
+    when ``frac > 0`` and the stratum has several)."""
+    units, by_stratum = _units(ids, strata, groups)
     taken: list[str] = []
-    for key in sorted(groups, key=str):
-        members = groups[key]
+    for stratum in sorted(by_stratum, key=str):
+        keys = by_stratum[stratum]
+        target = frac * sum(len(units[k]) for k in keys)
+        count = 0
+        order = rng.permutation(len(keys))
+        for j in order:
+            size = len(units[keys[j]])
+            if abs(count + size - target) < abs(count - target):
+                taken.extend(units[keys[j]])
+                count += size
+        if frac > 0 and count == 0 and len(keys) > 1:
+            taken.extend(units[keys[order[0]]])
+    taken_set = set(taken)
+    return sorted(taken), [i for i in sorted(ids) if i not in taken_set]
+
+
+def _stratified_take(
+    ids: Sequence[str],
+    strata: Mapping[str, Any] | None,
+    frac: float,
+    rng: np.random.Generator,
+    groups: Groups | None = None,
+):
+    """Split ``ids`` into (taken, rest) with ``frac`` taken from each stratum (rounded, at least one if frac > 0);
+    whole groups when ``groups`` is given."""
+    if groups is not None:
+        return _grouped_take(ids, strata, frac, rng, groups)
+    groups_: dict[Any, list[str]] = {}
+    for i in sorted(ids):
+        groups_.setdefault(strata.get(i) if strata else None, []).append(i)
+    taken: list[str] = []
+    for key in sorted(groups_, key=str):
+        members = groups_[key]
         perm = rng.permutation(len(members))
         n = int(round(frac * len(members)))
         if frac > 0 and n == 0 and len(members) > 1:
@@ -108,6 +186,26 @@ def _strata_name(strata: Mapping[str, Any] | None, stratified_by: str | None) ->
     return stratified_by or "strata"
 
 
+def _group_info(ids: Sequence[str], groups: Groups | None, grouped_by: str | None) -> dict[str, Any]:
+    """What a grouped draw adds to ``info`` (nothing for an ungrouped one, which keeps its files as they were)."""
+    if groups is None:
+        return {}
+    named = {groups[i] for i in ids if groups.get(i) is not None}
+    return {
+        "grouped_by": grouped_by or "groups",
+        "groups": len(named),
+        "ungrouped_cases": sum(1 for i in ids if groups.get(i) is None),
+    }
+
+
+def _check_grouped(split: Split, groups: Groups | None) -> Split:
+    if groups is not None:
+        crossing = split.crossing_groups(groups)
+        if crossing:  # a bug, not bad input: the draws take whole groups
+            raise AssertionError(f"grouped split has groups in several parts: {dict(list(crossing.items())[:3])}")
+    return split
+
+
 def make_split(
     ids: Sequence[str],
     test_fraction: float = 0.2,
@@ -116,6 +214,8 @@ def make_split(
     strata: Mapping[str, Any] | None = None,
     name: str = "",
     stratified_by: str | None = None,
+    groups: Groups | None = None,
+    grouped_by: str | None = None,
 ) -> Split:
     """Draw a seeded train/val/test split.
 
@@ -128,23 +228,29 @@ def make_split(
         name: dataset name stored in ``info``.
         stratified_by: what ``strata`` holds (e.g. ``diagnosis``), stored in ``info``; ``"strata"`` when
             ``strata`` is given without a name.
+        groups: optional id -> group (None: a group of its own); whole groups are drawn, so no group is in two
+            parts, and the fractions are met as closely as whole groups allow.
+        grouped_by: what ``groups`` holds (e.g. ``sequence``), stored in ``info``.
     """
     if not 0 <= test_fraction < 1 or not 0 <= val_fraction < 1 or test_fraction + val_fraction >= 1:
         raise ValueError(f"bad fractions test={test_fraction} val={val_fraction}")
     if len(set(ids)) != len(ids):
         raise ValueError("ids contain duplicates")
     rng = np.random.default_rng(seed)
-    test, rest = _stratified_take(ids, strata, test_fraction, rng)
-    val, train = _stratified_take(rest, strata, val_fraction / (1 - test_fraction), rng)
+    test, rest = _stratified_take(ids, strata, test_fraction, rng, groups)
+    # grouped: the val fraction is of all cases, as without groups, though the test part drawn may be off its target
+    val_share = val_fraction / (1 - test_fraction) if groups is None else val_fraction * len(ids) / max(len(rest), 1)
+    val, train = _stratified_take(rest, strata, min(val_share, 1.0), rng, groups)
     info = {
         "dataset": name,
         "seed": seed,
         "test_fraction": test_fraction,
         "val_fraction": val_fraction,
         "stratified_by": _strata_name(strata, stratified_by),
+        **_group_info(ids, groups, grouped_by),
         "generator": "lesionseg.data.splits.make_split",
     }
-    return Split(train=train, val=val, test=test, info=info)
+    return _check_grouped(Split(train=train, val=val, test=test, info=info), groups)
 
 
 def repeated_holdout(
@@ -156,9 +262,15 @@ def repeated_holdout(
     strata: Mapping[str, Any] | None = None,
     name: str = "",
     stratified_by: str | None = None,
+    groups: Groups | None = None,
+    grouped_by: str | None = None,
 ) -> list[Split]:
-    """``repeats`` independent 80:20-style splits with seeds ``seed, seed + 1, ...``."""
-    return [make_split(ids, test_fraction, val_fraction, seed + r, strata, name, stratified_by) for r in range(repeats)]
+    """``repeats`` independent 80:20-style splits with seeds ``seed, seed + 1, ...`` (grouped as :func:`make_split`
+    when ``groups`` is given)."""
+    return [
+        make_split(ids, test_fraction, val_fraction, seed + r, strata, name, stratified_by, groups, grouped_by)
+        for r in range(repeats)
+    ]
 
 
 def kfold(
@@ -169,26 +281,48 @@ def kfold(
     strata: Mapping[str, Any] | None = None,
     name: str = "",
     stratified_by: str | None = None,
+    groups: Groups | None = None,
+    grouped_by: str | None = None,
 ) -> list[Split]:
-    """K folds: each fold's test part is one k-th of the ids (stratified if given), val drawn from the rest."""
+    """K folds: each fold's test part is one k-th of the ids (stratified if given), val drawn from the rest.
+
+    With ``groups``, whole groups are dealt to the folds: within each stratum, largest group first (ties in seeded
+    random order), each to the fold with the fewest cases of that stratum, then the fewest cases overall.
+    """
     if k < 2 or k > len(ids):
         raise ValueError(f"k must be in [2, {len(ids)}], got {k}")
     rng = np.random.default_rng(seed)
-    groups: dict[Any, list[str]] = {}
-    for i in sorted(ids):
-        groups.setdefault(strata.get(i) if strata else None, []).append(i)
     folds: list[list[str]] = [[] for _ in range(k)]
-    offset = 0
-    for key in sorted(groups, key=str):
-        members = [groups[key][j] for j in rng.permutation(len(groups[key]))]
-        for j, member in enumerate(members):
-            folds[(j + offset) % k].append(member)
-        offset += len(members)
+    if groups is not None:
+        units, by_stratum = _units(ids, strata, groups)
+        if k > len(units):
+            raise ValueError(f"k must be at most the number of groups ({len(units)}), got {k}")
+        sizes = [0] * k
+        for stratum in sorted(by_stratum, key=str):
+            keys = by_stratum[stratum]
+            order = rng.permutation(len(keys))
+            in_stratum = [0] * k
+            for j in sorted(range(len(keys)), key=lambda j: (-len(units[keys[j]]), order[j])):
+                members = units[keys[j]]
+                f = min(range(k), key=lambda f: (in_stratum[f], sizes[f], f))
+                folds[f].extend(members)
+                in_stratum[f] += len(members)
+                sizes[f] += len(members)
+    else:
+        by_stratum_ids: dict[Any, list[str]] = {}
+        for i in sorted(ids):
+            by_stratum_ids.setdefault(strata.get(i) if strata else None, []).append(i)
+        offset = 0
+        for key in sorted(by_stratum_ids, key=str):
+            members = [by_stratum_ids[key][j] for j in rng.permutation(len(by_stratum_ids[key]))]
+            for j, member in enumerate(members):
+                folds[(j + offset) % k].append(member)
+            offset += len(members)
     splits = []
     for f in range(k):
         test = sorted(folds[f])
         rest = sorted(i for g in range(k) if g != f for i in folds[g])
-        val, train = _stratified_take(rest, strata, val_fraction * len(ids) / len(rest), rng)
+        val, train = _stratified_take(rest, strata, min(val_fraction * len(ids) / len(rest), 1.0), rng, groups)
         info = {
             "dataset": name,
             "seed": seed,
@@ -196,10 +330,45 @@ def kfold(
             "k": k,
             "val_fraction": val_fraction,
             "stratified_by": _strata_name(strata, stratified_by),
+            **_group_info(ids, groups, grouped_by),
             "generator": "lesionseg.data.splits.kfold",
         }
-        splits.append(Split(train=train, val=val, test=test, info=info))
+        splits.append(_check_grouped(Split(train=train, val=val, test=test, info=info), groups))
     return splits
+
+
+def case_groups(cases: Sequence[Case], key: str) -> dict[str, str | None]:
+    """Case id -> group, for a grouped split ``--group-by key``.
+
+    Args:
+        cases: the cases of a data root.
+        key: ``group`` (the layout's own: CVC-ClinicDB sequences, ISIC lesion ids from a metadata CSV, the folder
+            layout's ``groups.csv``), the path of an ``id,group`` CSV, or a case meta field (e.g. ``lesion_id``,
+            ``patient_id``).
+
+    Returns:
+        A group for every case id; None for a case the source gives no group (it then forms a group of its own).
+
+    Raises:
+        ValueError: no case has a group under ``key`` (the message says what the cases have), or the CSV is bad.
+    """
+    if key.lower().endswith(".csv") or Path(key).is_file():
+        if not Path(key).is_file():
+            raise ValueError(f"--group-by {key}: no such groups file")
+        table = read_groups_csv(key)
+        out = {c.id: table.get(c.id) for c in cases}
+    elif key == "group":
+        out = {c.id: c.group for c in cases}
+    else:
+        out = {c.id: None if c.meta.get(key) in (None, "") else str(c.meta[key]) for c in cases}
+    if cases and all(g is None for g in out.values()):
+        fields = sorted({f for c in cases for f in c.meta})
+        has_group = "the layout gives no groups" if all(c.group is None for c in cases) else "the layout gives groups"
+        raise ValueError(
+            f"no case has a group under {key!r} ({has_group}; case fields: {', '.join(fields) or 'none'}); use "
+            "'group', a case field, or an id,group CSV file"
+        )
+    return out
 
 
 def save_split(split: Split, path: str | Path) -> None:
@@ -251,6 +420,8 @@ class SplitProtocol:
         val_fraction: validation part (always taken out of the training part; checkpoints are never chosen on test).
         seed: seed of the first draw (draw r uses ``seed + r``; folds share ``seed``).
         stratify: case meta field to stratify draws by (``diagnosis`` for PH2).
+        group_by: draw whole groups (see :func:`case_groups`: ``group``, a case field or an ``id,group`` CSV), so
+            that no group straddles train, val and test; None draws cases.
     """
 
     kind: str = "fixed"
@@ -261,6 +432,7 @@ class SplitProtocol:
     val_fraction: float = 0.1
     seed: int = 0
     stratify: str | None = None
+    group_by: str | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in PROTOCOLS:
@@ -275,6 +447,7 @@ class SplitProtocol:
 
     def describe(self) -> str:
         """One line for a report."""
+        grouped = f", whole groups by `{Path(self.group_by).name}`" if self.group_by else ""
         return {
             # a split file by its name only: a report must not depend on where the file was
             "fixed": f"stored split `{Path(str(self.split)).name}`",
@@ -282,11 +455,14 @@ class SplitProtocol:
             "repeated": f"{self.repeats} seeded draws of {1 - self.test_fraction:.0%}:{self.test_fraction:.0%} "
             "train:test",
             "kfold": f"{self.k}-fold cross-validation",
-        }[self.kind]
+        }[self.kind] + (grouped if self.kind in ("repeated", "kfold") else "")
 
 
-def official_split(root: str | Path, layout: str | None, val_fraction: float = 0.1, seed: int = 0) -> Split:
-    """The layout's own subsets (``meta["subset"]``); without a val subset, val is drawn (seeded) from train."""
+def official_split(
+    root: str | Path, layout: str | None, val_fraction: float = 0.1, seed: int = 0, group_by: str | None = None
+) -> Split:
+    """The layout's own subsets (``meta["subset"]``); without a val subset, val is drawn (seeded) from train, whole
+    groups when ``group_by`` is given (see :func:`case_groups`)."""
     cases = find_cases(root, layout)
     parts: dict[str, list[str]] = {"train": [], "val": [], "test": []}
     for c in cases:
@@ -299,7 +475,8 @@ def official_split(root: str | Path, layout: str | None, val_fraction: float = 0
         raise ValueError(f"protocol official: {root} lacks a train or test subset")
     info: dict[str, Any] = {"dataset": Path(root).name, "generator": "official subsets"}
     if not parts["val"]:
-        drawn = make_split(parts["train"], 0.0, val_fraction, seed)
+        groups = case_groups(cases, group_by) if group_by else None
+        drawn = make_split(parts["train"], 0.0, val_fraction, seed, groups=groups, grouped_by=group_by)
         parts["train"], parts["val"] = drawn.train, drawn.val
         info["val"] = f"{val_fraction:.0%} of train, seed {seed}"
     return Split(train=sorted(parts["train"]), val=sorted(parts["val"]), test=sorted(parts["test"]), info=info)
@@ -321,7 +498,7 @@ def protocol_splits(
     if p.kind == "fixed":
         splits = [load_split(p.split)] * runs
     elif p.kind == "official":
-        splits = [official_split(root, layout, p.val_fraction, p.seed)] * runs
+        splits = [official_split(root, layout, p.val_fraction, p.seed, p.group_by)] * runs
     else:
         cases = find_cases(root, layout)
         ids = [c.id for c in cases]
@@ -332,10 +509,13 @@ def protocol_splits(
             if missing:
                 raise ValueError(f"protocol.stratify {p.stratify!r}: {len(missing)} cases lack it, e.g. {missing[0]}")
         name = Path(root).name
+        groups = case_groups(cases, p.group_by) if p.group_by else None
         if p.kind == "repeated":
-            drawn = repeated_holdout(ids, p.repeats, p.test_fraction, p.val_fraction, p.seed, strata, name, p.stratify)
+            drawn = repeated_holdout(
+                ids, p.repeats, p.test_fraction, p.val_fraction, p.seed, strata, name, p.stratify, groups, p.group_by
+            )
         else:
-            drawn = kfold(ids, p.k, p.val_fraction, p.seed, strata, name, p.stratify)
+            drawn = kfold(ids, p.k, p.val_fraction, p.seed, strata, name, p.stratify, groups, p.group_by)
         splits = [drawn[r % len(drawn)] for r in range(runs)]
     folder.mkdir(parents=True, exist_ok=True)
     for split, path in zip(splits, paths):

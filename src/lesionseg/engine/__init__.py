@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from ..models.hub import CheckpointError, load_model, load_record, save_checkpoint
+from ..models.hub import CheckpointError, ModelRecord, load_model, load_record, save_checkpoint
 from .config import RunConfig, load_config, save_config
 from .distributed import DistContext, cleanup_distributed, init_distributed, resolve_device
-from .evaluator import Evaluation, evaluate_checkpoint, evaluate_dataset, evaluate_native, select_cases
+from .evaluator import Evaluation, evaluate_checkpoint, evaluate_dataset, select_cases
+from .measurements import MeasurementAgreement
 from .optim import build_optimizer, list_optimizers, list_schedulers, register_optimizer, register_scheduler
 from .trainer import Trainer, seed_everything
 
@@ -21,11 +22,12 @@ __all__ = [
     "register_scheduler",
     "resolve_device",
     "Evaluation",
+    "MeasurementAgreement",
+    "ModelRecord",
     "RunConfig",
     "Trainer",
     "evaluate_checkpoint",
     "evaluate_dataset",
-    "evaluate_native",
     "load_config",
     "load_model",
     "load_record",

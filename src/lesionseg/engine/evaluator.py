@@ -4,120 +4,55 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from torch import Tensor, nn
-from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
-from ..data.base import Case, DataProblem, SegmentationDataset, load_case, scan_cases
+from ..data.base import Case, DataProblem, SegmentationDataset, scan_cases
 from ..data.cache import open_case_cache
 from ..data.check import screen_cases
+from ..data.ph2 import diagnosis_name, diagnosis_order
 from ..data.splits import Split, load_split
-from ..inference.postprocess import apply_postprocessing
-from ..inference.predictor import Predictor, autocast_context
-from ..inference.trust import ImageDescription, QualityEstimator
+from ..inference.predictor import Predictor
 from ..inference.trust_fit import TrustEvaluation, evaluate_trust
 from ..metrics import SegmentationMetrics, format_table
+from ..metrics.stats import SIZE_TERTILES, Subgroup, size_tertiles, subgroup_means
 from ..models.hub import load_model, resolve_checkpoint
 from .distributed import resolve_device
+from .measurements import MeasurementAgreement
 
 __all__ = [
     "Evaluation",
     "evaluate_checkpoint",
     "evaluate_dataset",
-    "evaluate_native",
-    "predict_dataset",
     "select_cases",
 ]
 
 
-@torch.inference_mode()
-def predict_dataset(
-    model: nn.Module,
-    dataset: SegmentationDataset,
-    threshold: float = 0.5,
-    precision: str = "fp32",
-    batch_size: int = 16,
-    channels_last: bool = False,
-    progress: bool = False,
-    device: str | torch.device | None = None,
-    forward: Callable[[torch.Tensor], torch.Tensor] | None = None,
-) -> Iterator[tuple[Tensor, Tensor, list[str]]]:
-    """Yield ``(pred uint8 (B, 1, h, w), target uint8 (B, 1, h, w), ids)`` over a dataset at its working size.
-
-    The model computes on ``device`` (None = where its parameters are); predictions come back on the CPU.
-    ``forward``, when given, replaces the model call (a predictor's TTA forward, on the CPU batch).
-    """
-    model.eval()
-    if device is None:
-        device = next(model.parameters()).device
-    else:
-        device = torch.device(device)
-        model.to(device)
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0, pin_memory=device.type == "cuda")
-    for x, y, ids in tqdm(loader, desc="evaluate", disable=not progress, leave=False):
-        if forward is not None:
-            logits = forward(x).float()
-        else:
-            x = x.to(device, non_blocking=True)
-            if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with autocast_context(precision, device):
-                logits = model(x).float()
-        yield (torch.sigmoid(logits) > threshold).to(torch.uint8).cpu(), y.to(torch.uint8), list(ids)
-
-
 def evaluate_dataset(
-    model: nn.Module,
+    predictor: Predictor,
     dataset: SegmentationDataset,
-    threshold: float = 0.5,
-    precision: str = "fp32",
-    batch_size: int = 16,
+    native: bool = False,
     include_hd95: bool = False,
-    channels_last: bool = False,
     progress: bool = False,
-    postprocess: Sequence[str] = (),
-    device: str | torch.device | None = None,
-    forward: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    on_case: Callable[[str, np.ndarray, np.ndarray], None] | None = None,
 ) -> SegmentationMetrics:
-    """Scores at the dataset's working size (how the papers report): prediction and mask both resized.
+    """Scores of a predictor's masks on a dataset's cases (see :meth:`Predictor.predict_dataset`).
 
-    ``postprocess`` steps (e.g. the checkpoint record's) are applied to each predicted mask before scoring.
-    ``forward`` maps a normalised batch to logits in place of ``model`` (e.g. a predictor's flip-averaged
-    :meth:`~lesionseg.inference.Predictor.logits_at_working_size`); its precision and device are its own.
+    At the working size (how the papers report) prediction and truth are both at the dataset's resized size; with
+    ``native`` at each image's own resolution (probabilities resized back, compared with the original mask). The
+    predictor's threshold, post-processing, flip TTA and precision apply. ``on_case(id, predicted mask, truth)``,
+    when given, sees every case's two masks (uint8 (h, w); e.g. to measure them).
     """
     metrics = SegmentationMetrics(include_hd95=include_hd95)
-    for pred, target, ids in predict_dataset(
-        model, dataset, threshold, precision, batch_size, channels_last, progress, device, forward
-    ):
-        if postprocess:
-            pred = torch.from_numpy(np.stack([apply_postprocessing(p[0].numpy(), postprocess) for p in pred]))[:, None]
+    for pred, target, ids in predictor.predict_dataset(dataset, native=native, progress=progress):
+        if on_case is not None:
+            for i, case_id in enumerate(ids):
+                on_case(case_id, pred[i, 0].numpy(), target[i, 0].numpy())
         metrics.update(pred, target, ids=ids)
-    return metrics
-
-
-def evaluate_native(
-    predictor: Predictor,
-    cases: Sequence[Case],
-    include_hd95: bool = True,
-    progress: bool = False,
-) -> SegmentationMetrics:
-    """Scores at each image's own resolution: probabilities resized back, compared with the original mask."""
-    metrics = SegmentationMetrics(include_hd95=include_hd95)
-    for case in tqdm(cases, desc="evaluate (native)", disable=not progress, leave=False):
-        image, mask = load_case(case, predictor.in_channels)
-        if mask is None:
-            raise ValueError(f"case {case.id} ({case.image}) has no mask to evaluate against")
-        pred = predictor.predict_mask([image])[0]
-        metrics.update(
-            torch.from_numpy(pred)[None, None], torch.from_numpy(mask.astype(np.uint8))[None, None], ids=[case.id]
-        )
     return metrics
 
 
@@ -185,6 +120,8 @@ class Evaluation:
         cases: description of the evaluated cases.
         resolution: ``"HxW"`` (the working size) or ``"native resolution"``.
         skipped: cases left out for unusable files.
+        agreement: measurements of predicted against ground-truth masks (``measurements=True``), else None.
+        diagnoses: diagnosis per case id where the dataset gives one (PH2), for the subgroup table.
         trust: calibration, quality-estimate and out-of-distribution figures on the same cases (working size);
             None when not asked for.
     """
@@ -195,6 +132,8 @@ class Evaluation:
     cases: str
     resolution: str
     skipped: list[DataProblem] = field(default_factory=list)
+    agreement: MeasurementAgreement | None = None
+    diagnoses: dict[str, str] = field(default_factory=dict)
     trust: TrustEvaluation | None = None
 
     @property
@@ -203,6 +142,41 @@ class Evaluation:
 
     def results(self) -> dict[str, dict[str, float]]:
         return self.metrics.aggregate()
+
+    def subgroups(self, resamples: int = 2000) -> dict[str, list[Subgroup]]:
+        """Per-image Dice by diagnosis (where known) and by tertile of the ground truth's area (at the evaluated
+        resolution), each with a percentile bootstrap interval over the group's images (seed 0)."""
+        rows = self.metrics.per_image_table()
+        dice = {str(r["id"]): float(r["dice"]) for r in rows}
+        areas = {str(r["id"]): float(r["tp"]) + float(r["fn"]) for r in rows}
+        out = {}
+        if self.diagnoses:
+            order = diagnosis_order(self.diagnoses.values())
+            out["diagnosis"] = subgroup_means(dice, self.diagnoses, order, resamples)
+        out["lesion size"] = subgroup_means(dice, size_tertiles(areas), SIZE_TERTILES, resamples)
+        return out
+
+    def subgroup_table(self, resamples: int = 2000) -> str:
+        """:meth:`subgroups` as a markdown table, with the area range of each size tertile."""
+        rows = self.metrics.per_image_table()
+        areas = {str(r["id"]): float(r["tp"]) + float(r["fn"]) for r in rows}
+        tertiles = size_tertiles(areas)
+        lines = [
+            f"**Per-image Dice by subgroup ({self.resolution}; 95% CI: percentile bootstrap over the group's images, "
+            f"{resamples} resamples)**",
+            "",
+            "| Subgroup | Images | Dice (%) [95% CI] |",
+            "|---|---:|---:|",
+        ]
+        for kind, groups in self.subgroups(resamples).items():
+            for g in groups:
+                name = f"{kind}: {g.name}"
+                if kind == "lesion size" and g.n:
+                    sizes = [a for k, a in areas.items() if tertiles[k] == g.name]
+                    name += f" ({min(sizes):.0f}-{max(sizes):.0f} px² truth)"
+                cell = "—" if not g.n else f"{100 * g.mean:.2f} [{100 * g.lower:.2f}, {100 * g.upper:.2f}]"
+                lines.append(f"| {name} | {g.n} | {cell} |")
+        return "\n".join(lines)
 
     def save(self, out: str | Path, extra: dict[str, Any] | None = None) -> Path:
         """Writes ``metrics.json`` (with ``extra`` fields), ``report.md`` and ``per_image.csv`` into ``out``; with
@@ -225,6 +199,16 @@ class Evaluation:
                 writer.writeheader()
                 writer.writerows(rows)
         report = format_table(results, self.title) + "\n"
+        if rows:
+            report += "\n" + self.subgroup_table() + "\n"
+            with open(out / "subgroups.csv", "w", newline="") as f:
+                writer = csv.writer(f, lineterminator="\n")
+                writer.writerow(["kind", "subgroup", "images", "dice", "ci_lower", "ci_upper"])
+                for kind, groups in self.subgroups().items():
+                    writer.writerows([kind, g.name, g.n, g.mean, g.lower, g.upper] for g in groups)
+        if self.agreement is not None:
+            self.agreement.save(out, f"Measurements: {self.title}")
+            report += "\n" + self.agreement.table(f"Measurements: {self.title}") + "\n"
         if self.trust is not None:
             payload["trust"] = self.trust.summary()
             (out / "trust.json").write_text(json.dumps(self.trust.to_dict(), indent=1) + "\n")
@@ -273,6 +257,8 @@ def evaluate_checkpoint(
     device: str = "auto",
     skip_bad: bool | None = None,
     cache_dir: str | None = None,
+    measurements: bool = False,
+    pixel_size: float | None = None,
     trust: bool = True,
 ) -> Evaluation:
     """Scores a checkpoint on a split's test ids or on any data root of a known layout.
@@ -295,26 +281,33 @@ def evaluate_checkpoint(
             None = the checkpoint's training setting ``data.skip_bad``.
         cache_dir: on-disk cache of decoded, resized images (``auto``, a folder, or ``""`` for none; see
             ``data.cache_dir``); None = the checkpoint's training setting ``data.cache_dir``.
+        measurements: also measure every predicted and ground-truth mask and summarise their agreement
+            (:attr:`Evaluation.agreement`); needs ``native`` (measurements are made at each image's own resolution).
+        pixel_size: millimetres per pixel for the measurements' means; checked before anything is loaded.
         trust: also measure calibration (ECE at T = 1 and at the record's temperature), the quality estimate and
             the out-of-distribution flag on the same cases, at the working size (:attr:`Evaluation.trust`).
     """
+    if measurements and not native:
+        raise ValueError("measurements are made at each image's own resolution: add --native (native=True)")
+    if pixel_size is not None and not measurements:
+        raise ValueError("a pixel size is only used by the measurements: add --measurements")
+    agreement = MeasurementAgreement(pixel_size) if measurements else None
     torch_device = resolve_device(device)
     model, record = load_model(resolve_checkpoint(checkpoint))
-    steps = tuple(record.get("postprocess", {}).get("steps", ())) if postprocess else ()
-    ds = record.get("dataset", {})
-    root = data_root or ds.get("root")
+    steps = record.postprocess.steps if postprocess and record.postprocess else ()
+    trained = record.dataset
+    root = data_root or (trained.root if trained else None)
     if not root:
         raise ValueError(f"{checkpoint}: the checkpoint names no data root; give one")
-    if layout is None and data_root is None:
-        layout = ds.get("layout")
+    if layout is None and data_root is None and trained:
+        layout = trained.layout
     if isinstance(split, str) and split == "checkpoint":
-        split = ds.get("split")
-    trained_data = record.get("config", {}).get("data", {})
+        split = trained.split if trained else None
+    trained_data = (record.config or {}).get("data", {})
     if skip_bad is None:
         skip_bad = bool(trained_data.get("skip_bad", False))
     disk_cache = open_case_cache(trained_data.get("cache_dir") if cache_dir is None else cache_dir, root)
-    size = (int(record["image_size"][0]), int(record["image_size"][1]))
-    channels = record.get("in_channels", 3)
+    size, channels = record.image_size, record.in_channels
     skipped: list[DataProblem] = []
     cases, desc = select_cases(
         root,
@@ -327,51 +320,31 @@ def evaluate_checkpoint(
         skipped=skipped,
         known_readable=None if disk_cache is None else lambda c: disk_cache.contains(c, size, channels),
     )
-    predictor = Predictor(
+    predictor = Predictor.from_record(
         model,
-        size,
-        record["mean"],
-        record["std"],
-        threshold or record["threshold"],
-        record.get("in_channels", 3),
+        record,
+        threshold=threshold,
         precision=precision,
         tta=tta,
         postprocess=steps,
         device=torch_device,
-        temperature=record.get("temperature", 1.0),
-        quality=QualityEstimator.from_dict(record["quality"]) if record.get("quality") else None,
-        description=ImageDescription.from_dict(record["image_description"])
-        if record.get("image_description")
-        else None,
     )
-    if native:
-        metrics = evaluate_native(predictor, cases, include_hd95=include_hd95, progress=progress)
-        where = "native resolution"
-    else:
-        dataset = SegmentationDataset(
-            cases,
-            size=size,
-            mean=record["mean"],
-            std=record["std"],
-            in_channels=record.get("in_channels", 3),
-            cache=False,
-            disk_cache=disk_cache,
-        )
-        metrics = evaluate_dataset(
-            model,
-            dataset,
-            threshold=predictor.threshold,
-            precision=precision,
-            include_hd95=include_hd95,
-            progress=progress,
-            postprocess=steps,
-            device=torch_device,
-            forward=predictor.logits_at_working_size if tta else None,
-        )
-        where = f"{size[0]}x{size[1]}"
+    dataset = SegmentationDataset(
+        cases, size=size, mean=record.mean, std=record.std, in_channels=channels, cache=False, disk_cache=disk_cache
+    )
+    metrics = evaluate_dataset(
+        predictor,
+        dataset,
+        native=native,
+        include_hd95=include_hd95,
+        progress=progress,
+        on_case=None if agreement is None else agreement.update,
+    )
+    where = "native resolution" if native else f"{size[0]}x{size[1]}"
     if tta:
         where += ", flip TTA"
     if steps:
         where += f", post-processed: {' + '.join(steps)}"
+    diagnoses = {c.id: diagnosis_name(c.meta["diagnosis"]) for c in cases if "diagnosis" in c.meta}
     trust_eval = evaluate_trust(predictor, cases, progress=progress) if trust else None
-    return Evaluation(metrics, record["model"], str(checkpoint), desc, where, skipped, trust_eval)
+    return Evaluation(metrics, record.model, str(checkpoint), desc, where, skipped, agreement, diagnoses, trust_eval)

@@ -31,7 +31,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..registry import Registry
+
 __all__ = [
+    "OPTIMIZERS",
+    "SCHEDULERS",
     "ScheduleState",
     "build_optimizer",
     "check_scheduler_kwargs",
@@ -45,51 +49,39 @@ __all__ = [
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 ScheduleFn = Callable[..., float]
 
-_OPTIMIZERS: dict[str, OptimizerFactory] = {}
-_SCHEDULERS: dict[str, ScheduleFn] = {}
+#: Optimiser factories ``fn(params, cfg: OptimConfig) -> Optimizer`` by name.
+OPTIMIZERS: Registry[OptimizerFactory] = Registry("optim.name")
+#: Learning-rate schedules ``fn(state: ScheduleState, lr, min_lr, **options) -> float`` by name.
+SCHEDULERS: Registry[ScheduleFn] = Registry("optim.scheduler")
 
 
 def register_optimizer(name: str) -> Callable[[OptimizerFactory], OptimizerFactory]:
     """Register ``fn(params, cfg: OptimConfig) -> Optimizer`` under ``name``."""
-
-    def deco(fn: OptimizerFactory) -> OptimizerFactory:
-        if name in _OPTIMIZERS:
-            raise ValueError(f"optimizer {name!r} is already registered")
-        _OPTIMIZERS[name] = fn
-        return fn
-
-    return deco
+    return OPTIMIZERS.register(name)
 
 
 def register_scheduler(name: str) -> Callable[[ScheduleFn], ScheduleFn]:
     """Register ``fn(state: ScheduleState, lr, min_lr, **options) -> float`` under ``name``."""
-
-    def deco(fn: ScheduleFn) -> ScheduleFn:
-        if name in _SCHEDULERS:
-            raise ValueError(f"scheduler {name!r} is already registered")
-        _SCHEDULERS[name] = fn
-        return fn
-
-    return deco
+    return SCHEDULERS.register(name)
 
 
 def list_optimizers() -> list[str]:
-    return sorted(_OPTIMIZERS)
+    """The registered optimiser names, sorted."""
+    return OPTIMIZERS.names()
 
 
 def list_schedulers() -> list[str]:
-    return sorted(_SCHEDULERS)
+    """The registered schedule names, sorted."""
+    return SCHEDULERS.names()
 
 
 def build_optimizer(params: Iterable[nn.Parameter], cfg: Any) -> torch.optim.Optimizer:
     """The optimiser ``cfg.name`` names over ``params``.
 
     Raises:
-        ValueError: an unregistered name (the message lists the registered ones).
+        ValueError: an unregistered name (the message suggests the closest and lists the registered ones).
     """
-    if cfg.name not in _OPTIMIZERS:
-        raise ValueError(f"unknown optimizer {cfg.name!r}; registered: {', '.join(list_optimizers())}")
-    return _OPTIMIZERS[cfg.name](list(params), cfg)
+    return OPTIMIZERS.get(cfg.name)(list(params), cfg)
 
 
 @register_optimizer("adam")
@@ -124,9 +116,7 @@ class ScheduleState:
 
 def check_scheduler_kwargs(name: str, kwargs: dict[str, Any]) -> None:
     """Raise ``ValueError`` for an unregistered schedule or options it does not take (naming both)."""
-    if name not in _SCHEDULERS:
-        raise ValueError(f"unknown optim.scheduler {name!r}; registered: {', '.join(list_schedulers())}")
-    params = inspect.signature(_SCHEDULERS[name]).parameters
+    params = inspect.signature(SCHEDULERS.get(name)).parameters
     known = [p for p in params if p not in ("state", "lr", "min_lr")]
     unknown = sorted(set(kwargs) - set(known))
     if unknown:
@@ -141,9 +131,7 @@ def check_scheduler_kwargs(name: str, kwargs: dict[str, Any]) -> None:
 
 def scheduled_lr(name: str, state: ScheduleState, lr: float, min_lr: float, kwargs: dict[str, Any]) -> float:
     """The learning rate of schedule ``name`` at ``state`` (warm-up is applied by the caller)."""
-    if name not in _SCHEDULERS:
-        raise ValueError(f"unknown optim.scheduler {name!r}; registered: {', '.join(list_schedulers())}")
-    return float(_SCHEDULERS[name](state, lr, min_lr, **kwargs))
+    return float(SCHEDULERS.get(name)(state, lr, min_lr, **kwargs))
 
 
 def _cosine(t: float, lr: float, min_lr: float) -> float:

@@ -1,7 +1,7 @@
 """Where a run ran: the processor, its feature flags, the torch build and the lesionseg commit.
 
 One reader of ``/proc/cpuinfo`` for the trainer's checkpoint records, the benchmark (its machine column and the
-precision probe's machine key) and the scripts under ``benchmarks/`` and ``tools/``. Every function degrades to a
+precision probe's machine key) and the scripts under ``perf/`` and ``tools/``. Every function degrades to a
 plain answer where the information is absent (no ``/proc``, no git) instead of raising.
 """
 

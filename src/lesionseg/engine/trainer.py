@@ -26,6 +26,7 @@ import os
 import random
 import time
 from collections.abc import Iterable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +49,16 @@ from ..losses import DeepSupervisionLoss, build_loss
 from ..metrics import TRAINING_METRICS, training_csv_columns
 from ..metrics.confusion import ConfusionStats, get_stats
 from ..models import ModelOutput, create_model
-from ..models.hub import load_model, load_record, load_state, save_checkpoint
+from ..models.hub import (
+    DataSource,
+    ModelRecord,
+    PostProcessing,
+    TrainedOn,
+    load_model,
+    load_record,
+    load_state,
+    save_checkpoint,
+)
 from ..viz.curves import plot_training_curves
 from .config import RunConfig, config_to_dict, load_config, save_config
 from .distributed import (
@@ -61,7 +71,6 @@ from .distributed import (
     unwrap_model,
     wrap_model,
 )
-from .evaluator import predict_dataset
 from .optim import ScheduleState, build_optimizer, scheduled_lr
 from .provenance import lesionseg_commit, machine_description
 
@@ -516,33 +525,28 @@ class Trainer:
             return
         model, record = load_model(best)
         if train.postprocess:
+            # The masks before any post-processing: the choice is made here.
+            predictor = Predictor.from_record(
+                model, record, precision=train.precision, device=self.device, postprocess=()
+            )
             preds, gts = [], []
-            for pred, target, _ in predict_dataset(
-                model, self.val_set, train.threshold, train.precision, device=self.device
-            ):
+            for pred, target, _ in predictor.predict_dataset(self.val_set):
                 preds.extend(p[0].numpy() for p in pred)
                 gts.extend(t[0].numpy() for t in target)
             reduction = "per_image" if train.monitor == "dice_per_image" else "global"
             choice = select_postprocessing(preds, gts, reduction=reduction)
-            record["postprocess"] = choice.to_dict()
+            chosen = PostProcessing(steps=tuple(choice.steps), reduction=choice.reduction, val_dice=dict(choice.scores))
+            record = replace(record, postprocess=chosen)
             tqdm.write(
                 f"post-processing chosen on {len(preds)} validation ids: {choice.steps or 'none'} ({choice.scores})"
             )
         if fit_trust_now:
-            d = self.cfg.data
-            predictor = Predictor(
-                model,
-                d.image_size,
-                d.mean,
-                d.std,
-                train.threshold,
-                d.in_channels,
-                precision=train.precision,
-                postprocess=record.get("postprocess", {}).get("steps", ()),
-                device=self.device,
+            # The predictor as it will predict (with the chosen post-processing), at T = 1.
+            predictor = Predictor.from_record(
+                model, record, precision=train.precision, device=self.device, temperature=1.0
             )
             fit = fit_trust(predictor, self.train_set.cases, self.val_set.cases)
-            record.update(fit.record_fields())
+            record = fit.apply_to(record)
             tqdm.write(
                 f"trust fitted on {len(self.val_set)} validation ids: temperature {fit.temperature:.3f} (ECE "
                 f"{fit.validation['ece_before']:.4f} -> {fit.validation['ece_after']:.4f}), quality cut "
@@ -589,31 +593,38 @@ class Trainer:
         return self.epoch >= self.cfg.train.epochs or bool(budget and self.elapsed + epoch_seconds >= 60.0 * budget)
 
     # ----------------------------------------------------------------------------------------------------- records
-    def record(self, metrics: dict[str, Any] | None = None) -> dict[str, Any]:
+    def record(self, metrics: dict[str, Any] | None = None, **fields: Any) -> ModelRecord:
+        """The record of the model as it is now: the one constructor of every record a run writes.
+
+        Args:
+            metrics: the validation row of this epoch (``best``), under ``val``.
+            **fields: further :class:`ModelRecord` fields (``finished``, ``elapsed_seconds`` for ``last``).
+        """
         d = self.cfg.data
-        return {
-            "model": self.cfg.model.name,
-            "model_kwargs": self.cfg.model.kwargs,
-            "in_channels": d.in_channels,
-            "num_classes": 1,
-            "image_size": list(d.image_size),
-            "mean": list(d.mean),
-            "std": list(d.std),
-            "threshold": self.cfg.train.threshold,
-            "dataset": {"layout": d.layout, "root": d.root, "split": d.split},
-            "epoch": self.epoch,
-            "step": self.step,
-            "metrics": metrics or {},
-            "trained_on": {
-                "device": self.device.type,
-                "processes": self.dist.world_size,
-                "precision": self.cfg.train.precision,
-                "gpu": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else None,
-                "machine": machine_description(self.device),
-                "lesionseg_commit": lesionseg_commit(),
-            },
-            "config": config_to_dict(self.cfg),
-        }
+        return ModelRecord(
+            model=self.cfg.model.name,
+            model_kwargs=dict(self.cfg.model.kwargs),
+            in_channels=d.in_channels,
+            num_classes=1,
+            image_size=d.image_size,
+            mean=d.mean,
+            std=d.std,
+            threshold=self.cfg.train.threshold,
+            dataset=DataSource(layout=d.layout, root=d.root, split=d.split),
+            epoch=self.epoch,
+            step=self.step,
+            metrics=metrics or {},
+            trained_on=TrainedOn(
+                device=self.device.type,
+                processes=self.dist.world_size,
+                precision=self.cfg.train.precision,
+                gpu=torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else None,
+                machine=machine_description(self.device),
+                lesionseg_commit=lesionseg_commit(),
+            ),
+            config=config_to_dict(self.cfg),
+            **fields,
+        )
 
     def _rng_state(self) -> dict[str, Tensor]:
         state = {"torch": torch.get_rng_state()}
@@ -633,8 +644,7 @@ class Trainer:
             "best_epoch": self.best_epoch,
             "rng": rng or [self._rng_state()],
         }
-        record = self.record()
-        record.update(finished=self.finished(), elapsed_seconds=round(self.elapsed, 1))
+        record = self.record(finished=self.finished(), elapsed_seconds=round(self.elapsed, 1))
         save_checkpoint(self.run_dir / "last", self.model, record, state)
 
     def resume(self) -> None:

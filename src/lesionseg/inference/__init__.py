@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .measure import LesionMeasurements, measure_lesion
+from .measure import LesionMeasurements, check_pixel_size, lesion_perimeter, measure_lesion
 from .postprocess import apply_postprocessing, select_postprocessing
 from .predictor import BACKENDS, Predictor, autocast_context
 
@@ -12,6 +12,8 @@ __all__ = [
     "Predictor",
     "apply_postprocessing",
     "autocast_context",
+    "check_pixel_size",
+    "lesion_perimeter",
     "measure_lesion",
     "select_postprocessing",
 ]

@@ -19,11 +19,13 @@ import json
 import logging
 import os
 import warnings
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
+
+from ..models.hub import ModelRecord
 
 __all__ = ["export_onnx", "onnx_session", "cached_onnx_for_checkpoint", "OnnxExportError"]
 
@@ -64,7 +66,7 @@ def export_onnx(
     path: str | Path,
     image_size: tuple[int, int] = (256, 256),
     in_channels: int = 3,
-    record: dict[str, Any] | None = None,
+    record: ModelRecord | None = None,
     opset: int = 17,
     exporter: str = "auto",
 ) -> Path:
@@ -104,8 +106,8 @@ def export_onnx(
         tmp.unlink(missing_ok=True)
         raise OnnxExportError(f"{type(model).__name__} could not be exported to ONNX ({'; '.join(reasons)})")
     os.replace(tmp, path)
-    meta = dict(record or {})
-    meta.pop("state", None)
+    # The record without its training state, then how to feed the file.
+    meta = replace(record, state=None).to_dict() if record is not None else {}
     meta["onnx"] = {
         "file": path.name,
         "input": INPUT_NAME,
@@ -145,13 +147,13 @@ def _cache_dir() -> Path:
     return Path(root) / "onnx"
 
 
-def cached_onnx_for_checkpoint(stem: str | Path, model: nn.Module, record: dict[str, Any]) -> Path:
+def cached_onnx_for_checkpoint(stem: str | Path, model: nn.Module, record: ModelRecord) -> Path:
     """The ONNX file of a checkpoint, exported once into the user cache (``$LESIONSEG_CACHE`` or
     ``~/.cache/lesionseg``) and reused while the weights file is unchanged (keyed by its SHA-256)."""
     weights = Path(str(stem) + ".safetensors")
     digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:16]
-    path = _cache_dir() / f"{record['model']}-{digest}.onnx"
+    path = _cache_dir() / f"{record.model}-{digest}.onnx"
     if not path.is_file():
         _logger.info("exporting %s to %s (once)", weights, path)
-        export_onnx(model, path, tuple(record["image_size"]), record.get("in_channels", 3), record=record)
+        export_onnx(model, path, record.image_size, record.in_channels, record=record)
     return path

@@ -24,7 +24,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from ..data.io import IMAGE_EXTENSIONS, ImageReadError, read_image, read_mask
-from .measure import MEASUREMENT_FIELDS, measure_lesion
+from .measure import MEASUREMENT_FIELDS, check_pixel_size, measure_lesion
 from .predictor import Predictor
 from .trust import TRUST_FIELDS
 
@@ -156,7 +156,8 @@ def segment_files(
         predictor: the model to run.
         paths: image files.
         out_dir: output folder (created).
-        pixel_size: millimetres per pixel; adds ``*_mm`` measurements.
+        pixel_size: millimetres per pixel; adds ``*_mm`` measurements. A bad value (zero, negative, not finite) is
+            refused with ``ValueError`` before any file is read.
         overlay: also write overlays.
         truths: ground-truth ``(mask file, read threshold)`` per image path; adds a Dice column and the summary's
             Dice.
@@ -167,13 +168,15 @@ def segment_files(
     """
     from ..viz.overlay import overlay_mask
 
+    if pixel_size is not None:
+        pixel_size = check_pixel_size(pixel_size)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     summary = PredictSummary(out_dir=out, failures=list(failures))
     record = predictor.record
     summary.model = {
-        "model": record.get("model"),
-        "pretrained": record.get("pretrained", {}).get("tag"),
+        "model": record.model if record else None,
+        "pretrained": record.pretrained.tag if record and record.pretrained else None,
         "backend": predictor.backend,
         "threshold": predictor.threshold,
         "postprocess": list(predictor.postprocess),
@@ -209,8 +212,7 @@ def segment_files(
                 row["probability"] = str(out / f"{name}_prob.png")
             if overlay:
                 Image.fromarray(overlay_mask(image, mask)).save(out / f"{name}_overlay.png")
-            scale = max(1.0, mask.shape[0] / predictor.image_size[0], mask.shape[1] / predictor.image_size[1])
-            row.update(measure_lesion(mask, border_tolerance=scale).to_dict(pixel_size))
+            row.update(measure_lesion(mask).to_dict(pixel_size))
             row.update(prediction.trust.to_dict())
             if truth is not None:
                 dice, inter, total = _dice(mask.astype(bool), truth)

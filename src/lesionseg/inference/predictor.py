@@ -8,7 +8,7 @@ the image is unlike the model's training images.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,10 +17,12 @@ import cv2
 import numpy as np
 import torch
 from torch import nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
 
-from ..data.base import channel_stats, normalize_image, resize_pair
+from ..data.base import SegmentationDataset, channel_stats, load_case, normalize_image, resize_pair
 from ..data.io import read_image
-from ..models.hub import load_model, resolve_checkpoint
+from ..models.hub import ModelRecord, load_model, resolve_checkpoint
 from .postprocess import apply_postprocessing
 from .trust import (
     ImageDescription,
@@ -140,7 +142,7 @@ class Predictor:
         self.channels_last = channels_last
         self.session = None
         self.model: nn.Module | None = None
-        self.record: dict[str, Any] = {}  # the checkpoint record, when built from one
+        self.record: ModelRecord | None = None  # the checkpoint record, when built from one
         if backend == "onnxruntime":
             from .export import export_onnx, onnx_session
 
@@ -161,36 +163,49 @@ class Predictor:
 
     # ------------------------------------------------------------------------------------------------ constructors
     @classmethod
-    def from_checkpoint(cls, path: str | Path, backend: str = "torch", **overrides: Any) -> Predictor:
-        """A predictor configured from a checkpoint's record, or a shipped tag (``"skin"``).
+    def from_record(
+        cls, model: nn.Module | str | Path, record: ModelRecord, backend: str = "torch", **overrides: Any
+    ) -> Predictor:
+        """A predictor over ``model`` configured by its record: working size, normalisation, channels, threshold,
+        post-processing, temperature, quality estimator and training-image description.
 
-        ``overrides`` replace record values (``threshold``, ``precision``, ``tta``, ``postprocess``, ...); None
-        values are ignored. With ``backend="onnxruntime"`` the checkpoint is exported once into the user cache.
+        ``overrides`` replace record values (``threshold``, ``postprocess``, ``temperature``, ...) or set the rest
+        (``precision``, ``tta``, ``device``, ...); None values are ignored, so ``threshold=None`` means the record's
+        and ``threshold=0.0`` is
+        refused as out of range rather than replaced.
         """
-        stem = resolve_checkpoint(path)
-        model, record = load_model(stem)
         kwargs: dict[str, Any] = {
-            "image_size": record.get("image_size", (256, 256)),
-            "mean": record.get("mean", (0.485, 0.456, 0.406)),
-            "std": record.get("std", (0.229, 0.224, 0.225)),
-            "threshold": record.get("threshold", 0.5),
-            "in_channels": record.get("in_channels", 3),
-            "postprocess": record.get("postprocess", {}).get("steps", ()),
-            "temperature": record.get("temperature", 1.0),
-            "quality": QualityEstimator.from_dict(record["quality"]) if record.get("quality") else None,
+            "image_size": record.image_size,
+            "mean": record.mean,
+            "std": record.std,
+            "threshold": record.threshold,
+            "in_channels": record.in_channels,
+            "postprocess": record.postprocess.steps if record.postprocess else (),
+            "temperature": 1.0 if record.temperature is None else record.temperature,
+            "quality": QualityEstimator.from_dict(record.quality.to_dict()) if record.quality else None,
             "description": (
-                ImageDescription.from_dict(record["image_description"]) if record.get("image_description") else None
+                ImageDescription.from_dict(record.image_description.to_dict()) if record.image_description else None
             ),
         }
         kwargs.update({k: v for k, v in overrides.items() if v is not None})
+        predictor = cls(model, backend=backend, **kwargs)
+        predictor.record = record
+        return predictor
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, backend: str = "torch", **overrides: Any) -> Predictor:
+        """A predictor configured from a checkpoint's record, or a shipped tag (``"skin"``); see :meth:`from_record`.
+
+        With ``backend="onnxruntime"`` the checkpoint is exported once into the user cache.
+        """
+        stem = resolve_checkpoint(path)
+        model, record = load_model(stem)
         source: nn.Module | Path = model
         if backend == "onnxruntime":
             from .export import cached_onnx_for_checkpoint
 
             source = cached_onnx_for_checkpoint(stem, model, record)
-        predictor = cls(source, backend=backend, **kwargs)
-        predictor.record = record
-        return predictor
+        return cls.from_record(source, record, backend=backend, **overrides)
 
     @classmethod
     def from_pretrained(cls, tag: str = "skin", backend: str = "torch", **overrides: Any) -> Predictor:
@@ -285,6 +300,47 @@ class Predictor:
     def predict_mask(self, images: Sequence[np.ndarray], postprocess: bool = True) -> list[np.ndarray]:
         """Binary masks uint8 {0, 1} (H, W) at each image's own size, post-processed as configured."""
         return [self.mask_from_proba(p, postprocess) for p in self.predict_proba(images)]
+
+    @torch.inference_mode()
+    def predict_dataset(
+        self, dataset: SegmentationDataset, native: bool = False, batch_size: int = 16, progress: bool = False
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor, list[str]]]:
+        """Yield ``(mask uint8 (B, 1, h, w), truth uint8 (B, 1, h, w), ids)`` over a dataset's cases, post-processed.
+
+        At the working size (default) the dataset's resized, normalised batches go through the model ``batch_size``
+        at a time, and the masks compare with the dataset's resized truths. With ``native`` each case is read at its
+        own resolution and predicted alone (:meth:`predict_mask`), its mask compared with the original truth.
+
+        Raises:
+            ValueError: a dataset prepared otherwise than this predictor's model expects (size, channels,
+                normalisation) or one that augments.
+        """
+        if native:
+            for case in tqdm(dataset.cases, desc="evaluate (native)", disable=not progress, leave=False):
+                image, truth = load_case(case, self.in_channels)
+                mask = self.predict_mask([image])[0]
+                yield (
+                    torch.from_numpy(mask)[None, None],
+                    torch.from_numpy(truth.astype(np.uint8))[None, None],
+                    [case.id],
+                )
+            return
+        prepared = (dataset.size, dataset.in_channels, dataset.mean.tolist(), dataset.std.tolist())
+        expected = (self.image_size, self.in_channels, self.mean.tolist(), self.std.tolist())
+        if prepared != expected or dataset.transform is not None:
+            raise ValueError(
+                f"dataset prepared as (size, channels, mean, std) = {prepared}"
+                + (" with augmentation" if dataset.transform is not None else "")
+                + f"; this predictor's model expects {expected} without augmentation"
+            )
+        pin = self.session is None and self.device.type == "cuda"
+        loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0, pin_memory=pin)
+        for x, y, ids in tqdm(loader, desc="evaluate", disable=not progress, leave=False):
+            mask = (torch.sigmoid(self.logits_at_working_size(x)) > self.threshold).to(torch.uint8)
+            if self.postprocess:
+                mask = torch.from_numpy(np.stack([apply_postprocessing(m[0].numpy(), self.postprocess) for m in mask]))
+                mask = mask[:, None]
+            yield mask, y.to(torch.uint8), list(ids)
 
     def predict_files(self, paths: Iterable[str | Path]) -> Iterable[tuple[Path, np.ndarray, np.ndarray]]:
         """Yield ``(path, image, probability)`` per file, one image at a time (images differ in size).

@@ -12,7 +12,7 @@ for Dice < 0.8, and the share of images flagged as unlike the training images. B
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from ..data.base import Case, load_case, resize_pair
 from ..metrics.calibration import CalibrationStats, ReliabilityDiagram
+from ..models.hub import ModelRecord, QualityFit, TrainingImages
 from .postprocess import apply_postprocessing
 from .predictor import Predictor
 from .trust import (
@@ -88,14 +89,15 @@ class TrustFit:
     description: ImageDescription
     validation: dict[str, Any] = field(default_factory=dict)
 
-    def record_fields(self) -> dict[str, Any]:
-        """The checkpoint record fields this fit sets."""
-        return {
-            "temperature": round(self.temperature, 6),
-            "quality": self.quality.to_dict(),
-            "image_description": self.description.to_dict(),
-            "trust_validation": self.validation,
-        }
+    def apply_to(self, record: ModelRecord) -> ModelRecord:
+        """``record`` with this fit's temperature, quality estimator, image description and validation figures."""
+        return replace(
+            record,
+            temperature=round(self.temperature, 6),
+            quality=QualityFit.from_dict(self.quality.to_dict(), "quality fit"),
+            image_description=TrainingImages.from_dict(self.description.to_dict(), "image description"),
+            trust_validation=self.validation,
+        )
 
 
 def fit_trust(

@@ -13,7 +13,17 @@ from lesionseg.losses.distillation import (
 )
 from lesionseg.losses.edge import BCEDiceEdgeLoss, EdgeLoss, edge_dice_loss, soft_boundary
 from lesionseg.losses.factory import available_losses, build_loss, register_loss
-from lesionseg.losses.functional import bce_loss, check_logits_target, soft_dice_loss
+from lesionseg.losses.focal import FocalLoss
+from lesionseg.losses.functional import (
+    bce_loss,
+    check_logits_target,
+    focal_loss,
+    lovasz_hinge_loss,
+    soft_dice_loss,
+    tversky_loss,
+)
+from lesionseg.losses.lovasz import LovaszHingeLoss
+from lesionseg.losses.tversky import FocalTverskyLoss, TverskyLoss
 
 __all__ = [
     "BCEDiceEdgeLoss",
@@ -24,14 +34,21 @@ __all__ = [
     "DiceLoss",
     "EdgeLoss",
     "FeatureDistillationLoss",
+    "FocalLoss",
+    "FocalTverskyLoss",
+    "LovaszHingeLoss",
+    "TverskyLoss",
     "available_losses",
     "bce_loss",
     "build_loss",
     "check_logits_target",
     "cross_feature_distillation",
     "edge_dice_loss",
+    "focal_loss",
     "internal_feature_distillation",
+    "lovasz_hinge_loss",
     "register_loss",
     "soft_boundary",
     "soft_dice_loss",
+    "tversky_loss",
 ]

@@ -11,13 +11,15 @@ from torch import nn
 from lesionseg.losses.bce import BCELoss
 from lesionseg.losses.compound import BCEDiceLoss
 from lesionseg.losses.dice import DiceLoss
+from lesionseg.registry import Registry
 
-__all__ = ["available_losses", "build_loss", "register_loss"]
+__all__ = ["LOSSES", "available_losses", "build_loss", "register_loss"]
 
 LossFactory = Callable[..., nn.Module]
 _F = TypeVar("_F", bound=LossFactory)
 
-_REGISTRY: dict[str, LossFactory] = {}
+#: Every loss by name.
+LOSSES: Registry[LossFactory] = Registry("loss")
 
 
 def register_loss(name: str) -> Callable[[_F], _F]:
@@ -40,21 +42,12 @@ def register_loss(name: str) -> Callable[[_F], _F]:
     """
     if not isinstance(name, str) or not name:
         raise ValueError(f"loss name must be a non-empty string, got {name!r}")
-    if name in _REGISTRY:
-        raise ValueError(f"loss name {name!r} is already registered")
-
-    def decorator(factory: _F) -> _F:
-        if not callable(factory):
-            raise ValueError(f"registered loss {name!r} must be callable, got {factory!r}")
-        _REGISTRY[name] = factory
-        return factory
-
-    return decorator
+    return LOSSES.register(name)
 
 
 def available_losses() -> list[str]:
     """Returns the registered loss names, sorted."""
-    return sorted(_REGISTRY)
+    return LOSSES.names()
 
 
 def build_loss(name: str, **kwargs: Any) -> nn.Module:
@@ -71,11 +64,10 @@ def build_loss(name: str, **kwargs: Any) -> nn.Module:
         The constructed loss module.
 
     Raises:
-        ValueError: If ``name`` is unknown (the message lists the known names) or a keyword is not accepted.
+        ValueError: If ``name`` is unknown (the message suggests the closest and lists the known names) or a
+            keyword is not accepted.
     """
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown loss {name!r}; known losses: {', '.join(available_losses())}")
-    factory = _REGISTRY[name]
+    factory = LOSSES.get(name)
     try:
         inspect.signature(factory).bind(**kwargs)
     except TypeError as err:

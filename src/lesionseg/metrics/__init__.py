@@ -5,6 +5,7 @@ Every metric is one entry of :data:`METRICS` (``registry.py``); tables and CSV c
 
 from __future__ import annotations
 
+from lesionseg.metrics.agreement import BlandAltman, bland_altman, icc
 from lesionseg.metrics.calibration import CalibrationStats, ReliabilityDiagram, expected_calibration_error
 from lesionseg.metrics.confusion import ConfusionStats, get_stats
 from lesionseg.metrics.cumulative import SegmentationMetrics, format_table
@@ -42,6 +43,9 @@ __all__ = [
     "get_metric",
     "training_csv_columns",
     "SCORE_FUNCTIONS",
+    "BlandAltman",
+    "bland_altman",
+    "icc",
     "ConfusionStats",
     "Reduction",
     "SegmentationMetrics",

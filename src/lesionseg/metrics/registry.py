@@ -15,9 +15,11 @@ from dataclasses import dataclass
 from torch import Tensor
 
 from lesionseg.metrics.scores import Reduction, accuracy, dice, f1, iou, precision, sensitivity, specificity
+from lesionseg.registry import Registry
 
 __all__ = [
     "METRICS",
+    "METRIC_REGISTRY",
     "MetricSpec",
     "REPORT_METRICS",
     "REPORT_REDUCTIONS",
@@ -82,6 +84,11 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("hd95", "HD95", "HD95", "px", 1.0, False, ("per_image",)),
 )
 
+#: The same metrics by name (``get_metric``).
+METRIC_REGISTRY: Registry[MetricSpec] = Registry("metric")
+for _spec in METRICS:
+    METRIC_REGISTRY.add(_spec.name, _spec)
+
 #: Score name -> function of confusion counts, in table order.
 SCORE_FUNCTIONS: dict[str, ScoreFn] = {m.name: m.score for m in METRICS if m.score is not None}
 #: The metrics of the benchmark's tables.
@@ -96,12 +103,10 @@ def get_metric(name: str) -> MetricSpec:
     """The registry entry called ``name``.
 
     Raises:
-        KeyError: unknown name (the message lists the known ones).
+        UnknownNameError: unknown name, a ``ValueError`` (and a ``KeyError``); the message suggests the closest and
+            lists the known ones.
     """
-    for m in METRICS:
-        if m.name == name:
-            return m
-    raise KeyError(f"unknown metric {name!r}; known: {[m.name for m in METRICS]}")
+    return METRIC_REGISTRY.get(name)
 
 
 def training_csv_columns() -> tuple[str, ...]:

@@ -1,4 +1,4 @@
-"""Statistics for comparing models: bootstrap confidence intervals and paired tests over test images.
+"""Statistics for comparing models: bootstrap confidence intervals, paired tests and subgroups over test images.
 
 Scores here are computed from per-image confusion counts (``tp, fp, fn, tn`` rows of
 :meth:`SegmentationMetrics.per_image_table`), so a bootstrap of the *global* reduction resamples images and re-pools
@@ -8,13 +8,26 @@ their counts, exactly as the global figure itself is made.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from scipy import stats as sps
 
-__all__ = ["PairedTest", "bootstrap_ci", "global_dice", "holm", "paired_wilcoxon"]
+__all__ = [
+    "SIZE_TERTILES",
+    "PairedTest",
+    "Subgroup",
+    "bootstrap_ci",
+    "global_dice",
+    "holm",
+    "paired_wilcoxon",
+    "size_tertiles",
+    "subgroup_means",
+]
+
+#: Names of the lesion-size tertiles, smallest first.
+SIZE_TERTILES = ("small", "medium", "large")
 
 
 def global_dice(counts: np.ndarray) -> float:
@@ -100,3 +113,63 @@ def holm(p_values: Sequence[float]) -> list[float]:
         running = max(running, min(1.0, (m - rank) * p[i]))
         adjusted[i] = running
     return adjusted.tolist()
+
+
+@dataclass(frozen=True)
+class Subgroup:
+    """The mean of a per-image score over one subgroup of the test images, with its bootstrap interval.
+
+    Attributes:
+        name: the subgroup.
+        n: number of images in it.
+        mean: mean score.
+        lower: lower end of the percentile bootstrap interval (NaN for an empty group).
+        upper: upper end.
+    """
+
+    name: str
+    n: int
+    mean: float
+    lower: float
+    upper: float
+
+
+def size_tertiles(areas: Mapping[str, float]) -> dict[str, str]:
+    """Each image's lesion-size tertile (:data:`SIZE_TERTILES`) by the rank of its area, ties broken by id.
+
+    Thirds by rank, as equal as the count allows (10/10/10 of 30, 54/53/53 of 160), so that
+    ties and skewed areas never empty a group.
+    """
+    order = sorted(areas, key=lambda k: (areas[k], k))
+    n = len(order)
+    return {k: SIZE_TERTILES[min(2, (3 * i) // n)] for i, k in enumerate(order)} if n else {}
+
+
+def subgroup_means(
+    values: Mapping[str, float],
+    groups: Mapping[str, str],
+    order: Sequence[str] | None = None,
+    resamples: int = 2000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> list[Subgroup]:
+    """Mean and percentile bootstrap interval (over the group's images, seeded) of ``values`` per group.
+
+    Args:
+        values: per-image score by image id.
+        groups: group name by image id; ids without a group are left out.
+        order: the groups to report, in this order (an empty one gets n = 0 and NaN); None = the groups found, sorted.
+        resamples: bootstrap resamples.
+        seed: bootstrap seed (the same seed for every group, so a report regenerates identically).
+        level: interval level.
+    """
+    names = list(order) if order is not None else sorted(set(groups.values()))
+    out = []
+    for name in names:
+        v = [values[k] for k in sorted(values) if groups.get(k) == name]
+        if not v:
+            out.append(Subgroup(name, 0, math.nan, math.nan, math.nan))
+            continue
+        lo, hi = bootstrap_ci(per_image=v, resamples=resamples, level=level, seed=seed)
+        out.append(Subgroup(name, len(v), float(np.mean(v)), lo, hi))
+    return out

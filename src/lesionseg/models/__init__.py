@@ -22,17 +22,21 @@ from . import unetpp as _unetpp  # noqa: F401
 from . import unext as _unext  # noqa: F401
 from . import utnetv2 as _utnetv2  # noqa: F401
 from . import vmunet as _vmunet  # noqa: F401
-from ._registry import create_model, is_model, list_models, model_entrypoint, register_model
+from ._registry import MODELS, build_model, is_model, list_models, model_entrypoint, model_tags, register_model
 from .base import ModelOutput, SegmentationModel
+from .hub import create_model
 from .unet import UNet
 
 __all__ = [
+    "MODELS",
     "ModelOutput",
     "SegmentationModel",
     "UNet",
+    "build_model",
     "create_model",
     "is_model",
     "list_models",
     "model_entrypoint",
+    "model_tags",
     "register_model",
 ]

@@ -34,33 +34,10 @@ from torch import Tensor, nn
 from ._registry import register_model
 from .blocks.attention import CrossRegionAttention, SqueezeExcite
 from .blocks.ss2d import SS2D, DropPath
+from .blocks.transformer import ChannelMixing
 from .vmunet import CPU_SIZE, VMUNet
 
-__all__ = ["CMSSMBlock", "CMSSMUNet", "ChannelMixing", "cmssm_unet", "cmssm_unet_s"]
-
-
-class ChannelMixing(nn.Module):
-    """Channel-mixing network: linear expand, depthwise 3x3, GELU, linear restore; (N, H, W, C) -> same.
-
-    Args:
-        dim: channels.
-        ratio: expansion of the hidden width.
-    """
-
-    def __init__(self, dim: int, ratio: float = 4.0) -> None:
-        super().__init__()
-        hidden = int(dim * ratio)
-        if hidden < 1:
-            raise ValueError(f"channel-mixing hidden width int({dim} * {ratio}) must be >= 1")
-        self.expand = nn.Linear(dim, hidden)
-        self.dwconv = nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden)
-        self.act = nn.GELU()
-        self.restore = nn.Linear(hidden, dim)
-
-    def forward(self, x: Tensor) -> Tensor:
-        x = self.expand(x)
-        x = self.dwconv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
-        return self.restore(self.act(x))
+__all__ = ["CMSSMBlock", "CMSSMUNet", "cmssm_unet", "cmssm_unet_s"]
 
 
 class CMSSMBlock(nn.Module):

@@ -39,9 +39,7 @@ from torch import Tensor, nn
 
 from ._registry import register_model
 from .base import ModelOutput, SegmentationModel
-from .blocks import LayerNorm2d
-from .malunet import UStage, check_widths
-from .unext import _init_token_weights
+from .blocks import LayerNorm2d, UStage, check_widths, init_token_weights
 
 __all__ = ["EGEUNet", "GroupAggregationBridge", "GroupedHadamardAttention", "egeunet"]
 
@@ -204,7 +202,7 @@ class EGEUNet(SegmentationModel):
             else None
         )
         self.head = nn.Conv2d(channels[0], num_classes, 1)
-        _init_token_weights(self)
+        init_token_weights(self)
 
     def forward_output(self, x: Tensor) -> ModelOutput:
         skips = []

@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from ._registry import register_model
 from .blocks.ss2d import SS2D, DropPath
-from .medmamba import channel_shuffle
+from .blocks.tokens import channel_shuffle
 from .vmunet import CPU_SIZE, VMUNet
 
 __all__ = ["HCMamba", "HCSSM", "HybridDilatedConv", "hcmamba", "hcmamba_s"]

@@ -35,8 +35,7 @@ from torch import Tensor, nn
 
 from ._registry import register_model
 from .base import ModelOutput, SegmentationModel
-from .blocks import ExternalAttention, SpatialAttention
-from .unext import _init_token_weights
+from .blocks import ExternalAttention, SpatialAttention, UStage, check_widths, group_norm4, init_token_weights
 
 __all__ = [
     "ChannelAttentionBridge",
@@ -45,16 +44,8 @@ __all__ = [
     "GatedAttentionUnit",
     "MALUNet",
     "SpatialChannelBridge",
-    "UStage",
-    "check_widths",
-    "group_norm4",
     "malunet",
 ]
-
-
-def group_norm4(channels: int) -> nn.GroupNorm:
-    """GroupNorm with 4 groups, the normalisation of MALUNet and EGE-UNet."""
-    return nn.GroupNorm(4, channels)
 
 
 class DepthwiseSeparableConv(nn.Sequential):
@@ -194,46 +185,6 @@ class SpatialChannelBridge(nn.Module):
         return [w * u + s for w, u, s in zip(weights, mixed, spatial)]
 
 
-class UStage(nn.Module):
-    """One level of the MALUNet / EGE-UNet U-shape: ``GELU(resample(norm(body(x))))``.
-
-    Args:
-        body: the level's block, ``(N, C_in, H, W) -> (N, out_channels, H, W)``.
-        out_channels: its output width.
-        resample: ``"down"`` (2x2 max-pool), ``"up"`` (bilinear x2, ``align_corners=True`` as the code) or None.
-        norm: GroupNorm(4) after the body (the bottleneck has none).
-    """
-
-    def __init__(self, body: nn.Module, out_channels: int, resample: str | None = None, norm: bool = True) -> None:
-        super().__init__()
-        if resample not in (None, "down", "up"):
-            raise ValueError(f"resample must be 'down', 'up' or None, got {resample!r}")
-        self.body = body
-        self.norm = group_norm4(out_channels) if norm else nn.Identity()
-        self.resample = resample
-
-    def forward(self, x: Tensor) -> Tensor:
-        """(N, C_in, H, W) -> (N, out_channels, H', W'), H' = H / 2, H or 2H."""
-        x = self.norm(self.body(x))
-        if self.resample == "down":
-            x = F.max_pool2d(x, 2)
-        elif self.resample == "up":
-            x = F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=True)
-        return F.gelu(x)
-
-
-def check_widths(channels: tuple[int, ...], num_conv_stages: int, in_channels: int, num_classes: int) -> None:
-    """Argument checks shared by MALUNet and EGE-UNet."""
-    if len(channels) < 3:
-        raise ValueError(f"channels needs at least 3 levels, got {channels!r}")
-    if any(c < 4 or c % 4 for c in channels):
-        raise ValueError(f"channels must be positive multiples of 4 (GroupNorm with 4 groups), got {channels!r}")
-    if not 0 <= num_conv_stages <= len(channels) - 1:
-        raise ValueError(f"num_conv_stages must be in [0, {len(channels) - 1}], got {num_conv_stages}")
-    if in_channels < 1 or num_classes < 1:
-        raise ValueError(f"in_channels and num_classes must be >= 1, got {in_channels}, {num_classes}")
-
-
 class MALUNet(SegmentationModel):
     """MALUNet: convolutional shallow levels, IEA + DGA deep levels, SAB + CAB on the additive skips.
 
@@ -289,7 +240,7 @@ class MALUNet(SegmentationModel):
             for j, lvl in enumerate(range(last, 0, -1))
         )
         self.head = nn.Conv2d(channels[0], num_classes, 1)
-        _init_token_weights(self)
+        init_token_weights(self)
 
     def forward_output(self, x: Tensor) -> ModelOutput:
         skips = []

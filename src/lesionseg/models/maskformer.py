@@ -47,7 +47,7 @@ from torch import Tensor, nn
 
 from ._registry import register_model
 from .base import ModelOutput, SegmentationModel
-from .transfuse import ResNetBasicBlock
+from .blocks import ResNetBasicBlock
 
 __all__ = [
     "Bottleneck",

@@ -33,18 +33,10 @@ from torch import Tensor, nn
 
 from ._registry import register_model
 from .blocks.ss2d import SS2D, DropPath
+from .blocks.tokens import channel_shuffle
 from .vmunet import CPU_SIZE, VMUNet
 
-__all__ = ["MedMambaUNet", "SSConvSSM", "channel_shuffle", "medmamba", "medmamba_s"]
-
-
-def channel_shuffle(x: Tensor, groups: int) -> Tensor:
-    """ShuffleNet's channel shuffle on the last axis of (N, H, W, C): channel ``g * (C/groups) + i`` moves to
-    ``i * groups + g``, so that the groups interleave."""
-    n, h, w, c = x.shape
-    if c % groups:
-        raise ValueError(f"channels {c} are not divisible by groups {groups}")
-    return x.reshape(n, h, w, groups, c // groups).transpose(3, 4).reshape(n, h, w, c)
+__all__ = ["MedMambaUNet", "SSConvSSM", "medmamba", "medmamba_s"]
 
 
 class SSConvSSM(nn.Module):

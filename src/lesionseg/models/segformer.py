@@ -18,7 +18,7 @@ dropout 0.1 before the prediction layer, padding k // 2 in the patch embeddings,
 ``align_corners=False``, truncated-normal (std 0.02) init of the linear layers and fan-out normal of the convolutions.
 Ours: no ImageNet-pretrained MiT weights (they cannot be downloaded here; everything trains from scratch, which the
 paper never does); attention by ``F.scaled_dot_product_attention``; the Mix-FFN is
-:class:`~lesionseg.models.cmssm_unet.ChannelMixing`. Input H and W must be multiples of 32.
+:class:`~lesionseg.models.blocks.ChannelMixing`. Input H and W must be multiples of 32.
 """
 
 from __future__ import annotations
@@ -29,11 +29,9 @@ from torch import Tensor, nn
 
 from ._registry import register_model
 from .base import ModelOutput, SegmentationModel
-from .blocks import ConvNormAct, DropPath
-from .cmssm_unet import ChannelMixing
-from .unext import _init_token_weights
+from .blocks import ChannelMixing, ConvNormAct, DropPath, EfficientSelfAttention, init_token_weights
 
-__all__ = ["EfficientSelfAttention", "MiTBlock", "MiTStage", "OverlapPatchEmbed", "SegFormer", "segformer_b0"]
+__all__ = ["MiTBlock", "MiTStage", "OverlapPatchEmbed", "SegFormer", "segformer_b0"]
 
 
 class OverlapPatchEmbed(nn.Module):
@@ -54,43 +52,6 @@ class OverlapPatchEmbed(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """(N, C_in, H, W) -> tokens (N, H / stride, W / stride, C_out)."""
         return self.norm(self.proj(x).permute(0, 2, 3, 1))
-
-
-class EfficientSelfAttention(nn.Module):
-    """Multi-head self-attention whose keys and values come from a sequence shortened by ``reduction``.
-
-    Args:
-        dim: token width, divisible by ``heads``.
-        heads: number of attention heads.
-        reduction: the ratio R; the key/value tokens come from a RxR stride-R convolution + LayerNorm (R > 1).
-    """
-
-    def __init__(self, dim: int, heads: int, reduction: int = 1) -> None:
-        super().__init__()
-        if heads < 1 or dim % heads:
-            raise ValueError(f"dim must be divisible by heads, got {dim} and {heads}")
-        if reduction < 1:
-            raise ValueError(f"reduction must be >= 1, got {reduction}")
-        self.heads = heads
-        self.query = nn.Linear(dim, dim)
-        self.key_value = nn.Linear(dim, 2 * dim)
-        self.proj = nn.Linear(dim, dim)
-        if reduction > 1:
-            self.reduce: nn.Module | None = nn.Conv2d(dim, dim, reduction, stride=reduction)
-            self.reduce_norm: nn.Module = nn.LayerNorm(dim)
-        else:
-            self.reduce = None
-            self.reduce_norm = nn.Identity()
-
-    def forward(self, x: Tensor) -> Tensor:
-        """Tokens (N, H, W, C) -> (N, H, W, C)."""
-        n, h, w, c = x.shape
-        d = c // self.heads
-        q = self.query(x).reshape(n, h * w, self.heads, d).transpose(1, 2)
-        kv = x if self.reduce is None else self.reduce(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
-        kv = self.key_value(self.reduce_norm(kv)).reshape(n, -1, 2, self.heads, d).permute(2, 0, 3, 1, 4)
-        out = F.scaled_dot_product_attention(q, kv[0], kv[1])  # (N, heads, HW, d)
-        return self.proj(out.transpose(1, 2).reshape(n, h, w, c))
 
 
 class MiTBlock(nn.Module):
@@ -215,7 +176,7 @@ class SegFormer(SegmentationModel):
         self.fuse = ConvNormAct(len(channels) * decoder_channels, decoder_channels, kernel_size=1)
         self.dropout = nn.Dropout2d(dropout)
         self.head = nn.Conv2d(decoder_channels, num_classes, 1)
-        _init_token_weights(self)
+        init_token_weights(self)
 
     def forward_output(self, x: Tensor) -> ModelOutput:
         size = x.shape[-2:]

@@ -37,14 +37,11 @@ from torch import Tensor, nn
 
 from ._registry import register_model
 from .base import ModelOutput, SegmentationModel
-from .segformer import EfficientSelfAttention
-from .unext import _init_token_weights
+from .blocks import ResNetBasicBlock, TransformerBlock, init_token_weights
 
 __all__ = [
     "BiFusion",
-    "ResNetBasicBlock",
     "TransFuse",
-    "TransformerBlock",
     "ViTBranch",
     "transfuse",
     "transfuse_s",
@@ -59,55 +56,6 @@ def _conv(cin: int, cout: int, kernel: int, bn: bool = False, relu: bool = True,
     if relu:
         layers.append(nn.ReLU(inplace=True))
     return nn.Sequential(*layers)
-
-
-class ResNetBasicBlock(nn.Module):
-    """ResNet's basic block: two 3x3 conv + BN (ReLU between), a 1x1 conv + BN shortcut when the shape changes.
-
-    Args:
-        in_channels: input channels.
-        out_channels: output channels.
-        stride: stride of the first convolution.
-    """
-
-    def __init__(self, in_channels: int, out_channels: int, stride: int = 1) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(out_channels)
-        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(out_channels)
-        self.shortcut: nn.Module = nn.Identity()
-        if stride != 1 or in_channels != out_channels:
-            self.shortcut = nn.Sequential(
-                nn.Conv2d(in_channels, out_channels, 1, stride, bias=False), nn.BatchNorm2d(out_channels)
-            )
-
-    def forward(self, x: Tensor) -> Tensor:
-        out = F.relu(self.bn1(self.conv1(x)), inplace=True)
-        return F.relu(self.bn2(self.conv2(out)) + self.shortcut(x), inplace=True)
-
-
-class TransformerBlock(nn.Module):
-    """Pre-norm ViT block on tokens (N, H, W, C): ``x + MHSA(LN(x))``, ``x + MLP(LN(x))`` (GELU, ratio 4).
-
-    Args:
-        dim: token width, divisible by ``heads``.
-        heads: attention heads.
-        mlp_ratio: hidden width of the MLP over ``dim``.
-    """
-
-    def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0) -> None:
-        super().__init__()
-        self.attn_norm = nn.LayerNorm(dim, eps=1e-6)
-        self.attn = EfficientSelfAttention(dim, heads, reduction=1)
-        self.mlp_norm = nn.LayerNorm(dim, eps=1e-6)
-        hidden = int(dim * mlp_ratio)
-        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
-
-    def forward(self, x: Tensor) -> Tensor:
-        """(N, H, W, C) -> (N, H, W, C)."""
-        x = x + self.attn(self.attn_norm(x))
-        return x + self.mlp(self.mlp_norm(x))
 
 
 class ViTBranch(nn.Module):
@@ -346,7 +294,7 @@ class TransFuse(SegmentationModel):
         self._init_weights()
 
     def _init_weights(self) -> None:
-        _init_token_weights(self.transformer)
+        init_token_weights(self.transformer)
         nn.init.trunc_normal_(self.transformer.pos_embed, std=0.02)
         for name, module in self.named_children():
             if name in ("transformer", "stem", "cnn"):

@@ -24,14 +24,13 @@ Input H and W must be multiples of 32.
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ._registry import register_model
 from .base import ModelOutput, SegmentationModel
+from .blocks import init_token_weights
 
 __all__ = [
     "ConvDownStage",
@@ -67,20 +66,6 @@ def shift_channel_groups(x: Tensor, dim: int, groups: int = 5) -> Tensor:
         # The code rolls the zero-padded map and crops the middle; cropping at an offset is the same, without the copy.
         shifted.append(F.pad(chunk, padding).narrow(dim, pad - shift, size))
     return torch.cat(shifted, dim=1)
-
-
-def _init_token_weights(module: nn.Module) -> None:
-    """The public code's init of its tokenised modules."""
-    for m in module.modules():
-        if isinstance(m, nn.Linear):
-            nn.init.trunc_normal_(m.weight, std=0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.Conv2d):
-            fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups
-            nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / fan_out))
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
 
 
 def _channel_norm(norm: nn.LayerNorm, x: Tensor) -> Tensor:
@@ -241,7 +226,7 @@ class UNeXt(SegmentationModel):
         self.head = nn.Conv2d(channels[0], num_classes, 1)
         for m in self.modules():
             if isinstance(m, (TokenisedStage, DecoderTokenBlock)):
-                _init_token_weights(m)
+                init_token_weights(m)
 
     @property
     def decoder_channels(self) -> tuple[int, ...]:

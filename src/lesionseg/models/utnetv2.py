@@ -25,7 +25,7 @@ reduced by a 1x1 convolution), its basic blocks; a 1x1 convolution gives the log
 Ours: attention by ``F.scaled_dot_product_attention`` (both directions are an SDPA with the roles of the two token
 sets swapped, which gives exactly the shared-logit softmaxes above); heads split the channels head-major where the
 code splits them head-minor (a fixed permutation of learned weights); the fusion transformer is
-:class:`~lesionseg.models.transfuse.TransformerBlock` (qkv and MLP biases, which the code's may not have); the two
+:class:`~lesionseg.models.blocks.TransformerBlock` (qkv and MLP biases, which the code's may not have); the two
 conv-only decoder stages have no map projection (the code builds one whose output nothing reads). No pretrained
 weights (the paper trains from scratch too). Input H and W must be multiples of 16.
 
@@ -41,7 +41,7 @@ from torch import Tensor, nn
 
 from ._registry import register_model
 from .base import ModelOutput, SegmentationModel
-from .transfuse import TransformerBlock
+from .blocks import TransformerBlock
 
 __all__ = [
     "BidirectionAttention",

@@ -3,17 +3,25 @@
 One function, :func:`decode_upload`, so that a shared bytes-level decoder can replace it later without touching the
 app. Every failure is an :class:`UploadError` carrying the HTTP status the API answers with and a message naming the
 file and the problem.
+
+Two bounds: ``max_pixels`` refuses an image by the width x height its header declares; ``work_pixels`` caps what the
+rest of the server works on. A bigger image is reduced to at most ``work_pixels`` as it is decoded (a JPEG by its
+decoder's DCT scaling, so its full-size pixels never exist; other formats by an integer box reduction right after
+decoding), so that a small, flat file declaring tens of megapixels costs the model, the post-processing and the
+measurements no more than an image of ``work_pixels``.
 """
 
 from __future__ import annotations
 
 import io
+import math
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-__all__ = ["UploadError", "decode_upload", "ACCEPTED_FORMATS", "ACCEPTED_CONTENT_TYPES"]
+__all__ = ["UploadError", "DecodedUpload", "decode_upload", "ACCEPTED_FORMATS", "ACCEPTED_CONTENT_TYPES"]
 
 # PIL format names accepted after sniffing the bytes (the file name and the declared type are never trusted alone).
 ACCEPTED_FORMATS = ("PNG", "JPEG", "BMP", "TIFF", "GIF", "WEBP")
@@ -30,6 +38,35 @@ class UploadError(ValueError):
         self.message = message
 
 
+@dataclass(frozen=True)
+class DecodedUpload:
+    """A decoded upload: the pixels the server works on and the image's own size.
+
+    Attributes:
+        image: uint8 (h, w, channels), EXIF orientation applied; the whole image, reduced when it has more than the
+            decoder's ``work_pixels``.
+        width: the image's own width (after EXIF orientation), which the returned mask has.
+        height: the image's own height.
+    """
+
+    image: np.ndarray
+    width: int
+    height: int
+
+    @property
+    def reduced(self) -> bool:
+        """Whether :attr:`image` is smaller than the image itself."""
+        return self.image.shape[:2] != (self.height, self.width)
+
+
+def _reduction(width: int, height: int, work_pixels: int) -> int:
+    """The smallest integer factor that brings width x height (each side rounded up) to at most ``work_pixels``."""
+    factor = max(1, math.ceil(math.sqrt(width * height / work_pixels)))
+    while math.ceil(width / factor) * math.ceil(height / factor) > work_pixels:
+        factor += 1
+    return factor
+
+
 def _to_uint8(arr: np.ndarray) -> np.ndarray:
     """16-bit and float images scaled into uint8 (as :func:`lesionseg.data.io.read_image` reads them)."""
     arr = arr.astype(np.float64)
@@ -37,8 +74,14 @@ def _to_uint8(arr: np.ndarray) -> np.ndarray:
     return np.clip(arr / hi * 255.0 + 0.5, 0, 255).astype(np.uint8)
 
 
-def decode_upload(data: bytes, name: str = "upload", max_pixels: int = 40_000_000, channels: int = 3) -> np.ndarray:
-    """Decode image bytes to uint8 (H, W, channels), EXIF orientation applied.
+def decode_upload(
+    data: bytes,
+    name: str = "upload",
+    max_pixels: int = 40_000_000,
+    channels: int = 3,
+    work_pixels: int | None = None,
+) -> DecodedUpload:
+    """Decode image bytes to uint8 (h, w, channels), EXIF orientation applied, at most ``work_pixels`` of them.
 
     The declared width x height is read from the header and checked against ``max_pixels`` before the pixel data is
     decoded, so a small file that would expand to gigabytes is refused cheaply.
@@ -48,6 +91,8 @@ def decode_upload(data: bytes, name: str = "upload", max_pixels: int = 40_000_00
         name: file name used in messages.
         max_pixels: largest width x height accepted.
         channels: 3 for RGB output, 1 for grayscale.
+        work_pixels: an image with more pixels is reduced, aspect kept, to at most this many (see the module
+            docstring); None keeps every image at its own size.
 
     Raises:
         UploadError: 422 for empty, truncated, corrupt or non-image data and unsupported formats; 413 for an image
@@ -55,6 +100,8 @@ def decode_upload(data: bytes, name: str = "upload", max_pixels: int = 40_000_00
     """
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 or 3, got {channels}")
+    if work_pixels is not None and work_pixels < 1:
+        raise ValueError(f"work_pixels must be >= 1, got {work_pixels}")
     if not data:
         raise UploadError(422, f"{name}: the file is empty")
     try:
@@ -78,11 +125,26 @@ def decode_upload(data: bytes, name: str = "upload", max_pixels: int = 40_000_00
         raise UploadError(
             413, f"{name}: {width} x {height} = {width * height} pixels is over the limit of {max_pixels} pixels"
         )
+    over = work_pixels is not None and width * height > work_pixels
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            if over and img.format == "JPEG":
+                # The decoder scales by 1/2, 1/4 or 1/8 while decoding, to the smallest size at least this large.
+                factor = _reduction(width, height, work_pixels)
+                img.draft(None, (math.ceil(width / factor), math.ceil(height / factor)))
             img.load()
-            img = ImageOps.exif_transpose(img) or img
+            loaded = img.size
+            # In place: without an orientation to apply, a copy of the full-size pixels would be made for nothing.
+            ImageOps.exif_transpose(img, in_place=True)
+            if img.size != loaded:  # EXIF orientation turned it a quarter
+                width, height = height, width
+            if work_pixels is not None and img.width * img.height > work_pixels:
+                if img.mode in ("1", "P"):  # palette and 1-bit images have no box reduction in PIL
+                    img = img.convert("RGB" if channels == 3 else "L")
+                elif img.mode.startswith("I;16"):
+                    img = img.convert("I")
+                img = img.reduce(_reduction(img.width, img.height, work_pixels))
             if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
                 arr = _to_uint8(np.asarray(img))
                 arr = np.repeat(arr[..., None], 3, axis=2) if channels == 3 else arr[..., None]
@@ -96,4 +158,4 @@ def decode_upload(data: bytes, name: str = "upload", max_pixels: int = 40_000_00
         raise UploadError(422, f"{name}: corrupt or truncated image data ({type(err).__name__}: {err})") from err
     if arr.ndim == 2:
         arr = arr[..., None]
-    return np.ascontiguousarray(arr)
+    return DecodedUpload(np.ascontiguousarray(arr), int(width), int(height))

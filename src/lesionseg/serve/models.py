@@ -3,24 +3,23 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from ..inference import Predictor
-from ..models.hub import list_pretrained
+from ..models.hub import ModelRecord, list_pretrained
 
 __all__ = ["load_models", "model_id", "describe_model"]
 
 _logger = logging.getLogger(__name__)
 
 
-def model_id(spec: str | Path, record: Mapping[str, Any]) -> str:
+def model_id(spec: str | Path, record: ModelRecord | None) -> str:
     """Short id of a served model: its shipped tag, else the run folder of a ``best``/``last`` checkpoint, else the
     checkpoint's stem name (``runs/skin/best`` -> ``skin``)."""
-    tag = record.get("pretrained", {}).get("tag")
-    if tag:
-        return str(tag)
+    if record is not None and record.pretrained is not None:
+        return record.pretrained.tag
     path = Path(str(spec))
     if path.name.endswith((".json", ".safetensors")):
         path = path.with_name(path.name.split(".")[0])
@@ -52,7 +51,7 @@ def load_models(specs: Sequence[str | Path] | None = None, device: str = "cpu") 
         while mid in out:  # two checkpoints from folders of the same name
             mid, n = f"{base}-{n}", n + 1
         out[mid] = predictor
-        _logger.info("loaded model %s from %s (%s)", mid, spec, predictor.record.get("model", "?"))
+        _logger.info("loaded model %s from %s (%s)", mid, spec, predictor.record.model if predictor.record else "?")
     if not out:
         raise ValueError("no model to serve")
     return out
@@ -61,15 +60,19 @@ def load_models(specs: Sequence[str | Path] | None = None, device: str = "cpu") 
 def describe_model(mid: str, predictor: Predictor) -> dict[str, Any]:
     """JSON description of a served model (what ``GET /api/models`` lists)."""
     record = predictor.record
-    shipped = record.get("pretrained", {})
-    dataset = shipped.get("dataset") or record.get("dataset", {}).get("layout", "")
-    arch = record.get("model", type(predictor.model).__name__ if predictor.model is not None else "onnx")
+    shipped = record.pretrained if record else None
+    trained = record.dataset if record else None
+    dataset = (shipped.dataset if shipped else "") or (trained.layout if trained else "")
+    if record is not None:
+        arch = record.model
+    else:
+        arch = type(predictor.model).__name__ if predictor.model is not None else "onnx"
     return {
         "id": mid,
         "model": arch,
-        "title": shipped.get("title") or f"{arch} checkpoint" + (f" ({dataset})" if dataset else ""),
+        "title": (shipped.title if shipped else "") or f"{arch} checkpoint" + (f" ({dataset})" if dataset else ""),
         "dataset": dataset,
-        "shipped": bool(shipped),
+        "shipped": shipped is not None,
         "threshold": predictor.prob_threshold,
         "temperature": predictor.temperature,
         "quality_estimate": predictor.quality is not None,
@@ -77,5 +80,5 @@ def describe_model(mid: str, predictor: Predictor) -> dict[str, Any]:
         "postprocess": list(predictor.postprocess),
         "image_size": list(predictor.image_size),
         "in_channels": predictor.in_channels,
-        "test_metrics": shipped.get("test_metrics", {}),
+        "test_metrics": shipped.test_metrics if shipped else {},
     }

@@ -1,4 +1,4 @@
-"""Visualisation: training curves, overlays, benchmark figures, reliability diagrams.
+"""Visualisation: training curves, overlays, benchmark figures, Bland-Altman plots, reliability diagrams.
 
 The figure modules import matplotlib; they load on first use so that ``overlay_mask`` (OpenCV only) keeps
 ``lesionseg predict`` quick to start.
@@ -11,6 +11,7 @@ from typing import Any
 
 __all__ = [
     "overlay_mask",
+    "plot_bland_altman",
     "plot_feature_maps",
     "plot_feature_panels",
     "plot_overlay_grid",
@@ -21,6 +22,7 @@ __all__ = [
 
 _WHERE = {
     "overlay_mask": ".overlay",
+    "plot_bland_altman": ".agreement",
     "plot_feature_maps": ".figures",
     "plot_feature_panels": ".figures",
     "plot_overlay_grid": ".figures",

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from torch import nn
+import torch.nn.functional as F
+from torch import Tensor, nn
 
-__all__ = ["ConvNormAct", "DoubleConv"]
+__all__ = ["ConvNormAct", "DoubleConv", "ResNetBasicBlock"]
 
 
 class ConvNormAct(nn.Sequential):
@@ -50,3 +51,29 @@ class DoubleConv(nn.Sequential):
             ConvNormAct(in_channels, mid, norm_layer=norm_layer, act_layer=act_layer),
             ConvNormAct(mid, out_channels, norm_layer=norm_layer, act_layer=act_layer),
         )
+
+
+class ResNetBasicBlock(nn.Module):
+    """ResNet's basic block: two 3x3 conv + BN (ReLU between), a 1x1 conv + BN shortcut when the shape changes.
+
+    Args:
+        in_channels: input channels.
+        out_channels: output channels.
+        stride: stride of the first convolution.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(out_channels)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_channels)
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or in_channels != out_channels:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(in_channels, out_channels, 1, stride, bias=False), nn.BatchNorm2d(out_channels)
+            )
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = F.relu(self.bn1(self.conv1(x)), inplace=True)
+        return F.relu(self.bn2(self.conv2(out)) + self.shortcut(x), inplace=True)

@@ -16,7 +16,7 @@ channels are split into ``G`` equal groups and group ``g`` (channels ``g * D/G .
 How the fast scan works (:func:`selective_scan`). The decay ``exp(delta * A)`` depends on the state index ``n``, so
 unlike Mamba-2's scalar decay the ``T x T`` intra-chunk decay matrix cannot become a matrix product: it costs ``T``
 times the work of the states themselves and measured slower than even the sequential loop on CPU (at T = 16, about 7x
-slower than the scan below; ``benchmarks/selective_scan.py`` keeps that variant for the comparison). We use a
+slower than the scan below; ``perf/selective_scan.py`` keeps that variant for the comparison). We use a
 two-level chunked scan instead: the sequence is cut into ``L/T`` chunks of length ``T``, then
 
 1. a loop over the ``T`` positions, vectorised over all chunks at once, gives each chunk's local end state (from a
@@ -52,7 +52,7 @@ def default_chunk_size(length: int) -> int:
     """The power of two nearest to ``sqrt(L)``, within [4, 128]: it balances the ``2T`` in-chunk steps against the
     ``L/T`` carry steps.
 
-    Measured (``benchmarks/selective_scan.py`` and a sweep over T = 8..128 at L = 1024 and 4096): on one core this
+    Measured (``perf/selective_scan.py`` and a sweep over T = 8..128 at L = 1024 and 4096): on one core this
     choice was the fastest or within 10% of it. With two threads on a busy machine, chunks of 8-16 were up to 2x faster
     at L = 4096 (fewer multi-threaded operations to synchronise) but slower at L = 1024, so the rule keeps the
     one-core optimum.

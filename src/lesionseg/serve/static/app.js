@@ -97,6 +97,8 @@
     const problem = checkFile(file);
     if (problem) {
       showError(problem);
+      clearResult();
+      setStatus("Not segmented.");
       return;
     }
     state.file = file;
@@ -119,6 +121,7 @@
     const px = parseFloat(els.pixelSize.value);
     if (els.pixelSize.value !== "" && !(px > 0)) {
       showError("Pixel size must be a positive number of millimetres per pixel.");
+      clearResult();
       return;
     }
     if (px > 0) form.append("pixel_size", String(px));
@@ -134,7 +137,7 @@
       if (token !== state.token) return;
       setStatus("Not segmented.");
       showError(`The server could not be reached: ${err.message}`);
-      restoreViewer();
+      clearResult();
       return;
     }
     if (token !== state.token) return; // a newer request superseded this one
@@ -142,14 +145,32 @@
       const prefix = res.status === 503 ? "The server is busy; try again in a moment. " : "Refused: ";
       showError(prefix + (body.message || `${res.status} ${res.statusText}`));
       setStatus(`Not segmented (${res.status}).`);
-      restoreViewer();
+      clearResult();
       return;
     }
     await showResult(body);
   }
 
-  function restoreViewer() {
-    els.viewer.dataset.state = state.result ? "ready" : "empty";
+  // A request that failed leaves nothing of an earlier result on the page: its image and measurements would read as
+  // the answer for the file or settings just refused.
+  function clearResult() {
+    Object.assign(state, { result: null, serverMask: null, prob: null, mask: null, preview: false });
+    for (const c of [els.imageCanvas, els.overlayCanvas]) c.getContext("2d").clearRect(0, 0, c.width, c.height);
+    els.viewer.dataset.state = "empty";
+    els.caption.textContent = "";
+    els.timings.textContent = "";
+    const cell = document.createElement("td");
+    cell.colSpan = 3;
+    cell.className = "empty";
+    cell.textContent = "No image yet.";
+    const row = document.createElement("tr");
+    row.append(cell);
+    els.table.replaceChildren(row);
+    els.threshold.disabled = true;
+    els.thresholdValue.textContent = "–";
+    els.remeasure.hidden = true;
+    els.downloadMask.disabled = true;
+    els.downloadJson.disabled = true;
   }
 
   // ------------------------------------------------------------------------------------------- result
@@ -228,7 +249,7 @@
       if (window.matchMedia("(max-width: 800px)").matches) els.viewer.scrollIntoView({ block: "start" });
     } catch (err) {
       showError(`Could not show the result: ${err.message}`);
-      restoreViewer();
+      clearResult();
     }
   }
 

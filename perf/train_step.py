@@ -1,22 +1,25 @@
 """Time one training step (forward + backward + AdamW) of registered models in fp32/bf16, NCHW/channels-last.
 
-Usage: python benchmarks/train_step.py [MODEL ...] [--batch 8] [--size 256] [--steps 4] [--threads 2]
-Prints the median step time per setting; the first (warm-up) step is excluded.
+Usage: python perf/train_step.py [MODEL ...] [--batch 8] [--size 256] [--steps 4] [--threads 2]
+Prints the median step time per setting; the settings run in interleaved rounds, the first (warm-up) round untimed.
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
+from collections.abc import Callable
 
 import torch
+from _timing import interleaved
 
 from lesionseg.losses import BCEDiceLoss
 from lesionseg.models import create_model
 
+SETTINGS = {"fp32": ("fp32", False), "fp32+CL": ("fp32", True), "bf16+CL": ("bf16", True)}
 
-def time_steps(name: str, precision: str, channels_last: bool, batch: int, size: int, steps: int) -> float:
+
+def train_step(name: str, precision: str, channels_last: bool, batch: int, size: int) -> Callable[[], None]:
+    """One AdamW step of a fresh ``name`` (seed 0) on a fixed random batch, as a callable."""
     torch.manual_seed(0)
     model = create_model(name)
     if channels_last:
@@ -27,17 +30,16 @@ def time_steps(name: str, precision: str, channels_last: bool, batch: int, size:
     y = (torch.rand(batch, 1, size, size) > 0.5).float()
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
-    times = []
-    for _ in range(steps + 1):
-        start = time.perf_counter()
+
+    def step() -> None:
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
             out = model(x)
         loss = loss_fn(out, y)
         opt.zero_grad()
         loss.backward()
         opt.step()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times[1:])
+
+    return step
 
 
 def main() -> None:
@@ -50,13 +52,11 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"batch {args.batch} at {args.size}x{args.size}, {args.threads} threads, torch {torch.__version__}")
-    print(f"{'model':20s} {'fp32':>8s} {'fp32+CL':>8s} {'bf16+CL':>8s}  (seconds per step, median)")
+    print(f"{'model':20s} " + " ".join(f"{s:>8s}" for s in SETTINGS) + "  (seconds per step, median)")
     for name in args.models:
-        cells = [
-            time_steps(name, prec, cl, args.batch, args.size, args.steps)
-            for prec, cl in (("fp32", False), ("fp32", True), ("bf16", True))
-        ]
-        print(f"{name:20s} " + " ".join(f"{c:8.3f}" for c in cells))
+        steps = {s: train_step(name, prec, cl, args.batch, args.size) for s, (prec, cl) in SETTINGS.items()}
+        timings = interleaved(steps, args.steps)
+        print(f"{name:20s} " + " ".join(f"{timings[s].median:8.3f}" for s in SETTINGS))
 
 
 if __name__ == "__main__":

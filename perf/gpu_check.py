@@ -1,7 +1,7 @@
 """GPU check: train a CPU-size and a paper-size model for a few epochs on CUDA in bf16, and the same models on the CPU.
 
 Usage:
-    python benchmarks/gpu_check.py [--data-root ROOT --layout L --split S] [--models unext vmunet]
+    python perf/gpu_check.py [--data-root ROOT --layout L --split S] [--models unext vmunet]
         [--epochs 3] [--cpu-epochs 1] [--size 256] [--batch 8 32] [--out gpu_check.json]
 
 Prints, per model: parameters, GPU epoch times (the first epoch includes cuDNN autotuning and is shown apart), peak
@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
+from lesionseg.data.synthetic import write_blob_dataset
 from lesionseg.engine import Trainer
 from lesionseg.engine.config import config_from_dict
 from lesionseg.models import create_model
@@ -34,21 +34,9 @@ from lesionseg.models.complexity import count_parameters
 
 
 def write_blobs(root: Path, n: int, size: int, seed: int = 0) -> tuple[Path, Path]:
-    """``images/`` + ``masks/`` of bright ellipses on dark texture, and a split JSON (70% train, 15% val, 15% test)."""
-    rng = np.random.default_rng(seed)
-    (root / "images").mkdir(parents=True, exist_ok=True)
-    (root / "masks").mkdir(parents=True, exist_ok=True)
-    yy, xx = np.mgrid[:size, :size]
-    ids = []
-    for i in range(n):
-        cy, cx = rng.uniform(0.3, 0.7, 2) * size
-        ry, rx = rng.uniform(0.12, 0.3, 2) * size
-        mask = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1
-        img = rng.integers(0, 60, (size, size, 3))
-        img[mask] += np.array([150, 90, 40])
-        Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(root / "images" / f"case{i:04d}.png")
-        Image.fromarray(mask.astype(np.uint8) * 255).save(root / "masks" / f"case{i:04d}.png")
-        ids.append(f"case{i:04d}")
+    """The package's synthetic blob dataset under ``root`` and a split JSON beside it (70% train, 15% val, 15% test)."""
+    write_blob_dataset(root, n, size, seed)
+    ids = sorted(p.stem for p in (root / "images").iterdir())
     a, b = int(0.7 * n), int(0.85 * n)
     split = root / "split.json"
     split.write_text(

@@ -1,6 +1,6 @@
 """Time the selective scan: sequential reference vs the chunked scan, forward and forward + backward.
 
-Usage: python benchmarks/selective_scan.py [--threads 2] [--repeats 3]
+Usage: python perf/selective_scan.py [--threads 2] [--repeats 3]
 
 Shapes: VM-UNet's stage-1 scan for one direction, then vmunet_s's scans of all K = 4 directions, (N, K*D_inner, L),
 with the directions in the groups of B and C. On a machine busy with other work, two threads stall on each other;
@@ -13,11 +13,11 @@ measured and rejected (kept here, not in the package, for that comparison). Runs
 from __future__ import annotations
 
 import argparse
-import time
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+from _timing import time_calls
 
 from lesionseg.models.blocks import default_chunk_size, selective_scan, selective_scan_ref
 
@@ -42,17 +42,16 @@ def make_inputs(batch: int, dim: int, d_state: int, length: int, groups: int) ->
 
 def time_fn(fn: Callable[..., torch.Tensor], inputs: list[torch.Tensor], repeats: int) -> tuple[float, float]:
     """Best forward and best forward + backward time in seconds, after one untimed call (allocator warm-up)."""
-    fn(*inputs)
-    best = [float("inf"), float("inf")]
-    for backward in (False, True):
-        for _ in range(repeats):
-            leaves = [t.clone().requires_grad_(backward) for t in inputs]
-            start = time.perf_counter()
-            y = fn(*leaves)
-            if backward:
-                y.backward(torch.ones_like(y))
-            best[backward] = min(best[backward], time.perf_counter() - start)
-    return best[0], best[1]
+
+    def forward_backward(leaves: list[torch.Tensor]) -> None:
+        y = fn(*leaves)
+        y.backward(torch.ones_like(y))
+
+    fwd = time_calls(lambda leaves: fn(*leaves), repeats, setup=lambda: [t.clone() for t in inputs])
+    both = time_calls(
+        forward_backward, repeats, warmup=0, setup=lambda: [t.clone().requires_grad_(True) for t in inputs]
+    )
+    return fwd.best, both.best
 
 
 def tt_decay_scan(u, delta, A, B, C, chunk: int = 16) -> torch.Tensor:

@@ -1,6 +1,6 @@
 """First-epoch and steady-epoch seconds of real training runs, without and with the on-disk case cache.
 
-Usage: python benchmarks/epoch_speed.py [MODEL_OR_CONFIG ...] [--dataset ph2|kvasir_seg] [--root PATH]
+Usage: python perf/epoch_speed.py [MODEL_OR_CONFIG ...] [--dataset ph2|kvasir_seg] [--root PATH]
        [--epochs 3] [--precisions fp32,bf16] [--threads 1] [--cache-dir DIR]
 
 Each model (a registered name, found as ``configs/<name>_ph2.yaml`` or the ``configs/*_ph2.yaml`` that trains it, or a

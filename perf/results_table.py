@@ -1,6 +1,6 @@
 """Print a markdown table of evaluated runs: both reductions, the training length, the model size.
 
-Usage: python benchmarks/results_table.py RUN_DIR [RUN_DIR ...] [--eval eval_test] [--metrics dice,iou,...] [--paired]
+Usage: python perf/results_table.py RUN_DIR [RUN_DIR ...] [--eval eval_test] [--metrics dice,iou,...] [--paired]
 
 Each RUN_DIR is a ``lesionseg train`` folder whose ``<eval>/metrics.json`` was written by
 ``lesionseg evaluate --checkpoint RUN_DIR/best --out RUN_DIR/<eval>``. Rows keep the order given. ``--paired`` adds
@@ -27,13 +27,12 @@ def row_of(run_dir: Path, eval_name: str, metrics: list[str]) -> list[str]:
     res = payload["results"]
     with open(run_dir / "metrics.csv", newline="") as f:
         log = list(csv.DictReader(f))
-    best = json.loads((run_dir / "best.json").read_text())
-    model, _ = load_model(run_dir / "best")
+    model, best = load_model(run_dir / "best")
     minutes = float(log[-1]["elapsed_seconds"]) / 60 if log else float("nan")
     cells = [run_dir.name, payload["model"], f"{count_parameters(model) / 1e6:.3f}"]
     cells += [f"{100 * res['per_image'][m]:.2f}" for m in metrics]
     cells += [f"{100 * res['global'][m]:.2f}" for m in metrics]
-    cells += [f"{res['per_image'].get('hd95', float('nan')):.2f}", f"{len(log)}", f"{best['epoch']}", f"{minutes:.1f}"]
+    cells += [f"{res['per_image'].get('hd95', float('nan')):.2f}", f"{len(log)}", f"{best.epoch}", f"{minutes:.1f}"]
     return cells
 
 

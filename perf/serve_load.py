@@ -8,9 +8,9 @@ Prints, per phase: requests/s (answered 200), p50/p95/p99 latency of the 200s, t
 show they are quick), and the error count (any other status, timeouts, broken connections).
 
     # start a server on a free port with the given model, then 8 clients for 60 s and 32 clients for 30 s:
-    python benchmarks/serve_load.py --model skin --phase 8:60 --phase 32:30
+    python perf/serve_load.py --model skin --phase 8:60 --phase 32:30
     # or against a running server:
-    python benchmarks/serve_load.py --url http://127.0.0.1:8000 --phase 8:60
+    python perf/serve_load.py --url http://127.0.0.1:8000 --phase 8:60
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import json
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.parse
@@ -66,6 +67,40 @@ def _get(host: str, port: int, path: str, timeout: float = 10.0) -> tuple[int, d
         return res.status, json.loads(res.read() or b"{}")
     finally:
         conn.close()
+
+
+def start_server(
+    host: str, port: int, models: list[str], threads: int, queue_size: int, extra: list[str] | tuple[str, ...] = ()
+) -> subprocess.Popen:
+    """Start ``lesionseg serve`` (the sources on this interpreter's path) and wait until /healthz answers."""
+    cmd = [sys.executable, "-m", "lesionseg", "serve", "--host", host, "--port", str(port), "--no-access-log"]
+    cmd += [f"--model={m}" for m in models]
+    cmd += ["--workers-threads", str(threads), "--queue-size", str(queue_size), *extra]
+    print("server:", " ".join(cmd), flush=True)
+    # The log goes to a file, not a pipe: a server that logs much would block on a full pipe.
+    with tempfile.TemporaryFile(mode="w+") as log:
+        server = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=log, text=True)
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if _get(host, port, "/healthz", timeout=2)[0] == 200:
+                    return server
+            except OSError:
+                pass
+            if server.poll() is not None or time.monotonic() > deadline:
+                stop_server(server)
+                log.seek(0)
+                sys.exit(f"server did not start:\n{log.read()}")
+            time.sleep(0.2)
+
+
+def stop_server(server: subprocess.Popen) -> None:
+    server.terminate()
+    try:
+        server.wait(15)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait(15)
 
 
 def _client(host, port, body, ctype, deadline, budget, timeout, busy_wait, out, lock):
@@ -164,21 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         host, port = parsed.hostname or "127.0.0.1", parsed.port or 80
     else:
         host, port = "127.0.0.1", _free_port()
-        cmd = [sys.executable, "-m", "lesionseg", "serve", "--host", host, "--port", str(port), "--no-access-log"]
-        cmd += [f"--model={m}" for m in (args.model or ["skin"])]
-        cmd += ["--workers-threads", str(args.workers_threads), "--queue-size", str(args.queue_size)]
-        print("server:", " ".join(cmd), flush=True)
-        server = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if _get(host, port, "/healthz", timeout=2)[0] == 200:
-                    break
-            except OSError:
-                pass
-            if server.poll() is not None or time.monotonic() > deadline:
-                sys.exit(f"server did not start:\n{server.stderr.read() if server.stderr else ''}")
-            time.sleep(0.2)
+        server = start_server(host, port, args.model or ["skin"], args.workers_threads, args.queue_size)
     try:
         print(f"image {image} ({len(body)} bytes posted), server {host}:{port}")
         # One warm-up request so that the first phase does not time the model's first call.
@@ -201,11 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if status == 200 else 1
     finally:
         if server is not None:
-            server.terminate()
-            try:
-                server.wait(15)
-            except subprocess.TimeoutExpired:
-                server.kill()
+            stop_server(server)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """End-to-end latency of one image through a shipped model: read, resize, network, resize back, post-process, measure.
 
-Usage: python benchmarks/predict_latency.py [--model skin] [--image PATH] [--threads 2] [--repeats 50]
+Usage: python perf/predict_latency.py [--model skin] [--image PATH] [--threads 2] [--repeats 50]
 
 Prints, side by side in one run, the warm per-image time (median and p90 over ``--repeats``) of each backend: eager
 fp32, eager channels-last, eager bf16 (only where the CPU has AVX512-BF16 or AMX), onnxruntime; the network alone for
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _timing import interleaved, time_calls
 from PIL import Image
 
 from lesionseg.data.io import read_image
@@ -48,18 +48,6 @@ def end_to_end(predictor: Predictor, path: Path) -> dict:
     return measure_lesion(mask).to_dict()
 
 
-def time_it(fn, repeats: int) -> tuple[float, float]:
-    for _ in range(3):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(1000 * (time.perf_counter() - start))
-    times.sort()
-    return statistics.median(times), times[int(0.9 * (len(times) - 1))]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="skin", help="shipped tag or checkpoint")
@@ -82,22 +70,22 @@ def main() -> None:
     bf16_flags = ", ".join(sorted(flags & {"avx512_bf16", "amx_bf16"})) or "-"
     print(f"CPU bf16 support: {'yes' if has_bf16 else 'no'} ({bf16_flags})")
     print(f"{'backend':28s} {'end-to-end ms (median / p90)':>30s} {'network ms (median)':>20s}")
+    calls = {}
     for label, kwargs in settings:
         predictor = Predictor.from_checkpoint(args.model, **kwargs)
         image = read_image(path, predictor.in_channels)
         x = torch.from_numpy(predictor._to_batch([image]))
-        e2e = time_it(lambda p=predictor: end_to_end(p, path), args.repeats)
-        net = time_it(lambda p=predictor, x=x: p.logits_at_working_size(x), args.repeats)
-        print(f"{label:28s} {e2e[0]:14.1f} / {e2e[1]:6.1f}      {net[0]:20.1f}")
+        calls[(label, "e2e")] = lambda p=predictor: end_to_end(p, path)
+        calls[(label, "net")] = lambda p=predictor, x=x: p.logits_at_working_size(x)
+    timings = interleaved(calls, args.repeats, warmup=3)
+    for label, _ in settings:
+        e2e, net = timings[(label, "e2e")], timings[(label, "net")]
+        print(f"{label:28s} {1000 * e2e.median:14.1f} / {1000 * e2e.p90:6.1f}      {1000 * net.median:20.1f}")
     if not args.no_process:
         env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
         cmd = [sys.executable, "-m", "lesionseg", "predict", str(path), "--model", args.model, "--out", str(tmp / "o")]
-        times = []
-        for _ in range(5):
-            start = time.perf_counter()
-            subprocess.run(cmd, check=True, capture_output=True, env=env)
-            times.append(time.perf_counter() - start)
-        print(f"`lesionseg predict one image` process: {statistics.median(times):.2f} s (median of 5)")
+        process = time_calls(lambda: subprocess.run(cmd, check=True, capture_output=True, env=env), 5, warmup=0)
+        print(f"`lesionseg predict one image` process: {process.median:.2f} s (median of 5)")
         start = time.perf_counter()
         subprocess.run([sys.executable, "-c", "import torch"], check=True, env=env)
         print(f"  of which `python -c 'import torch'` alone: {time.perf_counter() - start:.2f} s")

@@ -1,6 +1,6 @@
 """ONNX export of every registered CPU-size model: parity with eager PyTorch and network time, side by side.
 
-Usage: python benchmarks/onnx_parity.py [--size 256] [--threads 2] [--repeats 10] [PATTERN]
+Usage: python perf/onnx_parity.py [--size 256] [--threads 2] [--repeats 10] [PATTERN]
 
 For each model (random weights, seed 0): the exporter used, max |onnxruntime - eager| over a batch of 2 and that
 difference relative to the largest |logit|, then the median time of one image through the network alone in eager
@@ -11,26 +11,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from _timing import interleaved
 
 from lesionseg.inference.export import OnnxExportError, export_onnx, onnx_session
 from lesionseg.models import create_model, list_models
-
-
-def median_ms(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(1000 * (time.perf_counter() - start))
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -57,12 +46,15 @@ def main() -> None:
             exporter = json.loads(path.with_suffix(".json").read_text())["onnx"]["exporter"]
             session = onnx_session(path, threads=args.threads)
             (out,) = session.run(None, {"image": x.numpy()})
+            one = x[:1]
+            feed = {"image": one.numpy()}
             with torch.inference_mode():
                 ref = model(x).numpy()
-                one = x[:1]
-                eager = median_ms(lambda m=model, o=one: m(o), args.repeats)
-            feed = {"image": one.numpy()}
-            ort = median_ms(lambda s=session, f=feed: s.run(None, f), args.repeats)
+                t = interleaved(
+                    {"eager": lambda m=model, o=one: m(o), "ort": lambda s=session, f=feed: s.run(None, f)},
+                    args.repeats,
+                )
+            eager, ort = 1000 * t["eager"].median, 1000 * t["ort"].median
         diff = float(np.abs(out - ref).max())
         rel = diff / max(1.0, float(np.abs(ref).max()))
         print(f"{name:20s} {exporter:12s} {diff:10.2e} {rel:9.1e} {eager:9.1f} {ort:8.1f} {eager / ort:5.1f}")
