@@ -11,6 +11,8 @@ from pathlib import Path
 
 import yaml
 
+import lesionseg
+
 REPO = Path(__file__).resolve().parents[1]
 
 # What the snippets take from the module they are written into (cli.py, metrics/scores.py and registry.py).
@@ -81,7 +83,8 @@ def test_python_snippets_run_and_do_what_they_say(tmp_path):
     script = tmp_path / "extending.py"
     script.write_text("from pathlib import Path\n" + PREAMBLE + "\n".join(blocks) + CHECKS)
     # A process of its own: the snippets register names in the package's global registries.
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
+    src = Path(lesionseg.__file__).resolve().parents[1]  # the package under test
+    env = {**os.environ, "PYTHONPATH": str(src), "OMP_NUM_THREADS": "1"}
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().endswith("checked")

@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+import lesionseg
 from lesionseg.cli import main
 
-SRC = Path(__file__).resolve().parents[2] / "src"
+SRC = Path(lesionseg.__file__).resolve().parents[1]  # the package under test, wherever it is imported from
 
 
 def _train(config: dict, path: Path, *extra: str) -> None:
