@@ -10,6 +10,8 @@ as the machine:
    PyTorch contiguous NCHW, eager channels-last (the default on CPU), eager bf16 where the CPU has AVX512-BF16 or AMX,
    onnxruntime (the default where installed); beside "before": Pillow decoding, eager PyTorch and post-processing
    over the whole image, as `lesionseg predict` ran until issue 28. The network alone is timed for each backend.
+   A last row adds what `lesionseg predict` computes besides, for a model with trust estimates (issue 26): the two
+   flipped passes of the quality estimate and the out-of-distribution statistics.
 2. decoding the image: Pillow as before (copying for EXIF and mode) against the reader now (OpenCV for JPEG).
 3. post-processing (largest component + fill holes) of the image's predicted mask: over the whole image (before)
    against inside the lesion's bounding box (now); the masks must be equal and the count of differing pixels is
@@ -106,6 +108,13 @@ def end_to_end(predictor: Predictor, path: Path) -> dict:
     return measure_lesion(predictor.mask_from_proba(predictor.predict_proba([image])[0])).to_dict()
 
 
+def with_trust(predictor: Predictor, path: Path) -> dict:
+    """What `lesionseg predict` does per image since the trust estimates (issue 26): the plain and two flipped
+    passes for the quality estimate, and the image statistics for the out-of-distribution score."""
+    prediction = predictor.predict([read_image(path, predictor.in_channels)])[0]
+    return measure_lesion(prediction.mask).to_dict() | prediction.trust.to_dict()
+
+
 def load() -> str:
     return "load average " + ", ".join(f"{x:.2f}" for x in os.getloadavg()) + f" ({os.cpu_count()} CPUs)"
 
@@ -132,6 +141,9 @@ def warm(args: argparse.Namespace, path: Path) -> Predictor:
     for label, p in predictors.items():
         calls[(label, "e2e")] = lambda p=p: end_to_end(p, path)
         calls[(label, "net")] = lambda p=p: p._logits(x)
+    trusted = predictors["onnxruntime"].quality is not None or predictors["onnxruntime"].description is not None
+    if trusted:
+        calls[("trust", "e2e")] = lambda p=predictors["onnxruntime"]: with_trust(p, path)
     t = interleaved(calls, args.repeats, warmup=3)
     print(f"\n1. warm end to end, one {image.shape[1]}x{image.shape[0]} image, {args.cores} core(s)")
     print(f"{'setting':44s} {'end-to-end ms (median / p90)':>29s} {'network ms':>11s}")
@@ -140,6 +152,9 @@ def warm(args: argparse.Namespace, path: Path) -> Predictor:
     for label in predictors:
         e2e, net = t[(label, "e2e")], t[(label, "net")]
         print(f"{'now: ' + label:44s} {ms(e2e.median)} / {ms(e2e.p90)}      {ms(net.median)}")
+    if trusted:
+        row = t[("trust", "e2e")]
+        print(f"{'now: onnxruntime + trust (3 passes, OOD)':44s} {ms(row.median)} / {ms(row.p90)}{'':13s}-")
     return predictors["onnxruntime"]
 
 

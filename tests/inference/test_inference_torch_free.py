@@ -165,3 +165,20 @@ def test_shipped_skin_model_masks_are_the_same_with_onnxruntime_and_eager_on_ph2
         image, _ = load_case(case)
         differing += int(np.count_nonzero(eager.predict_mask([image])[0] != ort.predict_mask([image])[0]))
     assert differing == 0
+
+
+def test_the_optimised_graph_is_cached_once_and_gives_the_same_outputs(tmp_path, monkeypatch):
+    monkeypatch.setenv("LESIONSEG_CACHE", str(tmp_path / "cache"))
+    graph = shipped_onnx_path(pretrained_stem("skin"))
+    x = np.random.default_rng(0).standard_normal((1, 3, 256, 256)).astype(np.float32)
+    (fresh,) = onnx_session(graph, 1, reuse_optimized=False).run(None, {"image": x})
+    (first,) = onnx_session(graph, 1).run(None, {"image": x})
+    saved = list((tmp_path / "cache" / "onnx" / "optimized").glob("skin-*.onnx"))
+    assert len(saved) == 1
+    (second,) = onnx_session(graph, 1).run(None, {"image": x})  # opened without optimising again
+    np.testing.assert_array_equal(first, fresh)
+    np.testing.assert_array_equal(second, fresh)
+    saved[0].write_bytes(b"damaged")  # a damaged entry is optimised again and replaced
+    (third,) = onnx_session(graph, 1).run(None, {"image": x})
+    np.testing.assert_array_equal(third, fresh)
+    assert saved[0].stat().st_size > 1000
