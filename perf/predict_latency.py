@@ -2,9 +2,9 @@
 
 Usage: python perf/predict_latency.py [--model skin] [--image PATH] [--cores 1] [--repeats 40] [--process-runs 7]
 
-Every section times its settings in interleaved rounds (``perf/_timing.py``) and prints medians (and p90 where a
-tail matters); the machine's load average is printed at the start and the end, because the figures are only as quiet
-as the machine:
+Every section times its settings in interleaved rounds (``perf/_timing.py``) and prints medians (p90 where a tail
+matters, and the best round, which on a shared machine is the closest to the machine's own speed); the load average
+is printed at the start and the end, because the figures are only as quiet as the machine:
 
 1. warm end to end for one image (decode, resize, network, resize back, post-process, measure), per backend: eager
    PyTorch contiguous NCHW, eager channels-last (the default on CPU), eager bf16 where the CPU has AVX512-BF16 or AMX,
@@ -146,15 +146,17 @@ def warm(args: argparse.Namespace, path: Path) -> Predictor:
         calls[("trust", "e2e")] = lambda p=predictors["onnxruntime"]: with_trust(p, path)
     t = interleaved(calls, args.repeats, warmup=3)
     print(f"\n1. warm end to end, one {image.shape[1]}x{image.shape[0]} image, {args.cores} core(s)")
-    print(f"{'setting':44s} {'end-to-end ms (median / p90)':>29s} {'network ms':>11s}")
-    row = t[("before", "e2e")]
-    print(f"{'before: Pillow, eager, whole-image post-proc':44s} {ms(row.median)} / {ms(row.p90)}{'':13s}-")
+    print(f"{'setting':44s} {'end-to-end ms (median / p90 / best)':>36s} {'network ms (median / best)':>27s}")
+
+    def line(label: str, e2e, net=None) -> None:
+        cells = f"{ms(e2e.median)} / {ms(e2e.p90)} / {ms(e2e.best)}"
+        print(f"{label:44s} {cells}   " + (f"{ms(net.median)} / {ms(net.best)}" if net else f"{'-':>19s}"))
+
+    line("before: Pillow, eager, whole-image post-proc", t[("before", "e2e")])
     for label in predictors:
-        e2e, net = t[(label, "e2e")], t[(label, "net")]
-        print(f"{'now: ' + label:44s} {ms(e2e.median)} / {ms(e2e.p90)}      {ms(net.median)}")
+        line("now: " + label, t[(label, "e2e")], t[(label, "net")])
     if trusted:
-        row = t[("trust", "e2e")]
-        print(f"{'now: onnxruntime + trust (3 passes, OOD)':44s} {ms(row.median)} / {ms(row.p90)}{'':13s}-")
+        line("now: onnxruntime + trust (3 passes, OOD)", t[("trust", "e2e")])
     return predictors["onnxruntime"]
 
 
@@ -171,7 +173,7 @@ def decode(args: argparse.Namespace, path: Path) -> None:
     t = interleaved(calls, args.repeats, warmup=2)
     print(f"\n2. decoding ({'same' if same else 'DIFFERENT'} pixels from Pillow and OpenCV for the JPEG)")
     for label, timing in t.items():
-        print(f"{label:44s} {ms(timing.median)} ms")
+        print(f"{label:44s} {ms(timing.median)} ms (best {ms(timing.best).strip()})")
 
 
 def postprocess(args: argparse.Namespace, predictor: Predictor, path: Path) -> np.ndarray:
@@ -188,7 +190,7 @@ def postprocess(args: argparse.Namespace, predictor: Predictor, path: Path) -> n
     )
     print(f"\n3. post-processing {' + '.join(steps)} at {mask.shape[1]}x{mask.shape[0]}: {differ} pixels differ")
     for label, timing in t.items():
-        print(f"{label:44s} {ms(timing.median)} ms")
+        print(f"{label:44s} {ms(timing.median)} ms (best {ms(timing.best).strip()})")
     return apply_postprocessing(mask, steps)
 
 
@@ -205,7 +207,7 @@ def png(args: argparse.Namespace, path: Path, mask: np.ndarray, tmp: Path) -> No
     sizes = [(tmp / "pil.png").stat().st_size, (tmp / "fast.png").stat().st_size]
     print("\n4. writing the overlay PNG")
     for (label, timing), size in zip(t.items(), sizes):
-        print(f"{label:44s} {ms(timing.median)} ms {size / 1e3:9.0f} kB")
+        print(f"{label:44s} {ms(timing.median)} ms (best {ms(timing.best).strip()}) {size / 1e3:6.0f} kB")
     same = np.array_equal(np.asarray(Image.open(tmp / "pil.png")), np.asarray(Image.open(tmp / "fast.png")))
     print(f"{'':44s} (same pixels read back: {same})")
 
@@ -230,7 +232,7 @@ def process(args: argparse.Namespace, path: Path, tmp: Path) -> None:
     t = interleaved(calls, args.process_runs, warmup=1)
     print(f"\n5. the whole process, {args.cores} core(s), median of {args.process_runs} interleaved runs")
     for label, timing in t.items():
-        print(f"{label:44s} {timing.median:8.2f} s")
+        print(f"{label:44s} {timing.median:8.2f} s (best {timing.best:.2f} s)")
     print(f"{'':44s} (torch imported by the default run: {loaded.stdout.strip().splitlines()[-1]})")
 
 
