@@ -207,6 +207,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    # Imports stay inside the verbs: with the onnxruntime backend, predict never imports torch.
     from .inference import Predictor
     from .inference.files import collect_inputs, segment_files
 
@@ -350,12 +351,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import ipaddress
     import os
 
-    import torch
-
     # uvicorn's own style for the package's records (model loading); through the one handler, never a second one.
     _setup_logging(args.verbose, args.quiet, fmt="%(levelname)s:     %(message)s")
-    # Each pool thread runs its own model call: split the cores between them rather than oversubscribe.
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // args.workers_threads))
     app = create_app(
         models=args.model or None,
         max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
@@ -366,7 +363,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         device=args.device,
         work_pixels=int(args.work_megapixels * 1e6),
         body_timeout=args.body_timeout,
+        backend=args.backend,
     )
+    if "torch" in sys.modules:  # a model on the torch backend (onnxruntime sessions got their share in create_app)
+        # Each pool thread runs its own model call: split the cores between them rather than oversubscribe.
+        sys.modules["torch"].set_num_threads(max(1, (os.cpu_count() or 1) // args.workers_threads))
     try:
         loopback = ipaddress.ip_address(args.host).is_loopback
     except ValueError:
@@ -682,10 +683,11 @@ def _add_predict(sub) -> None:
     )
     p.add_argument(
         "--backend",
-        default="torch",
-        choices=("torch", "onnxruntime"),
-        help="torch (eager PyTorch, the default) or onnxruntime (the model exported to ONNX once and cached; needs "
-        "the onnx extra)",
+        default="auto",
+        choices=("auto", "torch", "onnxruntime"),
+        help="auto (default): onnxruntime on the CPU when it is installed and the model has an ONNX graph (shipped "
+        "models do; a checkpoint once exported with --backend onnxruntime), which runs without importing torch; "
+        "torch otherwise (CUDA, bf16)",
     )
     _add_inference(p, ("fp32", "bf16"))
     p.add_argument("--no-overlay", action="store_true", help="write no overlay images")
@@ -736,6 +738,12 @@ def _add_serve(sub) -> None:
         "--queue-size", type=int, default=16, help="requests that may wait for a thread; beyond them 503 (default: 16)"
     )
     _add_device(p, "cpu", "auto (CUDA when present), cpu, cuda or cuda:N: where the models run (default: cpu)")
+    p.add_argument(
+        "--backend",
+        default="auto",
+        choices=("auto", "torch", "onnxruntime"),
+        help="auto (default): onnxruntime on the CPU for models with an ONNX graph (no torch import), else torch",
+    )
     p.add_argument("--max-upload-mb", type=float, default=20.0, help="largest image file accepted (default: 20)")
     p.add_argument("--max-megapixels", type=float, default=40.0, help="largest image accepted (default: 40)")
     p.add_argument(

@@ -5,11 +5,15 @@ evaluation), inference (the predictor, without the engine), the benchmark, the s
 ``perf/`` and ``tools/`` all ask the same functions:
 
 - :func:`resolve_device`: ``auto`` / ``cpu`` / ``cuda`` / ``cuda:N`` to a torch device (under ``torchrun`` the GPU of
-  the process's ``LOCAL_RANK``), refusing CUDA where torch sees none rather than silently running on the CPU.
+  the process's ``LOCAL_RANK``), refusing CUDA where torch sees none rather than silently running on the CPU;
+  :func:`cuda_possible` says, without importing torch where no driver is loaded, whether a GPU may be there.
 - :func:`autocast_context`: the autocast of a precision (``fp32``, ``bf16``, ``fp16``) on a device.
 - Provenance: :func:`cpu_name`, :func:`cpu_flags` (one reader of ``/proc/cpuinfo``), :func:`machine_description` and
   :func:`lesionseg_commit`, for checkpoint records, benchmark results and the speed scripts. These degrade to a plain
   answer where the information is absent (no ``/proc``, no git) instead of raising.
+
+torch is imported inside the functions that need it, never by importing this module: the onnxruntime inference path
+imports it and stays torch-free.
 """
 
 from __future__ import annotations
@@ -20,8 +24,10 @@ import os
 import platform
 import subprocess
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "DEVICE_CHOICES",
@@ -29,6 +35,7 @@ __all__ = [
     "autocast_context",
     "cpu_flags",
     "cpu_name",
+    "cuda_possible",
     "env_world_size",
     "lesionseg_commit",
     "local_rank",
@@ -50,6 +57,16 @@ def local_rank() -> int:
     return int(os.environ.get("LOCAL_RANK", "0"))
 
 
+def cuda_possible() -> bool:
+    """Whether a CUDA device may be present, answered without importing torch where it cannot be: a machine without
+    a loaded NVIDIA driver has none. Where a driver is loaded, torch is asked."""
+    if not os.path.exists("/proc/driver/nvidia/version") and not os.path.exists("/dev/nvidiactl"):
+        return False
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def resolve_device(spec: str | torch.device = "auto") -> torch.device:
     """The torch device a spec names.
 
@@ -60,6 +77,8 @@ def resolve_device(spec: str | torch.device = "auto") -> torch.device:
     Raises:
         ValueError: an unknown spec, CUDA requested where torch sees none, or a GPU index past the last GPU.
     """
+    import torch
+
     spec = str(spec).strip().lower()
     if spec == "cpu":
         return torch.device("cpu")
@@ -96,6 +115,8 @@ def autocast_context(precision: str, device: torch.device | str = "cpu"):
     Raises:
         ValueError: an unknown precision, or ``fp16`` on a non-CUDA device.
     """
+    import torch
+
     kind = torch.device(device).type
     if precision == "bf16":
         return torch.autocast(device_type=kind, dtype=torch.bfloat16)
@@ -136,6 +157,8 @@ def cpu_name() -> str:
 
 def machine_description(device: torch.device | None = None) -> str:
     """Host, CPU model, torch version and the accelerator (``vm (AMD EPYC, torch 2.13.0+cpu, CPU)``)."""
+    import torch
+
     where = "CPU"
     if device is not None and device.type == "cuda":
         where = f"GPU {torch.cuda.get_device_name(device)}"

@@ -14,6 +14,7 @@ import yaml
 from ..data.splits import SplitDrawConfig
 from ..data.transforms import AugmentConfig
 from ..registry import suggest
+from ..runtime import PRECISIONS
 from .optim import check_scheduler_kwargs, list_optimizers
 
 __all__ = [
@@ -174,9 +175,6 @@ class TrainConfig:
     trust: bool = True
     out_dir: str = "runs"
     name: str = ""
-
-
-PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 @dataclass

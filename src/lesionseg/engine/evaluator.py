@@ -11,8 +11,9 @@ from typing import Any
 
 import numpy as np
 
-from ..data.base import DataProblem, SegmentationDataset
+from ..data.base import DataProblem
 from ..data.cache import open_case_cache
+from ..data.dataset import SegmentationDataset
 from ..data.ph2 import diagnosis_name, diagnosis_order
 from ..data.splits import Split, select_cases
 from ..inference.predictor import Predictor

@@ -19,18 +19,37 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
-from PIL import Image
-from tqdm.auto import tqdm
 
 from ..data.io import IMAGE_EXTENSIONS, ImageReadError, read_image, read_mask
 from .measure import MEASUREMENT_FIELDS, check_pixel_size, measure_lesion
 from .predictor import Predictor
 from .trust import TRUST_FIELDS
 
-__all__ = ["collect_inputs", "segment_files", "PredictSummary", "InputProblem"]
+__all__ = ["collect_inputs", "segment_files", "PredictSummary", "InputProblem", "write_png"]
 
 _logger = logging.getLogger(__name__)
+
+
+def write_png(path: Path, image: np.ndarray, mask: bool = False) -> None:
+    """Write RGB uint8 (H, W, 3) or gray uint8 / uint16 (H, W) ``image`` as a PNG at zlib level 1.
+
+    Level 1 writes a 768x576 overlay about 6x quicker than Pillow's default level 6, for a file about 1.1x larger
+    (``perf/predict_latency.py``, section 4). ``mask`` (values 0 and 255) adds the run-length strategy, which packs a
+    mask's long runs about 4x smaller at the same speed (as the web API's masks).
+
+    Raises:
+        OSError: the file cannot be written.
+    """
+    params = [cv2.IMWRITE_PNG_COMPRESSION, 1]
+    if mask:
+        params += [cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE]
+    pixels = cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if image.ndim == 3 and image.shape[2] == 3 else image
+    ok, buf = cv2.imencode(".png", pixels, params)
+    if not ok:
+        raise OSError(f"{path}: PNG encoding failed")
+    path.write_bytes(buf.tobytes())
 
 
 @dataclass(frozen=True)
@@ -185,9 +204,12 @@ def segment_files(
         "out_of_distribution_check": predictor.description is not None,
     }
     inter_sum = total_sum = 0
-    for path, name in tqdm(
-        list(zip(paths, _output_names(paths))), desc="predict", unit="img", disable=not progress, leave=False
-    ):
+    jobs: Iterable[tuple[Path, str]] = list(zip(paths, _output_names(paths)))
+    if progress:  # tqdm.auto is imported only for a bar: it costs a one-image run 30-80 ms
+        from tqdm.auto import tqdm
+
+        jobs = tqdm(jobs, desc="predict", unit="img", leave=False)
+    for path, name in jobs:
         try:
             image = read_image(path, predictor.in_channels)
             prediction = predictor.predict([image])[0]
@@ -198,7 +220,7 @@ def segment_files(
                 truth = read_mask(truth_path, truth_threshold) != 0
                 if truth.shape != mask.shape:
                     raise ImageReadError(f"{truth_path}: mask size differs from image {path}")
-            Image.fromarray(mask * 255).save(out / f"{name}_mask.png")
+            write_png(out / f"{name}_mask.png", mask * np.uint8(255), mask=True)
             row: dict[str, Any] = {
                 "image": str(path),
                 "mask": str(out / f"{name}_mask.png"),
@@ -208,10 +230,10 @@ def segment_files(
             }
             if save_probabilities:
                 prob16 = np.round(np.clip(prediction.prob, 0.0, 1.0) * 65535).astype(np.uint16)
-                Image.fromarray(prob16).save(out / f"{name}_prob.png")
+                write_png(out / f"{name}_prob.png", prob16)
                 row["probability"] = str(out / f"{name}_prob.png")
             if overlay:
-                Image.fromarray(overlay_mask(image, mask)).save(out / f"{name}_overlay.png")
+                write_png(out / f"{name}_overlay.png", overlay_mask(image, mask))
             row.update(measure_lesion(mask).to_dict(pixel_size))
             row.update(prediction.trust.to_dict())
             if truth is not None:
