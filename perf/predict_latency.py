@@ -42,10 +42,10 @@ from _timing import interleaved
 from PIL import Image, ImageOps
 
 from lesionseg.data.io import read_image
-from lesionseg.engine.provenance import cpu_flags, cpu_name
 from lesionseg.inference import Predictor, measure_lesion
 from lesionseg.inference.files import write_png
 from lesionseg.inference.postprocess import POSTPROCESS_STEPS, apply_postprocessing
+from lesionseg.runtime import cpu_flags, cpu_name
 from lesionseg.viz.overlay import overlay_mask
 
 REPO = Path(__file__).resolve().parents[1]

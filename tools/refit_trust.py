@@ -26,11 +26,11 @@ import numpy as np
 
 from lesionseg.data import load_split, scan_cases
 from lesionseg.data.base import load_case
-from lesionseg.engine.provenance import cpu_name
 from lesionseg.inference import Predictor
 from lesionseg.inference.trust import image_features
 from lesionseg.inference.trust_fit import evaluate_trust, fit_trust
 from lesionseg.models.hub import WEIGHTS_DIR, load_record
+from lesionseg.runtime import cpu_name
 
 __all__ = ["trust_card_section"]
 
@@ -150,7 +150,7 @@ def main() -> None:
     )
     evaluation = evaluate_trust(predictor, [cases[i] for i in split.test], progress=True)
     test: dict[str, Any] = evaluation.summary()
-    test["command"] = f"`lesionseg evaluate --checkpoint {args.tag} --data-root {args.data_root}`"
+    test["command"] = f"`lesionseg evaluate --model {args.tag} --data-root {args.data_root}`"
     test["machine"] = f"{cpu_name()}"
     if args.other_root:
         other = scan_cases(args.other_root).cases

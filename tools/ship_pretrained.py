@@ -33,12 +33,12 @@ from safetensors.torch import load_file, save_file
 
 from lesionseg.data import load_split
 from lesionseg.engine import Trainer, evaluate_checkpoint
-from lesionseg.engine.provenance import cpu_name
 from lesionseg.inference import Predictor, measure_lesion
 from lesionseg.inference.export import export_onnx
 from lesionseg.metrics import format_table
 from lesionseg.models.complexity import count_macs, count_parameters
 from lesionseg.models.hub import WEIGHTS_DIR, ShippedInfo, load_model, load_record
+from lesionseg.runtime import cpu_name
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -132,7 +132,7 @@ def main() -> None:
         if trust is None or record.quality is None
         else {
             **trust.summary(),
-            "command": f"`lesionseg evaluate --checkpoint {args.tag} --data-root {trained.root}`",
+            "command": f"`lesionseg evaluate --model {args.tag} --data-root {trained.root}`",
             "machine": cpu_name(),
         },
     )
@@ -207,8 +207,8 @@ Scores in percent; **global** = one confusion matrix over all test pixels (how p
 mean of each image's score; HD95 in pixels of the evaluated resolution. Post-processing applied.
 
 ```bash
-lesionseg evaluate --checkpoint {args.tag} --data-root {data_root}            # at {size[0]}x{size[1]}
-lesionseg evaluate --checkpoint {args.tag} --data-root {data_root} --native   # at each image's own resolution
+lesionseg evaluate --model {args.tag} --data-root {data_root}            # at {size[0]}x{size[1]}
+lesionseg evaluate --model {args.tag} --data-root {data_root} --native   # at each image's own resolution
 ```
 
 {format_table(evaluations["working"][1], evaluations["working"][0].title)}
@@ -220,7 +220,7 @@ Each test image measured on its predicted and on its hand-drawn mask, at its own
 `predict` and the API use:
 
 ```bash
-lesionseg evaluate --checkpoint {args.tag} --data-root {data_root} --native --measurements --out eval_{args.tag}
+lesionseg evaluate --model {args.tag} --data-root {data_root} --native --measurements --out eval_{args.tag}
 ```
 
 {evaluations["native"][0].agreement.table()}

@@ -18,8 +18,15 @@ def test_defaults_and_overrides(tmp_path):
 
 
 def test_unknown_key_and_bad_type_are_named():
-    with pytest.raises(ValueError, match="unknown key.*'epoch'"):
+    with pytest.raises(ValueError, match=r"unknown key 'train.epoch' \(did you mean 'train.epochs'\?\)"):
         config_from_dict({"train": {"epoch": 3}})
+    # a misspelt section, as `--set trian.epochs=3` writes it: the full key both ways
+    with pytest.raises(ValueError, match=r"unknown key 'trian.epochs' \(did you mean 'train.epochs'\?\)"):
+        load_config(None, ["trian.epochs=3"])
+    with pytest.raises(ValueError, match=r"unknown key 'dat.batch_sise' \(did you mean 'data.batch_size'\?\)"):
+        load_config(None, ["dat.batch_sise=4"])
+    with pytest.raises(ValueError, match=r"unknown key 'zzz'; known"):  # nothing close: no guess
+        config_from_dict({"zzz": 1})
     with pytest.raises(ValueError, match="train.epochs: expected an integer"):
         config_from_dict({"train": {"epochs": "many"}})
     with pytest.raises(ValueError, match="precision"):

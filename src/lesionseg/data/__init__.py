@@ -33,9 +33,12 @@ from .io import DEFAULT_MAX_PIXELS, ImageReadError, decode_image_bytes, decode_m
 from .splits import (
     PROTOCOLS,
     Split,
+    SplitDrawConfig,
     SplitProtocol,
     builtin_splits,
     case_groups,
+    case_strata,
+    ensure_split,
     kfold,
     load_split,
     make_split,
@@ -43,6 +46,8 @@ from .splits import (
     protocol_splits,
     repeated_holdout,
     save_split,
+    select_cases,
+    split_cases,
 )
 from .synthetic import blob_pair, write_blob_dataset
 from .transforms import AugmentConfig, build_train_transform
@@ -64,11 +69,13 @@ __all__ = [
     "ScanResult",
     "SegmentationDataset",
     "Split",
+    "SplitDrawConfig",
     "SplitProtocol",
     "blob_pair",
     "build_train_transform",
     "builtin_splits",
     "case_groups",
+    "case_strata",
     "check_case",
     "check_cases",
     "check_root",
@@ -76,6 +83,7 @@ __all__ = [
     "default_cache_dir",
     "decode_mask_bytes",
     "detect_layout",
+    "ensure_split",
     "find_cases",
     "index_images",
     "kfold",
@@ -97,6 +105,8 @@ __all__ = [
     "save_split",
     "scan_cases",
     "screen_cases",
+    "select_cases",
+    "split_cases",
     "write_blob_dataset",
 ]
 

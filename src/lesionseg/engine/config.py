@@ -11,7 +11,10 @@ from typing import Any
 
 import yaml
 
+from ..data.splits import SplitDrawConfig
 from ..data.transforms import AugmentConfig
+from ..registry import suggest
+from ..runtime import PRECISIONS
 from .optim import check_scheduler_kwargs, list_optimizers
 
 __all__ = [
@@ -28,27 +31,6 @@ __all__ = [
     "config_to_dict",
     "save_config",
 ]
-
-
-@dataclass
-class SplitDrawConfig:
-    """How to draw ``data.split`` on first use when that JSON file does not exist yet (then it is stored and read back).
-
-    Attributes:
-        test_fraction: fraction of the drawn ids held out for test.
-        val_fraction: fraction of the drawn ids taken out of the training part for validation.
-        seed: seed of the draw.
-        subsets: draw only among cases of these official subsets (``[train]`` = ISIC 2018's Task 1 training images,
-            as the papers split them; ``[train, val]`` = the ISIC 2017 pool of the VM-UNet family); None = every case
-            with a mask.
-        stratify: case meta field to stratify by (``diagnosis`` for PH2); None = no stratification.
-    """
-
-    test_fraction: float = 0.2
-    val_fraction: float = 0.1
-    seed: int = 0
-    subsets: tuple[str, ...] | None = None
-    stratify: str | None = None
 
 
 @dataclass
@@ -195,9 +177,6 @@ class TrainConfig:
     name: str = ""
 
 
-PRECISIONS = ("fp32", "bf16", "fp16")
-
-
 @dataclass
 class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
@@ -281,12 +260,42 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
     return value
 
 
+def _section_type(tp: Any) -> type | None:
+    """The dataclass a field's type names (``X`` or ``X | None``), None for a plain value."""
+    if dataclasses.is_dataclass(tp):
+        return tp
+    for arg in typing.get_args(tp):
+        if dataclasses.is_dataclass(arg):
+            return arg
+    return None
+
+
+def _unknown_key(where: str, key: str, value: Any, hints: dict[str, Any]) -> str:
+    """``unknown key 'trian.epochs' (did you mean 'train.epochs'?)``: the key as the user wrote it (down to the value
+    of a one-key section, as ``--set a.b=v`` makes), the closest known key in the same form."""
+    full = f"{where}.{key}" if where else key
+    close = suggest(key, sorted(hints), n=1)
+    if not close:
+        return f"unknown key {full!r}"
+    guess = f"{where}.{close[0]}" if where else close[0]
+    section = _section_type(hints[close[0]])
+    if section is not None and isinstance(value, dict) and len(value) == 1:
+        (sub,) = value
+        full += f".{sub}"
+        sub_close = suggest(str(sub), [f.name for f in dataclasses.fields(section)], n=1)
+        if sub_close:
+            guess += f".{sub_close[0]}"
+    return f"unknown key {full!r} (did you mean {guess!r}?)"
+
+
 def _from_dict(cls: type, data: dict[str, Any], where: str) -> Any:
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = set(data) - names
     if unknown:
-        raise ValueError(f"{where or 'config'}: unknown key(s) {sorted(unknown)}; known: {sorted(names)}")
+        known = {k: v for k, v in hints.items() if k in names}
+        problems = "; ".join(_unknown_key(where, k, data[k], known) for k in sorted(unknown))
+        raise ValueError(f"{where or 'config'}: {problems}; known: {sorted(names)}")
     kwargs = {k: _convert(hints[k], v, f"{where}.{k}" if where else k) for k, v in data.items()}
     return cls(**kwargs)
 

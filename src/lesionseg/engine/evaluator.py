@@ -11,25 +11,23 @@ from typing import Any
 
 import numpy as np
 
-from ..data.base import Case, DataProblem, scan_cases
+from ..data.base import DataProblem
 from ..data.cache import open_case_cache
-from ..data.check import screen_cases
 from ..data.dataset import SegmentationDataset
 from ..data.ph2 import diagnosis_name, diagnosis_order
-from ..data.splits import Split, load_split
+from ..data.splits import Split, select_cases
 from ..inference.predictor import Predictor
 from ..inference.trust_fit import TrustEvaluation, evaluate_trust
 from ..metrics import SegmentationMetrics, format_table
 from ..metrics.stats import SIZE_TERTILES, Subgroup, size_tertiles, subgroup_means
 from ..models.hub import load_model, resolve_checkpoint
-from .distributed import resolve_device
+from ..runtime import resolve_device
 from .measurements import MeasurementAgreement
 
 __all__ = [
     "Evaluation",
     "evaluate_checkpoint",
     "evaluate_dataset",
-    "select_cases",
 ]
 
 
@@ -55,59 +53,6 @@ def evaluate_dataset(
                 on_case(case_id, pred[i, 0].numpy(), target[i, 0].numpy())
         metrics.update(pred, target, ids=ids)
     return metrics
-
-
-def select_cases(
-    root: str | Path,
-    layout: str | None = None,
-    split: str | Split | None = None,
-    subset: str = "test",
-    skip_bad: bool = False,
-    channels: int = 3,
-    progress: bool = False,
-    skipped: list[DataProblem] | None = None,
-    known_readable: Callable[[Case], bool] | None = None,
-) -> tuple[list[Case], str]:
-    """Cases of ``root`` to evaluate, and a description of the choice.
-
-    With a split and ``subset="test"``: the split's test ids found under ``root`` plus every id the split does not
-    list at all (cases unseen in training, e.g. another copy of the dataset); ids used for training or validation are
-    left out. ``subset="train"``/``"val"``: exactly those ids. ``subset="all"`` or no split: every case.
-
-    Every chosen case is read once first: cases with unusable files (unreadable, no mask, sizes differ, ...) raise
-    :class:`~lesionseg.data.BadDataError` naming all of them, or with ``skip_bad`` are left out and their problems
-    appended to ``skipped``. Cases for which ``known_readable`` returns True (a valid disk-cache entry) are not read.
-    """
-    scan = scan_cases(root, layout)
-    ids = sorted({c.id for c in scan.cases if c.mask is not None} | {p.case_id for p in scan.problems if p.case_id})
-    sp = None if split is None or subset == "all" else (split if isinstance(split, Split) else load_split(split))
-    if sp is None:
-        chosen = ids
-    elif subset == "test":
-        seen = set(sp.train) | set(sp.val)
-        chosen = [i for i in ids if i not in seen]
-    else:
-        wanted = set(sp.subset(subset))
-        chosen = [i for i in ids if i in wanted]
-    cases, bad = screen_cases(
-        scan, chosen, skip_bad=skip_bad, channels=channels, progress=progress, known_readable=known_readable
-    )
-    cases = [c for c in cases if c.mask is not None]
-    if skipped is not None:
-        skipped.extend(bad)
-    note = f" ({len({p.case_id for p in bad})} skipped for unusable files)" if bad else ""
-    if sp is None:
-        desc = f"all {len(cases)} cases of {root}{note}"
-    elif subset == "test":
-        n_test = sum(c.id in set(sp.test) for c in cases)
-        desc = (
-            f"{len(cases)} cases of {root}: {n_test} split test ids + {len(cases) - n_test} ids not in the split{note}"
-        )
-    else:
-        desc = f"{len(cases)} {subset} ids of {root}{note}"
-    if not cases:
-        raise ValueError(f"{root}: no cases left to evaluate for subset {subset!r}")
-    return cases, desc
 
 
 @dataclass

@@ -37,14 +37,14 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 from tqdm.auto import tqdm
 
-from ..data.base import Case, DataProblem, scan_cases
+from ..data.base import DataProblem, scan_cases
 from ..data.cache import open_case_cache
 from ..data.check import screen_cases
 from ..data.dataset import SegmentationDataset
-from ..data.splits import Split, load_split, make_split, save_split
+from ..data.splits import ensure_split, load_split, split_cases
 from ..data.transforms import build_train_transform
 from ..inference.postprocess import select_postprocessing
-from ..inference.predictor import Predictor, autocast_context
+from ..inference.predictor import Predictor
 from ..inference.trust_fit import fit_trust
 from ..losses import DeepSupervisionLoss, build_loss
 from ..metrics import TRAINING_METRICS, training_csv_columns
@@ -60,6 +60,7 @@ from ..models.hub import (
     load_state,
     save_checkpoint,
 )
+from ..runtime import autocast_context, lesionseg_commit, machine_description
 from ..viz.curves import plot_training_curves
 from .config import RunConfig, config_to_dict, load_config, save_config
 from .distributed import (
@@ -73,13 +74,10 @@ from .distributed import (
     wrap_model,
 )
 from .optim import ScheduleState, build_optimizer, scheduled_lr
-from .provenance import lesionseg_commit, machine_description
 
-__all__ = ["Trainer", "ensure_split", "seed_everything", "split_cases"]
+__all__ = ["Trainer", "seed_everything"]
 
 _logger = logging.getLogger(__name__)
-
-logger = logging.getLogger(__name__)
 
 # The validation columns come from the metric registry (val_dice_per_image, val_dice_global, val_iou_...).
 _CSV_FIELDS = ("epoch", "step", "lr", "train_loss", *training_csv_columns(), "epoch_seconds", "elapsed_seconds")
@@ -89,64 +87,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def split_cases(cases: list[Case], split: Split) -> dict[str, list[Case]]:
-    """Train/val/test cases of a split; ids the split lists but the root lacks are an error."""
-    by_id = {c.id: c for c in cases}
-    out = {}
-    for part in ("train", "val", "test"):
-        ids = split.subset(part)
-        missing = [i for i in ids if i not in by_id]
-        if missing and part != "test":
-            raise ValueError(f"split {part} ids missing from the data root, e.g. {missing[:3]}")
-        out[part] = [by_id[i] for i in ids if i in by_id]
-    return out
-
-
-def ensure_split(cfg: RunConfig, cases: list[Case]) -> str | None:
-    """Draw and store ``data.split`` when it names a JSON file that does not exist and ``data.draw_split`` says how.
-
-    Returns a message describing the draw, or None when the split already exists (or is a shipped name).
-
-    Raises:
-        FileNotFoundError: the split file is missing and the config gives no ``data.draw_split``; the message
-            names the ``lesionseg data split`` command that draws it.
-    """
-    d = cfg.data
-    path = Path(d.split)
-    if path.suffix != ".json" or path.is_file():
-        return None
-    draw = d.draw_split
-    if draw is None:
-        raise FileNotFoundError(
-            f"{path}: no such split file. Draw and store it once with\n  lesionseg data split {d.root} "
-            f"{'--layout ' + d.layout + ' ' if d.layout else ''}--seed 0 --out {path}\n"
-            "(or give the config a data.draw_split section, which draws it on first use)"
-        )
-    pool = [c for c in cases if c.mask is not None]
-    where = f"{d.root}" + (f" (subsets {', '.join(draw.subsets)})" if draw.subsets else "")
-    if draw.subsets is not None:
-        pool = [c for c in pool if c.meta.get("subset") in draw.subsets]
-    if not pool:
-        raise ValueError(f"{where}: no labelled cases to draw {path} from (data.draw_split.subsets)")
-    strata = None
-    if draw.stratify:
-        strata = {c.id: c.meta.get(draw.stratify) for c in pool}
-        lacking = [i for i, v in strata.items() if v is None]
-        if lacking:
-            raise ValueError(
-                f"data.draw_split.stratify {draw.stratify!r}: {len(lacking)} cases lack it, e.g. {lacking[0]}"
-            )
-    split = make_split(
-        [c.id for c in pool], draw.test_fraction, draw.val_fraction, draw.seed, strata, name=Path(d.root).name
-    )
-    split.info["drawn_from"] = where
-    save_split(split, path)
-    return (
-        f"split {path} did not exist: drew it from {len(pool)} cases of {where}: train {len(split.train)}, "
-        f"val {len(split.val)}, test {len(split.test)} (seed {draw.seed}), and stored it; later runs read it back"
-    )
 
 
 def _per_process_batch(batch_size: int, world_size: int) -> int:
@@ -255,10 +195,9 @@ class Trainer:
             )
         scan = scan_cases(d.root, d.layout)
         if self.is_main:
-            message = ensure_split(self.cfg, scan.cases)
+            message = ensure_split(d.split, scan.cases, d.draw_split, d.root, d.layout)
             if message:
                 _logger.warning(message)
-                tqdm.write(message)
         barrier()  # the other ranks read the split rank 0 may just have drawn
         split = load_split(d.split)
         disk_cache = open_case_cache(d.cache_dir, d.root)
@@ -538,8 +477,11 @@ class Trainer:
             choice = select_postprocessing(preds, gts, reduction=reduction)
             chosen = PostProcessing(steps=tuple(choice.steps), reduction=choice.reduction, val_dice=dict(choice.scores))
             record = replace(record, postprocess=chosen)
-            tqdm.write(
-                f"post-processing chosen on {len(preds)} validation ids: {choice.steps or 'none'} ({choice.scores})"
+            _logger.info(
+                "post-processing chosen on %d validation ids: %s (%s)",
+                len(preds),
+                choice.steps or "none",
+                choice.scores,
             )
         if fit_trust_now:
             # The predictor as it will predict (with the chosen post-processing), at T = 1.
@@ -548,7 +490,7 @@ class Trainer:
             )
             fit = fit_trust(predictor, self.train_set.cases, self.val_set.cases)
             record = fit.apply_to(record)
-            tqdm.write(
+            _logger.info(
                 f"trust fitted on {len(self.val_set)} validation ids: temperature {fit.temperature:.3f} (ECE "
                 f"{fit.validation['ece_before']:.4f} -> {fit.validation['ece_after']:.4f}), quality cut "
                 f"{fit.quality.low_confidence_below:.3f} ({fit.quality.rule}), out-of-distribution threshold "
@@ -707,7 +649,7 @@ class Trainer:
         if "val_dice_per_image" in row:
             parts.append(f"val Dice per-image {row['val_dice_per_image']:.4f} global {row['val_dice_global']:.4f}")
         parts.append(f"{row['epoch_seconds']:.1f}s (elapsed {row['elapsed_seconds'] / 60:.1f} min)")
-        logger.info(" | ".join(parts))
+        _logger.info(" | ".join(parts))
 
     @classmethod
     def from_run_dir(cls, run_dir: str | Path, overrides: list[str] | None = None, progress: bool = True) -> Trainer:

@@ -12,9 +12,7 @@ when the torch backend is chosen, and by :meth:`Predictor.predict_dataset` (whic
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
-import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +24,7 @@ import numpy as np
 from ..data.base import channel_stats, load_case, normalize_image, resize_pair
 from ..data.io import read_image
 from ..models.hub import ModelRecord, load_model, load_record, resolve_checkpoint
+from ..runtime import PRECISIONS, autocast_context, cuda_possible, resolve_device
 from .postprocess import apply_postprocessing
 from .trust import (
     ImageDescription,
@@ -41,51 +40,9 @@ if TYPE_CHECKING:
 
     from ..data.dataset import SegmentationDataset
 
-__all__ = [
-    "BACKENDS",
-    "PRECISIONS",
-    "Prediction",
-    "Predictor",
-    "autocast_context",
-    "choose_backend",
-    "cuda_possible",
-]
+__all__ = ["BACKENDS", "Prediction", "Predictor", "choose_backend"]
 
 BACKENDS = ("torch", "onnxruntime")
-PRECISIONS = ("fp32", "bf16", "fp16")
-
-
-def autocast_context(precision: str, device: torch.device | str = "cpu"):
-    """The autocast context of a precision on a device.
-
-    ``fp32``: no autocast. ``bf16``: bfloat16 autocast on CPU or CUDA. ``fp16``: float16 autocast, CUDA only (float16
-    training also needs a gradient scaler, which the trainer adds; CPU runs use ``bf16``).
-
-    Raises:
-        ValueError: an unknown precision, or ``fp16`` on a non-CUDA device.
-    """
-    import torch
-
-    kind = torch.device(device).type
-    if precision == "bf16":
-        return torch.autocast(device_type=kind, dtype=torch.bfloat16)
-    if precision == "fp16":
-        if kind != "cuda":
-            raise ValueError(f"precision fp16 needs a CUDA device, got {kind}; use bf16 on CPU")
-        return torch.autocast(device_type="cuda", dtype=torch.float16)
-    if precision != "fp32":
-        raise ValueError(f"precision must be fp32, bf16 or fp16, got {precision!r}")
-    return contextlib.nullcontext()
-
-
-def cuda_possible() -> bool:
-    """Whether a CUDA device may be present, answered without importing torch where it cannot be: a machine without
-    a loaded NVIDIA driver has none. Where a driver is loaded, torch is asked."""
-    if not os.path.exists("/proc/driver/nvidia/version") and not os.path.exists("/dev/nvidiactl"):
-        return False
-    import torch
-
-    return torch.cuda.is_available()
 
 
 def choose_backend(
@@ -148,7 +105,8 @@ class Predictor:
         in_channels: 3 (RGB) or 1 (grayscale).
         precision: ``fp32``, ``bf16`` or (CUDA) ``fp16`` (torch backend; onnxruntime runs ``fp32``).
         tta: average over horizontal and vertical flips.
-        device: torch device (torch backend; onnxruntime runs on the CPU).
+        device: ``auto`` (CUDA when present), ``cpu``, ``cuda``, ``cuda:N`` or a torch device (torch backend;
+            onnxruntime runs on the CPU).
         postprocess: mask post-processing steps (see :mod:`lesionseg.inference.postprocess`), usually the ones the
             checkpoint record chose on validation data.
         backend: ``torch`` (eager) or ``onnxruntime``.
@@ -213,7 +171,7 @@ class Predictor:
         self.session = None
         self.model: nn.Module | None = None
         self.record: ModelRecord | None = None  # the checkpoint record, when built from one
-        self._device = device
+        self._device = "cpu"  # onnxruntime's; the torch backend resolves its own below
         if backend == "onnxruntime":
             from .export import onnx_session
 
@@ -234,7 +192,7 @@ class Predictor:
 
             if not isinstance(model, torch.nn.Module):
                 raise TypeError("the torch backend needs an nn.Module; an .onnx file needs backend='onnxruntime'")
-            self._device = torch.device(device)
+            self._device = resolve_device(device)
             autocast_context(precision, self._device)  # fp16 only on CUDA
             self.channels_last = self._device.type == "cpu" if channels_last is None else bool(channels_last)
             memory = torch.channels_last if self.channels_last else torch.contiguous_format

@@ -14,7 +14,6 @@ onnxruntime predictor reads records without them); the functions that touch weig
 
 from __future__ import annotations
 
-import difflib
 import json
 import os
 import types
@@ -24,6 +23,7 @@ from dataclasses import MISSING, Field, dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from ..registry import suggest
 from ._registry import build_model
 
 if TYPE_CHECKING:
@@ -109,7 +109,7 @@ class _RecordPart:
         keys = cls._keys()
         problems = []
         for key in sorted(set(data) - set(keys) - set(cls._meta_keys)):
-            close = difflib.get_close_matches(key, list(keys), n=1)
+            close = suggest(key, list(keys), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             problems.append(f"unknown key {key!r}{hint}")
         missing = [
@@ -689,9 +689,12 @@ def resolve_checkpoint(name: str | Path) -> Path:
     path = Path(name)
     if path.exists() or path.with_name(path.name + ".json").exists():
         return checkpoint_stem(path)
-    if str(name) in list_pretrained():
+    shipped = sorted(list_pretrained())
+    if str(name) in shipped:
         return pretrained_stem(str(name))
+    close = suggest(str(name), shipped)
+    hint = f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""
     raise ValueError(
-        f"{name}: neither a checkpoint (stem, .json, .safetensors or run folder) nor a shipped model "
-        f"({', '.join(sorted(list_pretrained())) or 'none shipped'})"
+        f"{name}: neither a checkpoint (stem, .json, .safetensors or run folder) nor a shipped model{hint}; shipped: "
+        f"{', '.join(shipped) or 'none'}"
     )
