@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from ..data.base import SegmentationDataset, channel_stats, load_case, normalize_image, resize_pair
 from ..data.io import read_image
 from ..models.hub import ModelRecord, load_model, resolve_checkpoint
-from .postprocess import apply_postprocessing
+from .postprocess import apply_postprocessing, check_postprocess_steps
 
 __all__ = ["Predictor", "autocast_context", "BACKENDS"]
 
@@ -151,6 +151,8 @@ class Predictor:
         """
         stem = resolve_checkpoint(path)
         model, record = load_model(stem)
+        if record.postprocess:
+            check_postprocess_steps(record.postprocess.steps, f"{stem}.json: postprocess.steps")
         source: nn.Module | Path = model
         if backend == "onnxruntime":
             from .export import cached_onnx_for_checkpoint

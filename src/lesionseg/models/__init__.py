@@ -22,13 +22,25 @@ from . import unetpp as _unetpp  # noqa: F401
 from . import unext as _unext  # noqa: F401
 from . import utnetv2 as _utnetv2  # noqa: F401
 from . import vmunet as _vmunet  # noqa: F401
-from ._registry import MODELS, build_model, is_model, list_models, model_entrypoint, model_tags, register_model
+from ._registry import (
+    MODELS,
+    build_model,
+    check_model_options,
+    is_model,
+    list_models,
+    model_entrypoint,
+    model_options,
+    model_tags,
+    register_model,
+)
 from .base import ModelOutput, SegmentationModel
 from .hub import create_model
 from .unet import UNet
 
 __all__ = [
     "MODELS",
+    "check_model_options",
+    "model_options",
     "ModelOutput",
     "SegmentationModel",
     "UNet",
