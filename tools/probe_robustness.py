@@ -142,9 +142,9 @@ def _tensor_mutation(kind: str) -> Callable[[Path], None]:
 
     def mutate(path: Path) -> None:
         import torch
-        from safetensors.torch import load_file, save_file
+        from safetensors.torch import load, save_file
 
-        tensors = load_file(str(path))
+        tensors = load(path.read_bytes())  # not mmapped: the file is rewritten below
         floats = [k for k, v in tensors.items() if v.is_floating_point() and v.numel() > 1]
         key = floats[len(floats) // 2]
         if kind == "nan":
@@ -216,9 +216,9 @@ def _truncate(fraction: float) -> Callable[[Path], None]:
 
 def _pickle(path: Path) -> None:
     import torch
-    from safetensors.torch import load_file
+    from safetensors.torch import load
 
-    torch.save(load_file(str(path)), path)  # a torch (pickle) file under the .safetensors name; never unpickled
+    torch.save(load(path.read_bytes()), path)  # a torch (pickle) file under the .safetensors name; never unpickled
 
 
 # (name, file: "weights" | "record", mutation, predict should refuse, evaluate should refuse)
@@ -368,6 +368,7 @@ def probe_checkpoints(jobs: int, only: list[str]) -> list[Outcome]:
             )
             kind, detail = classify(rc, err, refuse_evaluate, _evaluate_sane(out))
             results.append(Outcome(name, "evaluate", kind, detail))
+            print(f"done {name}: {', '.join(o.kind for o in results)}", file=sys.stderr, flush=True)
             return results
 
         with ThreadPoolExecutor(jobs) as pool:
