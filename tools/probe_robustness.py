@@ -378,6 +378,259 @@ def probe_checkpoints(jobs: int, only: list[str]) -> list[Outcome]:
     return outcomes
 
 
+# ------------------------------------------------------------------------------------------------ configs
+# Each a --set override of a tiny valid config; every one is wrong and should be refused before training.
+BAD_CONFIGS: list[str] = [
+    "data.image_size=[0,0]",
+    "data.image_size=[-32,32]",
+    "data.image_size=[100000,100000]",
+    "data.image_size=[32]",
+    "data.image_size=abc",
+    "data.in_channels=0",
+    "data.in_channels=2",
+    "data.mean=[0.5]",
+    "data.mean=[.nan,0.5,0.5]",
+    "data.std=[0,0,0]",
+    "data.std=[-0.2,0.2,0.2]",
+    "data.batch_size=0",
+    "data.batch_size=-4",
+    "data.num_workers=-5",
+    "data.augment.hflip=2",
+    "data.augment.vflip=-1",
+    "data.augment.degrees=720",
+    "data.augment.scale=[1.2,0.8]",
+    "data.augment.scale=[0,1]",
+    "data.augment.hue=3",
+    "data.draw_split={test_fraction: 1.5}",
+    "data.root=/no/such/folder",
+    "data.layout=no_such_layout",
+    "data.split=no_such_split",
+    "model.name=no_such_model",
+    "model.kwargs={bogus: 1}",
+    "model.kwargs={channels: abc}",
+    "loss.name=no_such_loss",
+    "loss.deep_supervision=[0,1]",
+    "optim.name=no_such_optim",
+    "optim.lr=0",
+    "optim.lr=-0.001",
+    "optim.lr=.nan",
+    "optim.min_lr=1",
+    "optim.weight_decay=-1",
+    "optim.betas=[0.9,1.5]",
+    "optim.momentum=2",
+    "optim.scheduler=no_such_schedule",
+    "optim.scheduler_kwargs={bogus: 1}",
+    "optim.warmup_epochs=-3",
+    "optim.grad_clip=-1",
+    "train.epochs=0",
+    "train.time_budget_min=-1",
+    "train.time_budget_min=0",
+    "train.checkpoint_every=0",
+    "train.val_every=0",
+    "train.threshold=1.5",
+    "train.threads=-2",
+    "train.seed=-1",
+    "train.precision=fp8",
+    "train.monitor=accuracy",
+    "train.device=tpu",
+]
+
+
+def probe_configs(jobs: int, only: list[str]) -> list[Outcome]:
+    import yaml
+
+    work = Path(tempfile.mkdtemp(prefix="probe_cfg_"))
+    try:
+        sys.path.insert(0, str(SRC))
+        from lesionseg.data.synthetic import write_blob_dataset
+
+        root = write_blob_dataset(work / "blobs", n=12, size=40)
+        ids = sorted(p.stem for p in (root / "images").iterdir())
+        split = work / "split.json"
+        split.write_text(json.dumps({"info": {}, "train": ids[:8], "val": ids[8:10], "test": ids[10:]}))
+        base = {
+            "data": {
+                "layout": "folder",
+                "root": str(root),
+                "split": str(split),
+                "image_size": [32, 32],
+                "batch_size": 4,
+            },
+            "model": {"name": "unet_small", "kwargs": {"channels": [4, 8, 16]}},
+            "optim": {"lr": 0.01},
+            "train": {"epochs": 1, "out_dir": str(work / "runs"), "threads": 1},
+        }
+        (work / "tiny.yaml").write_text(yaml.safe_dump(base))
+        cases = [c for c in BAD_CONFIGS if not only or c in only]
+
+        def one(i_override: tuple[int, str]) -> Outcome:
+            i, override = i_override
+            run = work / "runs" / f"c{i}"
+            rc, _, err = run_cli(
+                ["train", "--config", str(work / "tiny.yaml"), "--name", f"c{i}", "--set", override, "--no-progress"],
+                work,
+            )
+            trained = (run / "metrics.csv").is_file()
+            if "Traceback (most recent call last)" in err:
+                kind, detail = "traceback", err.strip().splitlines()[-1][:160]
+            elif rc != 0 and trained:
+                kind, detail = "named", "after training started: " + err.strip().splitlines()[-1][:140]
+            elif rc != 0:
+                kind, detail = "named", (err.strip().splitlines() or [f"exit {rc}"])[-1][:160]
+            else:
+                kind, detail = "silent", "exit 0: trained with a wrong config"
+            return Outcome(override, "train", kind, detail)
+
+        with ThreadPoolExecutor(jobs) as pool:
+            outcomes = list(pool.map(one, enumerate(cases)))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return outcomes
+
+
+# ------------------------------------------------------------------------------------------------ resume
+def probe_resume() -> list[Outcome]:
+    """Train 1 epoch, resume to 2, then put epoch 1's files beside epoch 2's (every mixture a kill between the
+    renames can leave) and damage each file; every resume must be refused by name, none go on."""
+    import yaml
+
+    work = Path(tempfile.mkdtemp(prefix="probe_resume_"))
+    outcomes = []
+    try:
+        sys.path.insert(0, str(SRC))
+        from lesionseg.data.synthetic import write_blob_dataset
+
+        root = write_blob_dataset(work / "blobs", n=12, size=40)
+        ids = sorted(p.stem for p in (root / "images").iterdir())
+        split = work / "split.json"
+        split.write_text(json.dumps({"info": {}, "train": ids[:8], "val": ids[8:10], "test": ids[10:]}))
+        cfg = {
+            "data": {
+                "layout": "folder",
+                "root": str(root),
+                "split": str(split),
+                "image_size": [32, 32],
+                "batch_size": 4,
+            },
+            "model": {"name": "unet_small", "kwargs": {"channels": [4, 8, 16]}},
+            "optim": {"lr": 0.01},
+            "train": {"epochs": 1, "out_dir": str(work / "runs"), "name": "r", "threads": 1},
+        }
+        (work / "r.yaml").write_text(yaml.safe_dump(cfg))
+        run = work / "runs" / "r"
+        names = ("last.json", "last.safetensors", "last.state.safetensors")
+        rc, _, err = run_cli(["train", "--config", str(work / "r.yaml"), "--no-progress"], work)
+        assert rc == 0, err
+        epoch1 = {n: (run / n).read_bytes() for n in names}
+        rc, _, err = run_cli(["train", "--resume", str(run), "--set", "train.epochs=2", "--no-progress"], work)
+        assert rc == 0, err
+        epoch2 = {n: (run / n).read_bytes() for n in names}
+        cases: list[tuple[str, dict[str, bytes]]] = []
+        for old in (("last.safetensors",), ("last.state.safetensors",), ("last.safetensors", "last.state.safetensors")):
+            # The record of epoch 1 beside the named files of epoch 2 (renamed before the kill) ...
+            cases.append((f"record@1 + {'+'.join(old)}@2", {**epoch1, **{n: epoch2[n] for n in old}}))
+            # ... and epoch 2's record beside epoch 1's files (a copy or restore that mixed them).
+            cases.append((f"record@2 + {'+'.join(old)}@1", {**epoch2, **{n: epoch1[n] for n in old}}))
+        for n in ("last.safetensors", "last.state.safetensors"):
+            cases.append((f"{n} truncated", {**epoch2, n: epoch2[n][: len(epoch2[n]) // 2]}))
+            flipped = bytearray(epoch2[n])
+            flipped[-7] ^= 0x10
+            cases.append((f"{n} one bit flipped", {**epoch2, n: bytes(flipped)}))
+            cases.append((f"{n} empty", {**epoch2, n: b""}))
+        for name, files in cases:
+            for n, data in files.items():
+                (run / n).write_bytes(data)
+            rc, _, err = run_cli(["train", "--resume", str(run), "--set", "train.epochs=3", "--no-progress"], work)
+            kind, detail = classify(rc, err, True, lambda: None)
+            hint = "lesionseg train --config" in err
+            outcomes.append(Outcome(name, "resume", kind, detail + ("" if hint or kind != "named" else " (no hint)")))
+            print(f"done {name}: {kind}", file=sys.stderr, flush=True)
+        for n, data in epoch2.items():
+            (run / n).write_bytes(data)
+        rc, _, err = run_cli(["train", "--resume", str(run), "--set", "train.epochs=3", "--no-progress"], work)
+        outcomes.append(Outcome("whole epoch-2 checkpoint", "resume", "ok" if rc == 0 else "named", f"exit {rc}"))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return outcomes
+
+
+# ------------------------------------------------------------------------------------------------ disk full
+def probe_diskfull(mount: Path) -> list[Outcome]:
+    """predict --out and a training run folder on a 2 MB tmpfs: named error with the file, summary printed, no
+    partial file. Needs root (mount); the tmpfs is unmounted at the end."""
+    import yaml
+
+    mount.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], check=True)
+    work = Path(tempfile.mkdtemp(prefix="probe_full_"))
+    outcomes = []
+    try:
+        images = work / "images"
+        images.mkdir()
+        for case in sorted(p.name for p in (PH2 / PH2_IMAGES).iterdir())[:12]:
+            src = PH2 / PH2_IMAGES / case / f"{case}_Dermoscopic_Image" / f"{case}.png"
+            if src.is_file():
+                shutil.copyfile(src, images / f"{case}.png")
+        rc, out, err = run_cli(["predict", str(images), "--out", str(mount / "pred"), "--no-progress", "-q"], work)
+        left = sorted(p.name for p in (mount / "pred").iterdir()) if (mount / "pred").is_dir() else []
+        empty = [p for p in left if (mount / "pred" / p).stat().st_size == 0]
+        tmp = [p for p in left if "tmp" in p]
+        summary = [line for line in out.splitlines() if " inputs: " in line]
+        kind, detail = classify(rc, err, True, lambda: None)
+        outcomes.append(
+            Outcome(
+                "predict 12 PH2 images",
+                "predict",
+                kind,
+                f"{detail} | summary: {summary[-1] if summary else 'NOT PRINTED'} | files left {len(left)}, "
+                f"0-byte {len(empty)}, temporary {len(tmp)}",
+            )
+        )
+        for p in left:
+            (mount / "pred" / p).unlink()
+        # Training: a 256x256 unet_small writes a ~7 MB checkpoint, more than the disk holds.
+        root = work / "ph2"
+        (root / PH2_IMAGES).mkdir(parents=True)
+        for name in ("PH2_dataset.txt", "PH2_dataset.csv"):
+            if (PH2 / "PH2Dataset" / name).is_file():
+                shutil.copyfile(PH2 / "PH2Dataset" / name, root / "PH2Dataset" / name)
+        ids = sorted(p.name for p in (PH2 / PH2_IMAGES).iterdir())[:10]
+        for case in ids:
+            (root / PH2_IMAGES / case).symlink_to((PH2 / PH2_IMAGES / case).resolve())
+        split = work / "split.json"
+        split.write_text(json.dumps({"info": {}, "train": ids[:8], "val": ids[8:], "test": []}))
+        cfg = {
+            "data": {"layout": "ph2", "root": str(root), "split": str(split), "image_size": [64, 64], "batch_size": 4},
+            "model": {"name": "unet_small"},
+            "train": {"epochs": 1, "out_dir": str(mount / "runs"), "name": "full", "threads": 1},
+        }
+        (work / "full.yaml").write_text(yaml.safe_dump(cfg))
+        rc, out, err = run_cli(["train", "--config", str(work / "full.yaml"), "--no-progress"], work)
+        run = mount / "runs" / "full"
+        left = sorted(p.name for p in run.iterdir()) if run.is_dir() else []
+        partial = [
+            p
+            for p in left
+            if "tmp" in p
+            or (run / p).stat().st_size == 0
+            or (p.endswith(".safetensors") and not (run / (p.split(".")[0] + ".json")).is_file())
+        ]
+        kind, detail = classify(rc, err, True, lambda: None)
+        outcomes.append(
+            Outcome(
+                "train unet_small 64x64",
+                "train",
+                kind,
+                f"{detail} | summary printed: {'best_epoch' in out} | files left: {', '.join(left)}"
+                + (f" | PARTIAL {partial}" if partial else ""),
+            )
+        )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+        subprocess.run(["umount", str(mount)], check=False)
+    return outcomes
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("probe", choices=("checkpoints", "configs", "resume", "diskfull"))
@@ -392,6 +645,12 @@ def main() -> int:
     SRC = (args.src or SRC).resolve()
     if args.probe == "checkpoints":
         print_counts(probe_checkpoints(args.jobs, args.only), "corrupted checkpoints")
+    elif args.probe == "configs":
+        print_counts(probe_configs(args.jobs, args.only), "bad configs")
+    elif args.probe == "resume":
+        print_counts(probe_resume(), "resume from mixed or damaged checkpoints")
+    else:
+        print_counts(probe_diskfull(Path(args.mount)), "full disk")
     return 0
 
 

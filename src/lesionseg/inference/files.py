@@ -256,11 +256,14 @@ def segment_files(
             summary.rows.append(row)
         except ImageReadError as err:
             summary.failures.append(InputProblem(str(path), _strip_path(str(err), path)))
+            _discard_outputs(out, name)
         except OSError as err:  # an output that could not be written (full disk): named, nothing partial left
             summary.failures.append(InputProblem(str(path), str(err)))
+            _discard_outputs(out, name)
         except Exception as err:  # one file must never end the run; the reason is kept for the report
             _logger.debug("predict failed on %s", path, exc_info=True)
             summary.failures.append(InputProblem(str(path), f"{type(err).__name__}: {_strip_path(str(err), path)}"))
+            _discard_outputs(out, name)
     if total_sum:
         summary.dice_global = inter_sum / total_sum
     try:
@@ -311,6 +314,12 @@ def _earlier_rows(
             "would mix them. Write into another --out, or add --overwrite to replace them"
         )
     return [r for r in rows if Path(r["mask"]).is_file()]
+
+
+def _discard_outputs(out: Path, name: str) -> None:
+    """Remove the files of an image that failed: no mask without its row in the tables."""
+    for kind in ("mask", "overlay", "prob"):
+        (out / f"{name}_{kind}.png").unlink(missing_ok=True)
 
 
 def _save_png(array: np.ndarray, path: Path) -> None:
