@@ -159,6 +159,7 @@ def _tensor_mutation(kind: str) -> Callable[[Path], None]:
         elif kind == "extra":
             tensors["extra.weight"] = torch.zeros(3)
         elif kind == "shape":
+            key = next(k for k, v in tensors.items() if v.is_floating_point() and v.dim() > 1)
             tensors[key] = tensors[key].reshape(-1)
         elif kind == "other_model":
             from lesionseg.models import create_model
