@@ -73,6 +73,7 @@ def test_shipped_configs_load():
         ("data.augment.scale=[1.2,0.8]", "data.augment.scale"),
         ("loss.deep_supervision=[0,1]", "loss.deep_supervision"),
         ("data.in_channels=2", "data.in_channels"),
+        ("data.mean=[0.5]", "data.mean"),
         ("train.seed=-1", "train.seed"),
     ],
 )

@@ -255,7 +255,7 @@ def _check_ranges(cfg: RunConfig) -> None:
     for name in ("mean", "std"):
         values = getattr(d, name)
         _check(
-            len(values) in (1, d.in_channels) or (d.in_channels == 1 and len(values) > 0),
+            len(values) == d.in_channels or (d.in_channels == 1 and len(values) > 0),
             f"data.{name}",
             f"{d.in_channels} value(s), one per input channel",
             list(values),
