@@ -156,13 +156,13 @@ def test_records_without_checksums_still_load(tmp_path):
 def test_a_failed_write_leaves_the_previous_checkpoint_and_no_partial_file(tmp_path, monkeypatch):
     stem = _checkpoint(tmp_path, "last", state={"epoch": 1})
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
-    import lesionseg.models.hub as hub
+    import safetensors.torch
 
     def disk_full(tensors, path):
         Path(path).write_bytes(b"\0" * 10)  # what a full disk leaves: the start of a file
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(hub, "save_file", disk_full)
+    monkeypatch.setattr(safetensors.torch, "save_file", disk_full)
     with pytest.raises(OSError, match=r"last\.(state\.)?safetensors: could not write .*nothing partial"):
         _checkpoint(tmp_path, "last", state={"epoch": 2})
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before

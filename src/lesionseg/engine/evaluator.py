@@ -11,9 +11,10 @@ from typing import Any
 
 import numpy as np
 
-from ..data.base import Case, DataProblem, SegmentationDataset, scan_cases
+from ..data.base import Case, DataProblem, scan_cases
 from ..data.cache import open_case_cache
 from ..data.check import screen_cases
+from ..data.dataset import SegmentationDataset
 from ..data.ph2 import diagnosis_name, diagnosis_order
 from ..data.splits import Split, load_split
 from ..inference.postprocess import check_postprocess_steps

@@ -12,6 +12,9 @@ Every file is written under a temporary name and renamed when whole, the record 
 the weights (and state) it belongs to, so that a checkpoint whose files come from two different saves (a run killed
 while writing) or a damaged file is refused by name instead of loaded. Loading validates every record field, the
 model name and its options against the model's constructor, and the weights (finite, floating where the model's are).
+
+The record, its reading and the shipped models' listing need neither torch nor safetensors' torch bindings (the
+onnxruntime predictor reads records without them); the functions that touch weights import torch when called.
 """
 
 from __future__ import annotations
@@ -27,13 +30,13 @@ import typing
 from collections.abc import Mapping
 from dataclasses import MISSING, Field, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, ClassVar
-
-import torch
-from safetensors.torch import load_file, save_file
-from torch import nn
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ._registry import build_model, check_model_options
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 __all__ = [
     "FORMAT_VERSION",
@@ -536,6 +539,8 @@ def _write_tmp(path: Path, write) -> Path:
 
 def pack_state(obj: Any, prefix: str, tensors: dict[str, torch.Tensor]) -> Any:
     """JSON-able structure of ``obj`` with every tensor moved into ``tensors`` under a path key."""
+    import torch
+
     if isinstance(obj, torch.Tensor):
         tensors[prefix] = obj.detach().cpu().contiguous()
         return {"__tensor__": prefix}
@@ -589,6 +594,8 @@ def save_checkpoint(
     Raises:
         OSError: a file could not be written (a full disk); the message names it and no temporary file is left.
     """
+    from safetensors.torch import save_file
+
     if not isinstance(record, ModelRecord):
         raise TypeError(f"save_checkpoint needs a ModelRecord, got {type(record).__name__}")
     stem = Path(stem)
@@ -641,6 +648,8 @@ def load_record(path: str | Path) -> ModelRecord:
 
 def _read_tensors(path: Path, expected_sha: str | None, record_path: Path, device: str = "cpu") -> dict[str, Any]:
     """The tensors of a safetensors file, refused by name when missing, damaged or not the record's."""
+    from safetensors.torch import load_file
+
     if not path.is_file():
         raise CheckpointError(f"{path}: file missing (the record {record_path.name} needs it)")
     if expected_sha is not None:
@@ -683,6 +692,8 @@ def check_weights(weights: Mapping[str, torch.Tensor], model: nn.Module, source:
     Raises:
         CheckpointError: the message names ``source`` and the first bad tensor.
     """
+    import torch
+
     expected = model.state_dict()
     for key, value in weights.items():
         want = expected.get(key)
