@@ -37,7 +37,7 @@ from lesionseg.inference import Predictor, measure_lesion
 from lesionseg.inference.export import export_onnx
 from lesionseg.metrics import format_table
 from lesionseg.models.complexity import count_macs, count_parameters
-from lesionseg.models.hub import WEIGHTS_DIR, ShippedInfo, load_model, load_record
+from lesionseg.models.hub import WEIGHTS_DIR, FileChecksums, ShippedInfo, file_sha256, load_model, load_record
 from lesionseg.runtime import cpu_name
 
 REPO = Path(__file__).resolve().parents[1]
@@ -88,7 +88,9 @@ def main() -> None:
         weights = load_file(str(best) + ".safetensors")
         half = args.run_dir / "best_float16"
         save_file({k: v.half() if v.is_floating_point() else v for k, v in weights.items()}, str(half) + ".safetensors")
-        shutil.copyfile(str(best) + ".json", str(half) + ".json")
+        # The record names the checksum of the weights it belongs to: the float16 file's now.
+        sealed = replace(record, sha256=FileChecksums(weights=file_sha256(str(half) + ".safetensors")))
+        Path(str(half) + ".json").write_text(sealed.to_json())
         best = half
     evaluations = {}
     for key, native in (("working", False), ("native", True)):

@@ -126,6 +126,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         trainer = Trainer(cfg, progress=not args.no_progress)
     try:
         summary = trainer.fit(resume=bool(args.resume))
+    except OSError:
+        if trainer.is_main:  # what the run did before a file could not be written (a full disk)
+            print(json.dumps(trainer.summary(), indent=1))
+        raise
     finally:
         trainer.close()
     if trainer.is_main:  # under torchrun the other ranks stay quiet
@@ -250,10 +254,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
         truths=truths,
         progress=len(paths) > 1 and not args.no_progress,
         failures=problems,
+        overwrite=args.overwrite,
         save_probabilities=args.save_probabilities,
     )
     _print_predictions(summary, args.pixel_size, quiet=args.quiet)
-    return EXIT_FAILED if summary.failures else 0
+    return EXIT_FAILED if summary.failures or summary.write_error else 0
 
 
 def _print_predictions(summary, pixel_size: float | None, quiet: bool = False) -> None:
@@ -288,11 +293,15 @@ def _print_predictions(summary, pixel_size: float | None, quiet: bool = False) -
             print(line)
     for failure in summary.failures:
         print(f"FAILED {failure.path}: {failure.reason}", file=sys.stderr)
+    if summary.write_error:
+        print(f"FAILED {summary.write_error}", file=sys.stderr)
     sys.stderr.flush()
-    print(
-        f"masks and overlays in {summary.out_dir}/, measurements in {summary.out_dir / 'measurements.csv'} "
-        f"and measurements.json"
-    )
+    if not summary.write_error:
+        kept = f" (with {len(summary.kept)} image(s) of earlier runs into this folder)" if summary.kept else ""
+        print(
+            f"masks and overlays in {summary.out_dir}/, measurements in {summary.out_dir / 'measurements.csv'} "
+            f"and measurements.json{kept}"
+        )
     print(summary.summary_line())
 
 
@@ -677,7 +686,16 @@ def _add_predict(sub) -> None:
     _add_data(
         p, "also segment a data root's cases and score them (Dice)", "the one shipped for its layout", old="--dataset"
     )
-    p.add_argument("--out", default="predictions", help="output folder (default: predictions)")
+    p.add_argument(
+        "--out",
+        default="predictions",
+        help="output folder (default: predictions); a later run adds its images to the folder's tables",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="remove the earlier predictions in --out first (needed when they come from another model or pixel size)",
+    )
     p.add_argument(
         "--pixel-size", type=_pixel_size, metavar="MM", help="millimetres per pixel: measurements also in mm"
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -13,6 +14,7 @@ import yaml
 
 from ..data.splits import SplitDrawConfig
 from ..data.transforms import AugmentConfig
+from ..models import check_model_options
 from ..registry import suggest
 from ..runtime import PRECISIONS
 from .optim import check_scheduler_kwargs, list_optimizers
@@ -186,6 +188,7 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
+        _check_ranges(self)
         if self.train.precision not in PRECISIONS:
             raise ValueError(f"train.precision must be one of {', '.join(PRECISIONS)}, got {self.train.precision!r}")
         device = self.train.device.strip().lower()
@@ -198,8 +201,99 @@ class RunConfig:
             raise ValueError(f"data.num_workers must be >= 0 or -1 (automatic), got {self.data.num_workers}")
         if self.train.monitor not in ("dice_per_image", "dice_global"):
             raise ValueError(f"train.monitor must be dice_per_image or dice_global, got {self.train.monitor!r}")
-        if self.data.batch_size < 1 or self.train.epochs < 1:
-            raise ValueError("data.batch_size and train.epochs must be >= 1")
+
+
+#: Largest working side a config may ask for (the checkpoint record's limit, so that what trains also loads).
+MAX_IMAGE_SIDE = 4096
+
+
+def _check(ok: bool, key: str, rule: str, value: Any) -> None:
+    if not ok:
+        raise ValueError(f"{key} must be {rule}, got {value!r}")
+
+
+def _finite(value: float) -> bool:
+    return math.isfinite(value)
+
+
+def _check_ranges(cfg: RunConfig) -> None:
+    """Every numeric field in its range, the model known and its options its constructor's: checked when the config
+    is loaded, before any data is read, with the key named.
+
+    Raises:
+        ValueError: the first field out of range (``data.image_size must be ...``).
+    """
+    d, o, t, a = cfg.data, cfg.optim, cfg.train, cfg.data.augment
+    _check(
+        len(d.image_size) == 2 and all(16 <= s <= MAX_IMAGE_SIDE for s in d.image_size),
+        "data.image_size",
+        f"two sizes (H, W) between 16 and {MAX_IMAGE_SIDE}",
+        list(d.image_size),
+    )
+    _check(d.in_channels in (1, 3), "data.in_channels", "1 (grayscale) or 3 (RGB)", d.in_channels)
+    for name in ("mean", "std"):
+        values = getattr(d, name)
+        _check(
+            len(values) == d.in_channels or (d.in_channels == 1 and len(values) > 0),
+            f"data.{name}",
+            f"{d.in_channels} value(s), one per input channel",
+            list(values),
+        )
+        _check(all(_finite(v) for v in values), f"data.{name}", "finite numbers", list(values))
+    _check(all(v > 0 for v in d.std), "data.std", "positive (it divides the image)", list(d.std))
+    _check(d.batch_size >= 1, "data.batch_size", ">= 1", d.batch_size)
+    if d.draw_split is not None:
+        s = d.draw_split
+        _check(0 < s.test_fraction < 1, "data.draw_split.test_fraction", "in (0, 1)", s.test_fraction)
+        _check(0 <= s.val_fraction < 1, "data.draw_split.val_fraction", "in [0, 1)", s.val_fraction)
+        total = s.test_fraction + s.val_fraction
+        _check(total < 1, "data.draw_split.test_fraction + val_fraction", "< 1 (some ids must train)", total)
+    for name in ("hflip", "vflip", "rotate90", "affine", "color"):
+        _check(0 <= getattr(a, name) <= 1, f"data.augment.{name}", "a probability in [0, 1]", getattr(a, name))
+    _check(0 <= a.degrees <= 180, "data.augment.degrees", "in [0, 180]", a.degrees)
+    _check(
+        0 < a.scale[0] <= a.scale[1] and all(_finite(v) for v in a.scale),
+        "data.augment.scale",
+        "(low, high) with 0 < low <= high",
+        list(a.scale),
+    )
+    for name in ("brightness", "contrast", "saturation"):
+        _check(0 <= getattr(a, name) <= 1, f"data.augment.{name}", "in [0, 1]", getattr(a, name))
+    _check(0 <= a.hue <= 0.5, "data.augment.hue", "in [0, 0.5]", a.hue)
+    if cfg.loss.deep_supervision is not None:
+        w = cfg.loss.deep_supervision
+        _check(
+            len(w) > 0 and all(_finite(v) and v >= 0 for v in w) and w[0] > 0,
+            "loss.deep_supervision",
+            "weights >= 0, the main output's (first) > 0",
+            list(w),
+        )
+    _check(_finite(o.lr) and o.lr > 0, "optim.lr", "a positive number", o.lr)
+    _check(_finite(o.min_lr) and 0 <= o.min_lr <= o.lr, "optim.min_lr", f"in [0, optim.lr={o.lr}]", o.min_lr)
+    _check(_finite(o.weight_decay) and o.weight_decay >= 0, "optim.weight_decay", ">= 0", o.weight_decay)
+    _check(all(0 <= b < 1 for b in o.betas), "optim.betas", "two numbers in [0, 1)", list(o.betas))
+    _check(0 <= o.momentum < 1, "optim.momentum", "in [0, 1)", o.momentum)
+    _check(_finite(o.warmup_epochs) and o.warmup_epochs >= 0, "optim.warmup_epochs", ">= 0", o.warmup_epochs)
+    _check(_finite(o.grad_clip) and o.grad_clip >= 0, "optim.grad_clip", ">= 0 (0 = no clipping)", o.grad_clip)
+    _check(t.epochs >= 1, "train.epochs", ">= 1", t.epochs)
+    if t.time_budget_min is not None:
+        _check(
+            _finite(t.time_budget_min) and t.time_budget_min > 0,
+            "train.time_budget_min",
+            "a positive number of minutes (or null for none)",
+            t.time_budget_min,
+        )
+    _check(t.seed >= 0, "train.seed", ">= 0", t.seed)
+    _check(t.threads >= 0, "train.threads", ">= 0 (0 = torch's default)", t.threads)
+    _check(t.val_every >= 1, "train.val_every", ">= 1", t.val_every)
+    _check(t.checkpoint_every >= 1, "train.checkpoint_every", ">= 1", t.checkpoint_every)
+    _check(0 < t.threshold < 1, "train.threshold", "in (0, 1)", t.threshold)
+    try:
+        problem = check_model_options(cfg.model.name, cfg.model.kwargs)
+    except ValueError as err:
+        raise ValueError(f"model.name: {err}") from None
+    if problem:
+        raise ValueError(f"model.kwargs: {problem}")
 
 
 def _convert(tp: Any, value: Any, where: str) -> Any:

@@ -16,6 +16,7 @@ from ..data.cache import open_case_cache
 from ..data.dataset import SegmentationDataset
 from ..data.ph2 import diagnosis_name, diagnosis_order
 from ..data.splits import Split, select_cases
+from ..inference.postprocess import check_postprocess_steps
 from ..inference.predictor import Predictor
 from ..inference.trust_fit import TrustEvaluation, evaluate_trust
 from ..metrics import SegmentationMetrics, format_table
@@ -213,7 +214,8 @@ def evaluate_checkpoint(
         checkpoint: checkpoint stem, ``.json``/``.safetensors`` file or run folder (its ``best``).
         data_root: data root; None = the one the checkpoint was trained on.
         layout: dataset layout; None = the checkpoint's (for its own root) or detected (for another root).
-        split: split name, JSON path or :class:`Split`; ``"checkpoint"`` = the checkpoint's; None = no split.
+        split: split name, JSON path or :class:`Split`; ``"checkpoint"`` = the checkpoint's (refused when the record
+            names none, unless ``subset="all"``: its training ids could not be left out); None = no split.
         subset: which cases (see :func:`select_cases`).
         native: score at each image's own resolution instead of the working size.
         threshold: probability threshold; None = the checkpoint's.
@@ -239,7 +241,10 @@ def evaluate_checkpoint(
         raise ValueError("a pixel size is only used by the measurements: add --measurements")
     agreement = MeasurementAgreement(pixel_size) if measurements else None
     torch_device = resolve_device(device)
-    model, record = load_model(resolve_checkpoint(checkpoint))
+    stem = resolve_checkpoint(checkpoint)
+    model, record = load_model(stem)
+    if record.postprocess:
+        check_postprocess_steps(record.postprocess.steps, f"{stem}.json: postprocess.steps")
     steps = record.postprocess.steps if postprocess and record.postprocess else ()
     trained = record.dataset
     root = data_root or (trained.root if trained else None)
@@ -249,6 +254,13 @@ def evaluate_checkpoint(
         layout = trained.layout
     if isinstance(split, str) and split == "checkpoint":
         split = trained.split if trained else None
+        if split is None and subset != "all":
+            # Without the training split every case would be scored, training ids included: refuse unless asked.
+            raise ValueError(
+                f"{checkpoint}: the record names no training split, so its training ids cannot be told apart from "
+                f"test ids in {root}; give the split it was trained with (--split NAME|JSON), or score every case "
+                "knowingly with --split none (or --subset all)"
+            )
     trained_data = (record.config or {}).get("data", {})
     if skip_bad is None:
         skip_bad = bool(trained_data.get("skip_bad", False))

@@ -18,6 +18,7 @@ state.safetensors}`` (resumable, written every ``checkpoint_every`` epochs, so a
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import logging
@@ -25,14 +26,13 @@ import math
 import os
 import random
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 from tqdm.auto import tqdm
@@ -51,6 +51,7 @@ from ..metrics import TRAINING_METRICS, training_csv_columns
 from ..metrics.confusion import ConfusionStats, get_stats
 from ..models import ModelOutput, create_model
 from ..models.hub import (
+    CheckpointError,
     DataSource,
     ModelRecord,
     PostProcessing,
@@ -58,6 +59,7 @@ from ..models.hub import (
     load_model,
     load_record,
     load_state,
+    load_weights,
     save_checkpoint,
 )
 from ..runtime import autocast_context, lesionseg_commit, machine_description
@@ -166,7 +168,10 @@ class Trainer:
     # ----------------------------------------------------------------------------------------------------- building
     def _build_model(self) -> nn.Module:
         cfg = self.cfg
-        return create_model(cfg.model.name, cfg.data.in_channels, 1, **cfg.model.kwargs)
+        try:
+            return create_model(cfg.model.name, cfg.data.in_channels, 1, **cfg.model.kwargs)
+        except (TypeError, ValueError) as err:  # options of the right names but values the constructor refuses
+            raise ValueError(f"model.kwargs: {cfg.model.name} refuses {cfg.model.kwargs}: {err}") from err
 
     def _build_network(self) -> nn.Module:
         """The model on the run's device, channels-last if asked, DDP-wrapped (and SyncBN) under torchrun."""
@@ -429,7 +434,8 @@ class Trainer:
         if score > self.best_score:
             self.best_score, self.best_epoch = score, self.epoch
             if self.is_main:
-                save_checkpoint(self.run_dir / "best", self.model, self.record({"val": self._row}))
+                with self._named_write_errors():
+                    save_checkpoint(self.run_dir / "best", self.model, self.record({"val": self._row}))
 
     def on_epoch_end(self) -> None:
         """Time the epoch (slowest rank), append the CSV row and redraw the curves, checkpoint ``last``, log."""
@@ -442,9 +448,10 @@ class Trainer:
         checkpoint = self.epoch % t.checkpoint_every == 0 or self.finished()
         rng = all_gather_objects(self._rng_state()) if checkpoint else []
         if self.is_main:
-            self._append_csv(row)
-            if checkpoint:
-                self.save_last(rng)
+            with self._named_write_errors():
+                self._append_csv(row)
+                if checkpoint:
+                    self.save_last(rng)
             self._log(row)
         self._epochs_this_call += 1
 
@@ -597,10 +604,13 @@ class Trainer:
         its own RNG state back when the process count is unchanged; with another count the ranks are reseeded.
         """
         stem = self.run_dir / "last"
-        record = load_record(stem)
-        state = load_state(stem, record)
-        # Into this trainer's own model (a subclass may build it differently from the registry's factory).
-        self.model.load_state_dict(load_file(str(stem.with_name(stem.name + ".safetensors"))))
+        try:
+            record = load_record(stem)
+            state = load_state(stem, record)
+            # Into this trainer's own model (a subclass may build it differently from the registry's factory).
+            load_weights(stem, record, self.model)
+        except CheckpointError as err:
+            raise CheckpointError(f"{err}\n{self._recovery_hint()}") from err
         self.optimizer.load_state_dict(state["optimizer"])
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
@@ -617,6 +627,28 @@ class Trainer:
         else:
             _logger.warning("resuming %d-process state on %d processes: reseeding", len(rng), self.dist.world_size)
             seed_everything(self.cfg.train.seed + 1_000_003 * self.dist.rank + self.epoch)
+
+    @contextlib.contextmanager
+    def _named_write_errors(self) -> Iterator[None]:
+        """A file of the run that cannot be written (a full disk) ends the run with the file named and how to go on:
+        checkpoints are written whole or not at all, so ``last`` on disk is the last complete one."""
+        try:
+            yield
+        except OSError as err:
+            last = self.run_dir / "last.json"
+            where = f"the last complete checkpoint is {last}" if last.is_file() else "no checkpoint was completed"
+            raise OSError(
+                f"{err}\n{where}; free some space, then continue with: lesionseg train --resume {self.run_dir}"
+            ) from err
+
+    def _recovery_hint(self) -> str:
+        """What to do when ``last`` cannot be resumed: the run's best weights, or the same run again."""
+        run = self.run_dir
+        lines = ["cannot resume from this checkpoint."]
+        if (run / "best.json").is_file():
+            lines.append(f"  its best weights so far: lesionseg evaluate --checkpoint {run / 'best'}")
+        lines.append(f"  start the run over:      lesionseg train --config {run / 'config.yaml'} --overwrite")
+        return "\n".join(lines)
 
     def _append_csv(self, row: dict[str, Any]) -> None:
         csv_path = self.run_dir / "metrics.csv"

@@ -5,15 +5,22 @@ This is what ``lesionseg predict`` runs. Each image's row also says how far to t
 :mod:`lesionseg.inference.trust`). Every input is processed on its own: a file that cannot be read (empty,
 truncated, not an image, a decompression bomb, ...) becomes a failure with its name and the reason, and every other
 file is still segmented. ``PredictSummary`` says what was written and what failed.
+
+Every output is written under a temporary name in the output folder and renamed when whole, so a full disk leaves no
+partial mask, overlay or table, only the failure naming the file. A second run into the same folder adds its images
+to the tables, keeping the rows of the earlier runs' images (their masks are still there): the tables always describe
+the folder. A folder holding another model's or another pixel size's predictions is refused unless ``overwrite``.
 """
 
 from __future__ import annotations
 
 import csv
 import glob
+import io
 import json
 import logging
 import math
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,8 +46,10 @@ def write_png(path: Path, image: np.ndarray, mask: bool = False) -> None:
     (``perf/predict_latency.py``, section 4). ``mask`` (values 0 and 255) adds the run-length strategy, which packs a
     mask's long runs about 4x smaller at the same speed (as the web API's masks).
 
+    The file is written whole or not at all: under a temporary name in the same folder, then renamed.
+
     Raises:
-        OSError: the file cannot be written.
+        OSError: the file cannot be written (full disk); the message names it and no partial file is left.
     """
     params = [cv2.IMWRITE_PNG_COMPRESSION, 1]
     if mask:
@@ -49,7 +58,7 @@ def write_png(path: Path, image: np.ndarray, mask: bool = False) -> None:
     ok, buf = cv2.imencode(".png", pixels, params)
     if not ok:
         raise OSError(f"{path}: PNG encoding failed")
-    path.write_bytes(buf.tobytes())
+    _write_whole(path, buf.tobytes())
 
 
 @dataclass(frozen=True)
@@ -95,15 +104,27 @@ def collect_inputs(inputs: Iterable[str | Path]) -> tuple[list[Path], list[Input
     return unique, problems
 
 
-def _output_names(paths: Sequence[Path]) -> list[str]:
-    """File stems, made unique (``a``, ``a-2``, ...) when two inputs share one."""
-    counts: dict[str, int] = {}
+def _output_names(paths: Sequence[Path], taken: Mapping[str, str] | None = None) -> list[str]:
+    """File stems, made unique (``a``, ``a-2``, ...) when two inputs share one.
+
+    ``taken`` maps names an earlier run used to its image: the same image gets its name back (its outputs are
+    replaced), another image with that stem the next free name.
+    """
+    taken = dict(taken or {})
     names = []
     for p in paths:
-        n = counts.get(p.stem, 0) + 1
-        counts[p.stem] = n
-        names.append(p.stem if n == 1 else f"{p.stem}-{n}")
+        image = _image_key(p)
+        n, name = 1, p.stem
+        while name in taken and taken[name] != image:
+            n += 1
+            name = f"{p.stem}-{n}"
+        taken[name] = image
+        names.append(name)
     return names
+
+
+def _image_key(path: str | Path) -> str:
+    return str(Path(path).resolve())
 
 
 def _dice(pred: np.ndarray, truth: np.ndarray) -> tuple[float, int, int]:
@@ -123,6 +144,8 @@ class PredictSummary:
         out_dir: output folder.
         model: what predicted (the record's model name and, for a shipped model, its tag).
         dice_global: one Dice over every pixel of the images with ground truth (None without).
+        kept: rows of earlier runs into the same folder that the tables still hold (their images not redone).
+        write_error: why the tables could not be written (a full disk), else None.
     """
 
     rows: list[dict[str, Any]] = field(default_factory=list)
@@ -130,6 +153,8 @@ class PredictSummary:
     out_dir: Path = Path(".")
     model: dict[str, Any] = field(default_factory=dict)
     dice_global: float | None = None
+    kept: list[dict[str, Any]] = field(default_factory=list)
+    write_error: str | None = None
 
     @property
     def dice_per_image(self) -> float | None:
@@ -147,9 +172,10 @@ class PredictSummary:
         return line
 
     def to_dict(self) -> dict[str, Any]:
+        """The ``measurements.json`` payload: every image of the folder (earlier runs' first), this run's failures."""
         return {
             "model": self.model,
-            "images": self.rows,
+            "images": self.kept + self.rows,
             "failures": [{"path": f.path, "reason": f.reason} for f in self.failures],
             "dice_per_image": self.dice_per_image,
             "dice_global": self.dice_global,
@@ -166,6 +192,7 @@ def segment_files(
     truths: Mapping[Path, tuple[Path, int]] | None = None,
     progress: bool = False,
     failures: Sequence[InputProblem] = (),
+    overwrite: bool = False,
     save_probabilities: bool = False,
 ) -> PredictSummary:
     """Segment each file; write ``<name>_mask.png`` ({0, 255}, native size), ``<name>_overlay.png`` and
@@ -182,8 +209,13 @@ def segment_files(
             Dice.
         progress: show a progress bar (stderr).
         failures: problems found while collecting the inputs, reported with the rest.
+        overwrite: remove an earlier run's outputs from ``out_dir`` first, even of another model or pixel size.
         save_probabilities: also write ``<name>_prob.png``, the (temperature-scaled) foreground probability at the
             image's own size as a 16-bit PNG (value / 65535), as nnU-Net's ``--save_probabilities``.
+
+    Raises:
+        ValueError: ``out_dir`` holds predictions of another model or pixel size (and not ``overwrite``); raised
+            before any image is read.
     """
     from ..viz.overlay import overlay_mask
 
@@ -203,8 +235,12 @@ def segment_files(
         "quality_estimate": predictor.quality is not None,
         "out_of_distribution_check": predictor.description is not None,
     }
+    earlier = _earlier_rows(out, summary.model, pixel_size, overwrite)
+    redone = {_image_key(p) for p in paths}
+    summary.kept = [r for r in earlier if _image_key(r["image"]) not in redone]
+    taken = {Path(r["mask"]).name[: -len("_mask.png")]: _image_key(r["image"]) for r in earlier}
     inter_sum = total_sum = 0
-    jobs: Iterable[tuple[Path, str]] = list(zip(paths, _output_names(paths)))
+    jobs: Iterable[tuple[Path, str]] = list(zip(paths, _output_names(paths, taken)))
     if progress:  # tqdm.auto is imported only for a bar: it costs a one-image run 30-80 ms
         from tqdm.auto import tqdm
 
@@ -244,13 +280,91 @@ def segment_files(
             summary.rows.append(row)
         except ImageReadError as err:
             summary.failures.append(InputProblem(str(path), _strip_path(str(err), path)))
+            _discard_outputs(out, name)
+        except OSError as err:  # an output that could not be written (full disk): named, nothing partial left
+            summary.failures.append(InputProblem(str(path), str(err)))
+            _discard_outputs(out, name)
         except Exception as err:  # one file must never end the run; the reason is kept for the report
             _logger.debug("predict failed on %s", path, exc_info=True)
             summary.failures.append(InputProblem(str(path), f"{type(err).__name__}: {_strip_path(str(err), path)}"))
+            _discard_outputs(out, name)
     if total_sum:
         summary.dice_global = inter_sum / total_sum
-    _write_tables(summary, out, pixel_size)
+    try:
+        _write_tables(summary, out, pixel_size)
+    except OSError as err:
+        summary.write_error = str(err)
     return summary
+
+
+def _earlier_rows(
+    out: Path, model: Mapping[str, Any], pixel_size: float | None, overwrite: bool
+) -> list[dict[str, Any]]:
+    """The rows of an earlier run's ``measurements.json`` in ``out`` whose masks still exist; with ``overwrite`` the
+    earlier run's outputs are removed and nothing is kept.
+
+    Raises:
+        ValueError: the earlier run used another model or pixel size (without ``overwrite``).
+    """
+    path = out / "measurements.json"
+    if not path.is_file():
+        return []
+    try:
+        data = json.loads(path.read_text())
+        rows = [r for r in data["images"] if isinstance(r, dict) and {"image", "mask"} <= set(r)]
+        before = data["model"]
+        earlier_pixel = data.get("pixel_size_mm")
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        if not overwrite:
+            raise ValueError(
+                f"{path}: unreadable table of an earlier run ({err}); use another --out, or --overwrite to replace it"
+            ) from err
+        rows, before, earlier_pixel = [], {}, None
+    if overwrite:
+        for row in rows:
+            for key in ("mask", "overlay", "probability"):
+                if row.get(key) and Path(row[key]).parent.resolve() == out.resolve():
+                    Path(row[key]).unlink(missing_ok=True)
+        for name in ("measurements.csv", "measurements.json"):
+            (out / name).unlink(missing_ok=True)
+        return []
+    same = ("model", "pretrained", "threshold", "postprocess", "temperature")
+    differ = [k for k in same if before.get(k) != model.get(k)]
+    if earlier_pixel != pixel_size:
+        differ.append("pixel size")
+    if differ:
+        raise ValueError(
+            f"{out}: holds predictions of another run (its {', '.join(differ)} differ from this one's); its tables "
+            "would mix them. Write into another --out, or add --overwrite to replace them"
+        )
+    return [r for r in rows if Path(r["mask"]).is_file()]
+
+
+def _discard_outputs(out: Path, name: str) -> None:
+    """Remove the files of an image that failed: no mask without its row in the tables."""
+    for kind in ("mask", "overlay", "prob"):
+        (out / f"{name}_{kind}.png").unlink(missing_ok=True)
+
+
+def _write_whole(path: Path, data: bytes) -> None:
+    """``data`` written whole or not at all: to a temporary name in the same folder, renamed when complete.
+
+    Raises:
+        OSError: the file could not be written (full disk); the message names it and no partial file is left.
+    """
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise OSError(f"{path}: could not write ({err.strerror or err})") from err
+
+
+def _write_text(path: Path, text: str) -> None:
+    """A text file written whole or not at all (see :func:`_write_whole`)."""
+    _write_whole(path, text.encode())
 
 
 def _strip_path(message: str, path: Path) -> str:
@@ -263,18 +377,20 @@ def _write_tables(summary: PredictSummary, out: Path, pixel_size: float | None) 
     fields = ["image", "mask", "overlay", "width", "height"] + [
         f for f in MEASUREMENT_FIELDS if pixel_size is not None or not (f.endswith("_mm") or f == "area_mm2")
     ]
-    if any("probability" in r for r in summary.rows):
+    rows = summary.kept + summary.rows
+    if any("probability" in r for r in rows):
         fields.insert(3, "probability")
     fields += list(TRUST_FIELDS)
-    if any("dice" in r for r in summary.rows):
+    if any("dice" in r for r in rows):
         fields.append("dice")
-    with open(out / "measurements.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(summary.rows)
+    table = io.StringIO()
+    writer = csv.DictWriter(table, fieldnames=fields, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
     data = summary.to_dict()
     data["pixel_size_mm"] = pixel_size
-    (out / "measurements.json").write_text(json.dumps(data, indent=1, allow_nan=False, default=_jsonable) + "\n")
+    _write_text(out / "measurements.csv", table.getvalue())
+    _write_text(out / "measurements.json", json.dumps(data, indent=1, allow_nan=False, default=_jsonable) + "\n")
 
 
 def _jsonable(value: Any) -> Any:

@@ -25,7 +25,7 @@ from ..data.base import channel_stats, load_case, normalize_image, resize_pair
 from ..data.io import read_image
 from ..models.hub import ModelRecord, load_model, load_record, resolve_checkpoint
 from ..runtime import PRECISIONS, autocast_context, cuda_possible, resolve_device
-from .postprocess import apply_postprocessing
+from .postprocess import apply_postprocessing, check_postprocess_steps
 from .trust import (
     ImageDescription,
     QualityEstimator,
@@ -245,6 +245,8 @@ class Predictor:
         """
         stem = resolve_checkpoint(path)
         record = load_record(stem)
+        if record.postprocess:
+            check_postprocess_steps(record.postprocess.steps, f"{stem}.json: postprocess.steps")
         if backend == "auto":
             from .export import cached_onnx_path, shipped_onnx_path
 
