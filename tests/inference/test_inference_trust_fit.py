@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -47,6 +48,25 @@ def test_temperature_changes_probabilities_not_masks(tmp_path):
             assert b.trust.predicted_dice is None and b.trust.out_of_distribution is None
     with pytest.raises(ValueError, match="temperature"):
         Predictor(model, temperature=0.0)
+
+
+def test_masks_cut_at_t1_equal_the_calibrated_cut_and_probabilities_are_computed_when_read(tmp_path):
+    _, model = _checkpoint(tmp_path)
+    rng = np.random.default_rng(2)
+    images = [rng.integers(0, 255, (45, 61, 3), dtype=np.uint8), rng.integers(0, 255, (300, 500, 3), dtype=np.uint8)]
+    hot = Predictor(model, (32, 32), (0.5,) * 3, (0.25,) * 3, 0.5, temperature=2.144716, postprocess=("fill_holes",))
+    for prediction, prob in zip(hot.predict(images), hot.predict_proba(images)):
+        # The mask as it was defined before: the calibrated probability cut at prob_threshold.
+        np.testing.assert_array_equal(prediction.mask, hot.mask_from_proba(prob))
+        np.testing.assert_array_equal(hot.predict_mask([images[0]])[0], hot.predict([images[0]])[0].mask)
+        assert "prob" not in vars(prediction)  # not computed until read
+        np.testing.assert_array_equal(prediction.prob, prob)
+        small = prediction.small_prob(64)
+        h, w = prob.shape
+        assert max(small.shape) == min(64, max(h, w))
+        if max(h, w) > 64:
+            size = (small.shape[1], small.shape[0])
+            assert np.abs(small - cv2.resize(prob, size, interpolation=cv2.INTER_AREA)).max() < 0.02
 
 
 def test_fit_trust_then_predict_reports_quality_and_out_of_distribution(blob_root, tmp_path):
