@@ -500,7 +500,8 @@ class Trainer:
             _logger.info(
                 f"trust fitted on {len(self.val_set)} validation ids: temperature {fit.temperature:.3f} (ECE "
                 f"{fit.validation['ece_before']:.4f} -> {fit.validation['ece_after']:.4f}), quality cut "
-                f"{fit.quality.low_confidence_below:.3f} ({fit.quality.rule}), out-of-distribution threshold "
+                f"{fit.quality['single'].low_confidence_below:.3f} (one pass) / "
+                f"{fit.quality['flip'].low_confidence_below:.3f} (flip TTA), out-of-distribution threshold "
                 f"{fit.description.threshold:.2f}"
             )
         save_checkpoint(best, model.cpu(), record)

@@ -46,6 +46,7 @@ __all__ = [
     "MAX_IMAGE_SIDE",
     "ModelRecord",
     "PostProcessing",
+    "QualityCurve",
     "QualityFit",
     "ShippedInfo",
     "TrainingImages",
@@ -242,9 +243,9 @@ class PostProcessing(_RecordPart):
 
 
 @dataclass(frozen=True, kw_only=True)
-class QualityFit(_RecordPart):
-    """The per-image quality estimator fitted on the validation ids (``quality`` in the JSON; see
-    :class:`lesionseg.inference.trust.QualityEstimator`, which reads it).
+class QualityCurve(_RecordPart):
+    """One fitted curve of the per-image quality estimator (see :class:`lesionseg.inference.trust.QualityEstimator`,
+    which reads it), for one prediction mode.
 
     Attributes:
         a: intercept of ``logit(dice) = a + b logit(signal)``.
@@ -266,11 +267,46 @@ class QualityFit(_RecordPart):
 
     def __post_init__(self) -> None:
         if not self.b > 0:
-            raise ValueError(f"quality.b: must be positive, got {self.b}")
+            raise ValueError(f"b: must be positive, got {self.b}")
         if not 0 < self.low_confidence_below < 1:
-            raise ValueError(f"quality.low_confidence_below: must be in (0, 1), got {self.low_confidence_below}")
+            raise ValueError(f"low_confidence_below: must be in (0, 1), got {self.low_confidence_below}")
         if not self.signal_temperature > 0:
-            raise ValueError(f"quality.signal_temperature: must be positive, got {self.signal_temperature}")
+            raise ValueError(f"signal_temperature: must be positive, got {self.signal_temperature}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class QualityFit(_RecordPart):
+    """The per-image quality estimator fitted on the validation ids (``quality`` in the JSON), one curve per
+    prediction mode: ``single`` for the plain pass alone (the default), ``flip`` for the plain and two flipped passes
+    (``tta``). Each is fitted on the signal of its own mode, with its own ``low_confidence`` cut.
+
+    A record written before the modes existed holds one curve at the top level of ``quality``; it was fitted on the
+    three passes and reads as the ``flip`` curve.
+
+    Attributes:
+        single: the curve of one-pass predictions (None: not fitted).
+        flip: the curve of flip-averaged predictions (None: not fitted).
+    """
+
+    single: QualityCurve | None = None
+    flip: QualityCurve | None = None
+
+    def __post_init__(self) -> None:
+        if self.single is None and self.flip is None:
+            raise ValueError("quality: no curve (expected 'single', 'flip' or both)")
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "record", where: str | None = None) -> QualityFit:
+        """Read ``quality``; an object with the curve's keys at its top level is a one-curve record (``flip``)."""
+        if isinstance(data, Mapping) and "a" in data:
+            return cls(flip=QualityCurve.from_dict(data, source, where))
+        return super().from_dict(data, source, where)
+
+    def curve(self, mode: str) -> QualityCurve | None:
+        """The curve of ``mode`` (``single`` or ``flip``), None when it was not fitted."""
+        if mode not in ("single", "flip"):
+            raise ValueError(f"quality mode must be 'single' or 'flip', got {mode!r}")
+        return self.single if mode == "single" else self.flip
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -36,6 +36,7 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..inference import LesionMeasurements, Predictor, apply_postprocessing, measure_lesion
+from ..inference.trust import calibrated_threshold
 from .decode import ACCEPTED_CONTENT_TYPES, UploadError, decode_upload
 from .models import describe_model, load_models
 
@@ -268,11 +269,7 @@ def _b64_png(array: np.ndarray, runs: bool = False) -> str:
     return base64.b64encode(buf.tobytes()).decode("ascii")
 
 
-def _small_proba(prob: np.ndarray, max_side: int) -> np.ndarray:
-    h, w = prob.shape
-    scale = min(1.0, max_side / max(h, w))
-    if scale < 1.0:
-        prob = cv2.resize(prob, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+def _to_uint8(prob: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(prob * 255.0), 0, 255).astype(np.uint8)
 
 
@@ -304,9 +301,13 @@ def _segment_sync(
     h, w = image.shape[:2]
     t1 = time.perf_counter()
     prediction = predictor.predict([image])[0]
-    prob = prediction.prob
     t2 = time.perf_counter()
-    mask = apply_postprocessing((prob > threshold).astype(np.uint8), predictor.postprocess)
+    if threshold == predictor.prob_threshold:
+        mask = prediction.mask.copy()  # the model's own threshold: the predictor's mask, cut at T = 1
+    else:
+        # The same cut on the calibrated probability, made on the T = 1 map (no full-size temperature pass).
+        raw_threshold = calibrated_threshold(threshold, 1.0 / predictor.temperature)
+        mask = apply_postprocessing((prediction.raw_prob > raw_threshold).astype(np.uint8), predictor.postprocess)
     # The one estimator `lesionseg predict` and `measure_lesion` use; its perimeter is measured at a scale relative to
     # the lesion, so measuring at the work size and scaling to the image's pixels gives the image's measurements.
     measured = measure_lesion(mask)
@@ -316,7 +317,7 @@ def _segment_sync(
     trust["lesion_found"] = bool(mask.any())  # of the mask returned, whatever its threshold
     trust["notes"] = "; ".join(dataclasses.replace(prediction.trust, lesion_found=trust["lesion_found"]).notes())
     t3 = time.perf_counter()
-    small = _small_proba(prob, PROBA_MAX_SIDE)
+    small = _to_uint8(prediction.small_prob(PROBA_MAX_SIDE))
     mask *= np.uint8(255)
     if decoded.reduced:
         mask = cv2.resize(mask, (decoded.width, decoded.height), interpolation=cv2.INTER_NEAREST)
