@@ -39,7 +39,7 @@ from torch import Tensor, nn
 
 from ._registry import register_model
 from .base import ModelOutput, SegmentationModel
-from .blocks import LayerNorm2d
+from .blocks import DepthwiseConv2d, LayerNorm2d
 from .malunet import UStage, check_widths
 from .unext import _init_token_weights
 
@@ -47,8 +47,9 @@ __all__ = ["EGEUNet", "GroupAggregationBridge", "GroupedHadamardAttention", "ege
 
 
 def _depthwise(channels: int, dim: int = 2, dilation: int = 1) -> nn.Module:
-    conv = nn.Conv2d if dim == 2 else nn.Conv1d
-    return conv(channels, channels, 3, padding=dilation, dilation=dilation, groups=channels)
+    if dim == 2:
+        return DepthwiseConv2d(channels, 3, dilation=dilation)
+    return nn.Conv1d(channels, channels, 3, padding=dilation, dilation=dilation, groups=channels)
 
 
 class GroupedHadamardAttention(nn.Module):

@@ -35,7 +35,7 @@ from torch import Tensor, nn
 
 from ._registry import register_model
 from .base import ModelOutput, SegmentationModel
-from .blocks import ExternalAttention, SpatialAttention
+from .blocks import DepthwiseConv2d, ExternalAttention, GroupNorm32, SpatialAttention
 from .unext import _init_token_weights
 
 __all__ = [
@@ -53,8 +53,8 @@ __all__ = [
 
 
 def group_norm4(channels: int) -> nn.GroupNorm:
-    """GroupNorm with 4 groups, the normalisation of MALUNet and EGE-UNet."""
-    return nn.GroupNorm(4, channels)
+    """GroupNorm with 4 groups, the normalisation of MALUNet and EGE-UNet (in float32 under autocast)."""
+    return GroupNorm32(4, channels)
 
 
 class DepthwiseSeparableConv(nn.Sequential):
@@ -126,9 +126,7 @@ class DilatedGatedAttention(nn.Module):
         if any(d < 1 for d in dilations):
             raise ValueError(f"dilations must be >= 1, got {dilations!r}")
         group = in_channels // len(dilations)
-        self.group_convs = nn.ModuleList(
-            nn.Conv2d(group, group, 3, padding=d, dilation=d, groups=group) for d in dilations
-        )
+        self.group_convs = nn.ModuleList(DepthwiseConv2d(group, 3, dilation=d) for d in dilations)
         self.norm = group_norm4(in_channels)
         self.mix = nn.Conv2d(in_channels, in_channels, 1)
         self.gau = GatedAttentionUnit(in_channels, out_channels)
@@ -197,6 +195,11 @@ class SpatialChannelBridge(nn.Module):
 class UStage(nn.Module):
     """One level of the MALUNet / EGE-UNet U-shape: ``GELU(resample(norm(body(x))))``.
 
+    On CPU the level computes in the channels-last memory format whatever the input's: it is faster there for every
+    layer of these networks (GroupNorm, max-pooling and the narrow convolutions most of all), and the attention
+    levels produce channels-last tensors anyway, so a contiguous input used to switch formats between levels and pay
+    for copies in the backward pass. Only the memory layout changes, not the values' shape.
+
     Args:
         body: the level's block, ``(N, C_in, H, W) -> (N, out_channels, H, W)``.
         out_channels: its output width.
@@ -214,6 +217,8 @@ class UStage(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """(N, C_in, H, W) -> (N, out_channels, H', W'), H' = H / 2, H or 2H."""
+        if x.device.type == "cpu":
+            x = x.contiguous(memory_format=torch.channels_last)
         x = self.norm(self.body(x))
         if self.resample == "down":
             x = F.max_pool2d(x, 2)

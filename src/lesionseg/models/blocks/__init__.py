@@ -12,9 +12,9 @@ from .attention import (
     SqueezeExcite,
     StripConvAttention,
 )
-from .conv import ConvNormAct, DoubleConv
+from .conv import ConvNormAct, DepthwiseConv2d, DoubleConv
 from .multiscale import ASPP, ResidualBlock, pool_to_scale
-from .norm import LayerNorm2d
+from .norm import GroupNorm32, LayerNorm2d
 from .scan import default_chunk_size, selective_scan, selective_scan_ref
 from .ss2d import SS2D, DropPath, VSSBlock, cross_merge, cross_scan
 
@@ -25,9 +25,11 @@ __all__ = [
     "ChannelAttention",
     "ConvNormAct",
     "CrossRegionAttention",
+    "DepthwiseConv2d",
     "DoubleConv",
     "DropPath",
     "ExternalAttention",
+    "GroupNorm32",
     "LayerNorm2d",
     "ResidualBlock",
     "SS2D",
