@@ -6,9 +6,9 @@ For each memory format, feature-map size and dilation, a depthwise 3x3 convoluti
 backward under CPU bf16 autocast, once as ``nn.Conv2d`` and once as
 :class:`lesionseg.models.blocks.DepthwiseConv2d` (float32 under autocast when dilated), and the script prints the
 relative error max|g - g64| / max|g64| of the weight gradient against float64. bf16 rounding alone gives about 1e-2;
-``nan``/``inf`` or errors near 1 are a broken kernel, ``crash`` a process killed by a signal (each case runs in its
-own subprocess). On torch 2.13 with an AMD EPYC (AVX512-BF16) the plain convolution is broken for channels-last
-inputs from 32x32 on at every dilation >= 2.
+``nan``/``inf`` or errors near 1 are a broken kernel, ``crash`` a process killed by a signal (each row runs in its own
+subprocess, restarted after a crash). On torch 2.13 with an AMD EPYC (AVX512-BF16) the plain convolution is broken
+for channels-last inputs from 32x32 on at every dilation >= 2.
 """
 
 from __future__ import annotations
@@ -53,26 +53,30 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[16, 32, 64])
     parser.add_argument("--dilations", type=int, nargs="+", default=[1, 2, 3, 5, 7])
     parser.add_argument("--channels", type=int, default=8)
-    parser.add_argument("--case", nargs=5, help=argparse.SUPPRESS)
+    parser.add_argument("--row", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.case:
-        kind, cl, size, dilation, channels = args.case
-        print(weight_grad_error(kind, cl == "1", int(size), int(dilation), int(channels)))
+    if args.row:  # KIND CL SIZE CHANNELS DILATION...: one line per dilation, flushed before the next may crash
+        kind, cl, size, channels, *dilations = args.row
+        for d in dilations:
+            print(weight_grad_error(kind, cl == "1", int(size), int(d), int(channels)), flush=True)
         return
     print(
-        f"bf16 autocast weight-gradient error vs float64, depthwise 3x3, batch 8, {args.channels} channels, torch "
-        f"{torch.__version__}; columns: dilation"
+        f"bf16 autocast weight-gradient error vs float64, depthwise 3x3, batch 8, {args.channels} channels, "
+        f"torch {torch.__version__}; columns: dilation"
     )
-    print(f"{'format':6s} {'size':>4s} {'conv':8s} " + " ".join(f"{'d' + str(d):>8s}" for d in args.dilations))
+    print(f"{'format':6s} {'size':>4s} {'conv':9s} " + " ".join(f"{'d' + str(d):>8s}" for d in args.dilations))
     for cl in (False, True):
         for size in args.sizes:
             for kind in ("nn.Conv2d", "ours"):
-                cells = []
-                for d in args.dilations:
-                    case = [kind if kind == "ours" else "plain", str(int(cl)), str(size), str(d), str(args.channels)]
-                    proc = subprocess.run([sys.executable, __file__, "--case", *case], capture_output=True, text=True)
-                    cells.append(f"{float(proc.stdout.split()[-1]):8.2g}" if proc.returncode == 0 else f"{'crash':>8s}")
-                print(f"{'CL' if cl else 'NCHW':6s} {size:4d} {kind:8s} " + " ".join(cells), flush=True)
+                cells: list[str] = []
+                while len(cells) < len(args.dilations):
+                    rest = [str(d) for d in args.dilations[len(cells) :]]
+                    row = ["ours" if kind == "ours" else "plain", str(int(cl)), str(size), str(args.channels), *rest]
+                    proc = subprocess.run([sys.executable, __file__, "--row", *row], capture_output=True, text=True)
+                    cells += [f"{float(v):8.2g}" for v in proc.stdout.split()]
+                    if proc.returncode != 0:  # the case after the last printed one crashed the process
+                        cells.append(f"{'crash':>8s}")
+                print(f"{'CL' if cl else 'NCHW':6s} {size:4d} {kind:9s} " + " ".join(cells), flush=True)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,10 @@ run) that builds both networks from the same seed, warms each up, then times ``-
 ours and one of the reference in alternating order, and prints the medians and the ratio ours / reference (lower
 is faster), of wall-clock time and of the process's CPU time (all its threads). Interleaving keeps the ratios fair
 when other work shares the machine, the absolute wall times are not; under heavy load the CPU-time ratio is the
-steadier one (with several threads it also counts the threads' spin-waiting).
+steadier one (with several threads it also counts the threads' spin-waiting). ``vs fp32`` divides our CPU time
+by the reference's in its default setting (the cell ``fp32`` of the same thread count, measured in its own
+subprocess, so not interleaved): the speed-up a user of the reference code gets by switching to ours in that
+setting.
 The finite column says whether each side's outputs and loss stayed finite over the cell's steps.
 """
 
@@ -248,10 +251,11 @@ def main() -> None:
     )
     print(
         f"{'model':8s} {'thr':>3s} {'setting':8s} {'ours s':>7s} {'ref s':>7s} {'ratio':>6s}   "
-        f"{'ours cpu':>8s} {'ref cpu':>8s} {'ratio':>6s}  finite(ours/ref)  load"
+        f"{'ours cpu':>8s} {'ref cpu':>8s} {'ratio':>6s} {'vs fp32':>7s}  finite(ours/ref)  load"
     )
     for model in args.models:
         for threads in args.threads:
+            ref_fp32_cpu = math.nan  # the reference's own default: fp32, contiguous
             for setting in args.settings:
                 cmd = [sys.executable, __file__, "--cell", model, setting, str(threads)]
                 cmd += ["--reference-dir", str(args.reference_dir), "--batch", str(args.batch)]
@@ -267,15 +271,17 @@ def main() -> None:
                 if setting == args.settings[0] and threads == args.threads[0]:
                     n_ours, n_ref = res["params"]["ours"], res["params"]["reference"]
                     print(f"  {model}: parameters ours {n_ours:,}, reference {n_ref:,}")
+                if setting == "fp32":
+                    ref_fp32_cpu = res["cpu"]["reference"]
                 cells = []
                 for clock, width in (("wall", 7), ("cpu", 8)):
                     ours_s, ref_s = res[clock]["ours"], res[clock]["reference"]
                     ratio = ours_s / ref_s if ref_s else math.nan
                     cells.append(f"{ours_s:{width}.3f} {ref_s:{width}.3f} {ratio:6.2f}")
+                vs_fp32 = res["cpu"]["ours"] / ref_fp32_cpu
                 fin = f"{res['finite']['ours']!s:>5s}/{res['finite']['reference']!s:5s}"
-                print(
-                    f"{model:8s} {threads:3d} {setting:8s} {cells[0]}   {cells[1]}  {fin:16s}  {load:.1f}", flush=True
-                )
+                head = f"{model:8s} {threads:3d} {setting:8s}"
+                print(f"{head} {cells[0]}   {cells[1]} {vs_fp32:7.2f}  {fin:16s}  {load:.1f}", flush=True)
 
 
 if __name__ == "__main__":
