@@ -25,6 +25,9 @@ whose two memories are initialised independently (the code starts the second as 
 is :class:`~lesionseg.models.blocks.attention.SpatialAttention` (7x7, dilation 3; without the code's one bias).
 Switches for the paper's ablation study: ``use_dga`` (off: a 3x3 convolution), ``use_iea`` (off: identity),
 ``use_sab``, ``use_cab`` (off: the skip passes unchanged). Input H and W must be multiples of 32 (2**(levels - 1)).
+Under CPU bf16 autocast the dilated depthwise convolutions and the GroupNorms compute in float32
+(:class:`~lesionseg.models.blocks.conv.DepthwiseConv2d`, :class:`~lesionseg.models.blocks.norm.GroupNorm32`): the
+first had non-finite bf16 weight gradients from the first step; on CPU every level computes channels-last.
 """
 
 from __future__ import annotations
