@@ -27,7 +27,7 @@ import numpy as np
 from lesionseg.data import load_split, scan_cases
 from lesionseg.inference import Predictor
 from lesionseg.inference.trust_fit import case_features, evaluate_trust, fit_trust
-from lesionseg.models.hub import WEIGHTS_DIR, load_record
+from lesionseg.models.hub import WEIGHTS_DIR, ModelRecord, QualityCurve, load_record
 from lesionseg.runtime import cpu_name
 
 __all__ = ["trust_card_section"]
@@ -56,26 +56,28 @@ def _auroc_cell(figures: dict[str, Any], dice_cut: float) -> str:
     return f"n/a ({n_poor} test images have Dice < {dice_cut:g}, so no AUROC exists)"
 
 
-def _curve_line(name: str, curve: dict[str, Any], passes: str) -> str:
+def _curve_line(name: str, curve: QualityCurve, passes: str) -> str:
     return (
-        f"  - `{name}` ({passes}): the signal read at T = {curve['signal_temperature']:g}, mapped to Dice by "
-        f"`logit(dice) = {curve['a']:.3f} + {curve['b']:.3f} logit(signal)` (fitted on {curve['n_fit']} validation "
-        f"ids); `low_confidence` below {curve['low_confidence_below']:.3f} (rule: {curve['rule']})."
+        f"  - `{name}` ({passes}): the signal read at T = {curve.signal_temperature:g}, mapped to Dice by "
+        f"`logit(dice) = {curve.a:.3f} + {curve.b:.3f} logit(signal)` (fitted on {curve.n_fit} validation "
+        f"ids); `low_confidence` below {curve.low_confidence_below:.3f} (rule: {curve.rule})."
     )
 
 
-def trust_card_section(record: dict[str, Any], note: str = "") -> str:
+def trust_card_section(record: ModelRecord, note: str = "") -> str:
     """The model card's trust section from a record's ``temperature``, ``quality``, ``image_description``,
     ``trust_validation`` and ``pretrained.trust_test`` fields, with an optional closing note (one paragraph)."""
-    tag = record.get("pretrained", {}).get("tag", "MODEL")
-    val = record.get("trust_validation", {})
-    test = record.get("pretrained", {}).get("trust_test", {})
+    if record.quality is None or record.image_description is None or record.temperature is None:
+        raise ValueError("the record has no fitted trust parts (run tools/refit_trust.py first)")
+    shipped = record.pretrained
+    tag = shipped.tag if shipped else "MODEL"
+    val = record.trust_validation or {}
+    test = (shipped.trust_test if shipped else None) or {}
     flip_test = test.get("tta", {})
-    q = record["quality"]
-    single, flip = q.get("single"), q.get("flip")
-    dice_cut = (single or flip)["dice_cut"]
+    single, flip = record.quality.single, record.quality.flip
+    dice_cut = (single or flip).dice_cut
     val_q = val.get("quality", {})
-    d = record["image_description"]
+    d = record.image_description
     other = test.get("other_dataset", {})
     ece_after = _fmt(test.get("ece_after"), ".4f")
     ood = _fmt(100 * test["out_of_distribution_rate"], ".1f")
@@ -110,21 +112,21 @@ the working size ({test.get("command", "")}, and with `--tta`; {test.get("machin
 | | validation ids ({val.get("n_val", "?")}) | test ids ({test.get("images", "?")}) |
 |---|---:|---:|
 | pixel ECE (15 bins) at T = 1 | {_fmt(val.get("ece_before"), ".4f")} | {_fmt(test.get("ece_before"), ".4f")} |
-| pixel ECE at T = {record["temperature"]:.3f} | {_fmt(val.get("ece_after"), ".4f")} | {ece_after} |
+| pixel ECE at T = {record.temperature:.3f} | {_fmt(val.get("ece_after"), ".4f")} | {ece_after} |
 {row_text}
 | flagged unlike the training images | {_fmt(100 * val.get("ood_flagged", 0), ".1f")} % | {ood} % |
 
 - **Calibrated probabilities**: `predict`, `evaluate`, `serve` and the exported ONNX path divide the logits by
-  T = {record["temperature"]:.3f} before the sigmoid (`--save-probabilities` writes them); masks do not change (the
-  threshold {record["threshold"]} is kept at T = 1).
+  T = {record.temperature:.3f} before the sigmoid (`--save-probabilities` writes them); masks do not change (the
+  threshold {record.threshold} is kept at T = 1).
 - **Quality estimate** (`predicted_dice`): the expected Dice of the mask under the model's probabilities, from the
   passes the prediction runs anyway (no extra network call), with one curve and one cut per mode, each fitted on
   the validation ids:
 {curve_text}
-- **Unlike the training images** (`out_of_distribution`): Mahalanobis distance of {len(d["features"])} colour and
-  texture statistics of the working-size image from the {d["n_train"]} training images (Ledoit-Wolf shrinkage
-  {d["shrinkage"]:.3f}), flagged above {d["threshold"]:.2f} (99th percentile of a log-normal fitted to the
-  {d["n_val"]} validation ids' distances). On {other.get("images", "?")} images of
+- **Unlike the training images** (`out_of_distribution`): Mahalanobis distance of {len(d.features)} colour and
+  texture statistics of the working-size image from the {d.n_train} training images (Ledoit-Wolf shrinkage
+  {d.shrinkage:.3f}), flagged above {d.threshold:.2f} (99th percentile of a log-normal fitted to the
+  {d.n_val} validation ids' distances). On {other.get("images", "?")} images of
   {other.get("name", "another dataset")} it flags {_fmt(100 * other["rate"] if "rate" in other else None, ".1f")} %.
   It sees changes of device, modality or colour (a grayscale photo); it cannot see a different kind of lesion
   photographed the same way.
@@ -173,7 +175,7 @@ def main() -> None:
         if record.pretrained.trust_test is None:
             raise SystemExit(f"{stem}.json: no trust figures yet; run without --card-only")
         stem.with_suffix(".json").write_text(record.to_json())
-        card.write_text(replace_trust_section(card.read_text(), trust_card_section(record.to_dict(), args.note)))
+        card.write_text(replace_trust_section(card.read_text(), trust_card_section(record, args.note)))
         print(f"rewrote {stem}.json and the trust section of {card}")
         return
     split = load_split(record.dataset.split)
@@ -214,7 +216,7 @@ def main() -> None:
     if args.dry_run:
         return
     stem.with_suffix(".json").write_text(record.to_json())
-    card.write_text(replace_trust_section(card.read_text(), trust_card_section(record.to_dict(), args.note)))
+    card.write_text(replace_trust_section(card.read_text(), trust_card_section(record, args.note)))
     if _sha(weights) != sha_before:
         raise SystemExit(f"{weights} changed; it must not")
     print(f"wrote {stem}.json and {card} (weights unchanged, SHA-256 {sha_before})")

@@ -227,7 +227,7 @@ lesionseg evaluate --model {args.tag} --data-root {data_root} --native --measure
 
 {evaluations["native"][0].agreement.table()}
 
-{trust_card_section(record.to_dict()) + chr(10) if shipped.trust_test else ""}## Speed
+{trust_card_section(record) + chr(10) if shipped.trust_test else ""}## Speed
 One 768x576 image end to end (resize, network, resize back, post-process, measure; decoding excluded), warm,
 {args.threads} threads, median of 30: eager PyTorch {lat["torch"]:.1f} ms, onnxruntime {lat["onnxruntime"]:.1f} ms, on
 {cpu_name()} (`python perf/predict_latency.py --model {args.tag}` gives the full comparison).
