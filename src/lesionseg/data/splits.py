@@ -48,6 +48,7 @@ __all__ = [
     "make_split",
     "repeated_holdout",
     "kfold",
+    "cv_folds",
     "load_split",
     "save_split",
     "builtin_splits",
@@ -345,6 +346,30 @@ def kfold(
         }
         splits.append(_check_grouped(Split(train=train, val=val, test=test, info=info), groups))
     return splits
+
+
+def cv_folds(
+    split: Split,
+    k: int = 5,
+    seed: int = 0,
+    strata: Mapping[str, Any] | None = None,
+    stratified_by: str | None = None,
+    groups: Groups | None = None,
+    grouped_by: str | None = None,
+) -> list[Split]:
+    """Cross-validation inside a split's training part (nnU-Net style): the test ids are never touched.
+
+    The split's train and val ids together are dealt into ``k`` folds by :func:`kfold` (stratified and grouped when
+    given). Fold ``f`` trains on the other folds and validates on fold ``f``, whose predictions are the out-of-fold
+    predictions; its test part is the split's own test part, unchanged.
+    """
+    pool = sorted([*split.train, *split.val])
+    parts = kfold(pool, k, 0.0, seed, strata, split.info.get("dataset", ""), stratified_by, groups, grouped_by)
+    folds = []
+    for f, part in enumerate(parts):
+        info = {**part.info, "generator": "lesionseg.data.splits.cv_folds", "of_split": dict(split.info)}
+        folds.append(Split(train=sorted([*part.train, *part.val]), val=part.test, test=list(split.test), info=info))
+    return folds
 
 
 def case_groups(cases: Sequence[Case], key: str) -> dict[str, str | None]:
