@@ -42,6 +42,7 @@ from ..metrics.stats import (
     size_tertiles,
     subgroup_means,
 )
+from .audit import audit_section
 from .config import BenchmarkConfig
 from .figures import draw_figures, overlay_case_ids
 from .results import RunResults, read_case_groups, read_complexity, read_run, run_results_dir
@@ -644,6 +645,8 @@ def write_report(cfg: BenchmarkConfig, failures: Sequence[str] = ()) -> Path:
         lines.append("")
 
     lines += _precision_section(cfg)
+    if cfg.audit.test_curve:
+        lines += audit_section(scored, cfg.report.bootstrap, cfg.run_key, cfg.audit.split_note)
 
     for c in cfg.cross:
         cross = {label: [r for r in rs if c.name in r.cross] for label, rs in scored.items()}

@@ -51,6 +51,7 @@ from ..engine.provenance import lesionseg_commit, machine_description
 from ..engine.trainer import Trainer
 from ..inference.predictor import Predictor
 from ..models.hub import ModelRecord, load_model, load_record
+from .audit import TestCurveTrainer, export_test_curve
 from .config import BenchmarkConfig, BenchmarkModel
 from .figures import feature_summary, overlay_case_ids, predict_overlay_masks
 from .results import (
@@ -214,15 +215,16 @@ def _train(
     run_dir = run_dir_of(cfg, model.name, run)
     late = [f"train.device={device}"] if device else []
     resume = (run_dir / "last.json").is_file()
+    trainer_class = TestCurveTrainer if cfg.audit.test_curve else Trainer
     if resume:
         _check_run_folder(cfg, model, run_dir, run)
-        trainer = Trainer.from_run_dir(run_dir, [f"train.threads={cfg.threads}", *late], progress=progress)
+        trainer = trainer_class.from_run_dir(run_dir, [f"train.threads={cfg.threads}", *late], progress=progress)
     else:
         overrides = run_overrides(cfg, model, run, split_path)
         precision = _precision(cfg, model, overrides, device)
         run_cfg = load_config(model.config, [*overrides, f"train.precision={precision}", *late])
         run_cfg.train.name = f"{model.name}-run{run}"
-        trainer = Trainer(run_cfg, run_dir=run_dir, progress=progress)
+        trainer = trainer_class(run_cfg, run_dir=run_dir, progress=progress)
     try:
         trainer.fit(resume=resume)
     finally:
@@ -346,6 +348,9 @@ def export_run(
         "overlay_in_test": set(cases) <= set(split.test),
     }
     dest = results_of(cfg, model.name, run)
+    if cfg.audit.test_curve:
+        # Before metrics.json (written last by write_run_results), so a run counted as done has its curve.
+        export_test_curve(run_dir, dest, best_record.epoch)
     return write_run_results(
         dest,
         meta,
