@@ -82,10 +82,75 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _evaluate_predictions(args: argparse.Namespace):
+    """``evaluate --predictions DIR``: score mask files; the options that only steer a model are refused."""
+    from .data import builtin_splits, detect_layout
+    from .engine import evaluate_predictions
+
+    if args.checkpoint:
+        raise ValueError("give --checkpoint (run a model) or --predictions (score its masks), not both")
+    if not args.data_root:
+        raise ValueError("--predictions needs --data-root ROOT, the data root with the ground truth")
+    model_only = {
+        "--threshold": args.threshold is not None,
+        "--tta": args.tta,
+        "--precision": args.precision != "fp32",
+        "--no-postprocess": args.no_postprocess,
+        "--cache-dir": args.cache_dir is not None,
+    }
+    given = [k for k, v in model_only.items() if v]
+    if given:
+        raise ValueError(f"{', '.join(given)} steer a model; --predictions scores masks as they are")
+    split = args.split
+    if split is None:  # as predict --dataset: the split shipped for the layout, else every case
+        layout = args.layout or detect_layout(args.data_root)
+        split = layout if layout in builtin_splits() else "none"
+    return evaluate_predictions(
+        args.predictions,
+        args.data_root,
+        layout=args.layout,
+        split=None if split == "none" else split,
+        subset=args.subset,
+        include_hd95=not args.no_hd95,
+        progress=not args.no_progress,
+        skip_bad=args.skip_bad,
+        measurements=args.measurements,
+        pixel_size=args.pixel_size,
+    )
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    if args.predictions:
+        evaluation = _evaluate_predictions(args)
+    elif not args.checkpoint:
+        print("lesionseg evaluate: give --checkpoint (a model to run) or --predictions DIR (masks)", file=sys.stderr)
+        return 2
+    else:
+        evaluation = _evaluate_checkpoint(args)
+    _print_results(evaluation.results(), evaluation.title)
+    print()
+    print(evaluation.subgroup_table())
+    if evaluation.agreement is not None:
+        print()
+        print(evaluation.agreement.table(f"Measurements: {evaluation.title}"))
+    for p in evaluation.skipped:
+        print(f"skipped [{p.kind}] {p.message}", file=sys.stderr)
+    if evaluation.predictions is not None:
+        for line in evaluation.predictions.lines():
+            print(f"predictions: {line}", file=sys.stderr)
+    if args.out:
+        evaluation.save(args.out)
+        extra = ", skipped.json" if evaluation.skipped else ""
+        if evaluation.agreement is not None:
+            extra += ", measurements.csv, agreement.md, bland_altman.png"
+        print(f"wrote {args.out}/metrics.json, report.md, per_image.csv, subgroups.csv{extra}")
+    return 0
+
+
+def _evaluate_checkpoint(args: argparse.Namespace):
     from .engine import evaluate_checkpoint
 
-    evaluation = evaluate_checkpoint(
+    return evaluate_checkpoint(
         args.checkpoint,
         data_root=args.data_root,
         layout=args.layout,
@@ -104,21 +169,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         measurements=args.measurements,
         pixel_size=args.pixel_size,
     )
-    _print_results(evaluation.results(), evaluation.title)
-    print()
-    print(evaluation.subgroup_table())
-    if evaluation.agreement is not None:
-        print()
-        print(evaluation.agreement.table(f"Measurements: {evaluation.title}"))
-    for p in evaluation.skipped:
-        print(f"skipped [{p.kind}] {p.message}", file=sys.stderr)
-    if args.out:
-        evaluation.save(args.out)
-        extra = ", skipped.json" if evaluation.skipped else ""
-        if evaluation.agreement is not None:
-            extra += ", measurements.csv, agreement.md, bland_altman.png"
-        print(f"wrote {args.out}/metrics.json, report.md, per_image.csv, subgroups.csv{extra}")
-    return 0
 
 
 def cmd_benchmark(args: argparse.Namespace) -> int:
@@ -503,13 +553,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("evaluate", help="score a checkpoint on a split or a data root")
+    p = sub.add_parser(
+        "evaluate",
+        help="score a checkpoint, or a folder of predicted masks, on a split or a data root",
+        description="Score a checkpoint (--checkpoint) or a folder of masks made by predict or any other code "
+        "(--predictions DIR --data-root ROOT: PNG/BMP/TIFF of 0/1 or 0/255, or JPEG; named <id>, <id>_mask or "
+        "<id>_segmentation; each of its image's size) with the same metrics table, both reductions and subgroups.",
+    )
+    p.add_argument("--checkpoint", help="checkpoint stem, .json, .safetensors, run folder (best), or shipped tag")
     p.add_argument(
-        "--checkpoint", required=True, help="checkpoint stem, .json, .safetensors, run folder (best), or shipped tag"
+        "--predictions",
+        metavar="DIR",
+        help="score the mask files of DIR instead of running a model (at native resolution; needs --data-root; "
+        "cases without a mask, unusable masks and files of no evaluated case are listed)",
     )
     p.add_argument("--data-root", help="data root in a known layout (default: the checkpoint's)")
     p.add_argument("--layout", help="dataset layout (default: detected)")
-    p.add_argument("--split", help="split name or JSON (default: the checkpoint's; 'none' for every case)")
+    p.add_argument(
+        "--split",
+        help="split name or JSON (default: the checkpoint's; with --predictions the one shipped for the layout, else "
+        "none); 'none' for every case",
+    )
     p.add_argument(
         "--subset",
         default="test",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..models.hub import CheckpointError, ModelRecord, load_model, load_record, save_checkpoint
 from .config import RunConfig, load_config, save_config
 from .distributed import DistContext, cleanup_distributed, init_distributed, resolve_device
-from .evaluator import Evaluation, evaluate_checkpoint, evaluate_dataset, select_cases
+from .evaluator import Evaluation, evaluate_checkpoint, evaluate_dataset, evaluate_predictions, select_cases
 from .measurements import MeasurementAgreement
 from .optim import build_optimizer, list_optimizers, list_schedulers, register_optimizer, register_scheduler
 from .trainer import Trainer, seed_everything
@@ -28,6 +28,7 @@ __all__ = [
     "Trainer",
     "evaluate_checkpoint",
     "evaluate_dataset",
+    "evaluate_predictions",
     "load_config",
     "load_model",
     "load_record",
