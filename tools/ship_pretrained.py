@@ -7,8 +7,10 @@ Usage:
 Steps, all with the project's own code: (1) if the run's best record has no post-processing choice yet, make it with
 the trainer's own ``on_train_end`` (the run folder's saved config, validation ids only); (2) evaluate the best
 checkpoint on the split's test ids at the training size and at native resolution, both reductions
-(``lesionseg.engine.evaluate_checkpoint``, post-processing applied); (3) time one 768x576 image end to end;
-(4) write ``src/lesionseg/models/weights/<tag>.{safetensors,json,md}``. The card quotes every figure with its command.
+(``lesionseg.engine.evaluate_checkpoint``, post-processing applied), with the trust figures the trainer's hook made
+possible (ECE before/after temperature, quality estimate, out-of-distribution flags; ``tools/refit_trust.py`` fits
+them for a run that has none); (3) time one 768x576 image end to end; (4) write
+``src/lesionseg/models/weights/<tag>.{safetensors,json,md}``. The card quotes every figure with its command.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from refit_trust import trust_card_section  # the same directory: the section refit_trust.py writes
 from safetensors.torch import load_file, save_file
 
 from lesionseg.data import load_split
@@ -111,6 +114,7 @@ def main() -> None:
         }
         for key, (ev, res) in evaluations.items()
     }
+    trust = evaluations["working"][0].trust
     shipped = ShippedInfo(
         tag=args.tag,
         title=args.title,
@@ -121,6 +125,13 @@ def main() -> None:
         trained_with=f"lesionseg train --config {args.config}",
         date=datetime.date.today().isoformat(),
         stored_as="float16" if args.half else "float32",
+        trust_test=None
+        if trust is None or record.quality is None
+        else {
+            **trust.summary(),
+            "command": f"`lesionseg evaluate --checkpoint {args.tag} --data-root {trained.root}`",
+            "machine": cpu_name(),
+        },
     )
     data_root = trained.root
     # A path of the machine that trained it means nothing to a user.
@@ -205,7 +216,7 @@ lesionseg evaluate --checkpoint {args.tag} --data-root {data_root} --native --me
 
 {evaluations["native"][0].agreement.table()}
 
-## Speed
+{trust_card_section(record.to_dict()) + chr(10) if shipped.trust_test else ""}## Speed
 One 768x576 image end to end (resize, network, resize back, post-process, measure; decoding excluded), warm,
 {args.threads} threads, median of 30: eager PyTorch {lat["torch"]:.1f} ms, onnxruntime {lat["onnxruntime"]:.1f} ms, on
 {cpu_name()} (`python perf/predict_latency.py --model {args.tag}` gives the full comparison).

@@ -133,6 +133,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if evaluation.agreement is not None:
         print()
         print(evaluation.agreement.table(f"Measurements: {evaluation.title}"))
+    if evaluation.trust is not None:
+        print()
+        for line in evaluation.trust.lines():
+            print(line)
     for p in evaluation.skipped:
         print(f"skipped [{p.kind}] {p.message}", file=sys.stderr)
     if evaluation.predictions is not None:
@@ -143,6 +147,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         extra = ", skipped.json" if evaluation.skipped else ""
         if evaluation.agreement is not None:
             extra += ", measurements.csv, agreement.md, bland_altman.png"
+        extra += ", trust.json, trust_per_image.csv, reliability.png" if evaluation.trust is not None else ""
         print(f"wrote {args.out}/metrics.json, report.md, per_image.csv, subgroups.csv{extra}")
     return 0
 
@@ -168,6 +173,7 @@ def _evaluate_checkpoint(args: argparse.Namespace):
         cache_dir=args.cache_dir,
         measurements=args.measurements,
         pixel_size=args.pixel_size,
+        trust=not args.no_trust,
     )
 
 
@@ -241,6 +247,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         truths=truths,
         progress=len(paths) > 1 and not args.no_progress,
         failures=problems,
+        save_probabilities=args.save_probabilities,
     )
     _print_predictions(summary, args.pixel_size, quiet=args.quiet)
     return 1 if summary.failures else 0
@@ -251,13 +258,16 @@ def _print_predictions(summary, pixel_size: float | None, quiet: bool = False) -
     model = summary.model
     print(
         f"model {model['pretrained'] or model['model']} ({model['model']}, {model['backend']}, threshold "
-        f"{model['threshold']}, post-processing: {' + '.join(model['postprocess']) or 'none'})"
+        f"{model['threshold']}, temperature {model['temperature']:.3g}, post-processing: "
+        f"{' + '.join(model['postprocess']) or 'none'})"
     )
     if not quiet and summary.rows:
         has_dice = any("dice" in r for r in summary.rows)
         header = (
             f"{'image':28s} {'area ' + unit + '2':>11s} {'diam ' + unit:>8s} {'Feret ' + unit:>9s} "
-            f"{'asym maj/min':>13s} {'compact':>8s} {'comp':>4s}" + (f" {'Dice':>6s}" if has_dice else "")
+            f"{'asym maj/min':>13s} {'compact':>8s} {'comp':>4s}"
+            + (f" {'Dice':>6s}" if has_dice else "")
+            + f" {'pred Dice':>9s}  notes"
         )
         print(header)
         for r in summary.rows:
@@ -269,6 +279,9 @@ def _print_predictions(summary, pixel_size: float | None, quiet: bool = False) -
             )
             if has_dice:
                 line += f" {100 * r['dice']:6.2f}" if "dice" in r else f" {'-':>6s}"
+            predicted = r.get("predicted_dice")
+            line += f" {100 * predicted:9.1f}" if predicted is not None else f" {'-':>9s}"
+            line += f"  {r['notes']}" if r.get("notes") else ""
             print(line)
     for failure in summary.failures:
         print(f"FAILED {failure.path}: {failure.reason}", file=sys.stderr)
@@ -609,7 +622,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--pixel-size", type=_pixel_size, metavar="MM", help="with --measurements: millimetres per pixel (means in mm)"
     )
-    p.add_argument("--out", help="folder for metrics.json, report.md, per_image.csv, subgroups.csv")
+    p.add_argument(
+        "--no-trust",
+        action="store_true",
+        help="skip the calibration (ECE before/after temperature), quality-estimate and out-of-distribution figures",
+    )
+    p.add_argument(
+        "--out", help="folder for metrics.json, report.md, per_image.csv, subgroups.csv (+ trust.json, reliability.png)"
+    )
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_evaluate)
 
@@ -643,6 +663,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tta", action="store_true", help="flip test-time augmentation")
     p.add_argument("--no-postprocess", action="store_true", help="skip the model's chosen mask post-processing")
     p.add_argument("--no-overlay", action="store_true")
+    p.add_argument(
+        "--save-probabilities",
+        action="store_true",
+        help="also write <name>_prob.png: the calibrated foreground probability at native size, 16-bit (value/65535)",
+    )
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--quiet", "-q", action="store_true", help="no per-image table")
     p.set_defaults(func=cmd_predict)

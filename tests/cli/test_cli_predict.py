@@ -6,6 +6,7 @@ import csv
 import json
 import struct
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -103,3 +104,34 @@ def test_models_pretrained_lists_shipped_models(capsys):
     assert main(["models", "--pretrained"]) == 0
     out = capsys.readouterr().out
     assert "skin" in out and "polyp" in out and "sc_unext" in out
+
+
+def test_predict_writes_probabilities_and_says_how_far_to_trust_each_mask(mixed_folder, tmp_path, capsys):
+    folder, good = mixed_folder
+    out = tmp_path / "pred"
+    image = folder / f"{good[0]}.png"
+    black = tmp_path / "white.png"
+    Image.fromarray(np.full((30, 50, 3), 255, np.uint8)).save(black)
+    rc = main(["predict", str(image), str(black), "--out", str(out), "--save-probabilities", "--no-progress"])
+    text = capsys.readouterr().out
+    assert rc == 0
+    prob = np.asarray(Image.open(out / f"{good[0]}_prob.png"))
+    assert prob.dtype == np.uint16 and prob.shape == (40, 40)  # 16-bit, the image's own size
+    mask = np.asarray(Image.open(out / f"{good[0]}_mask.png")) > 0
+    # The mask is the probability map cut at the model's threshold carried to its temperature.
+    from lesionseg.inference import Predictor
+
+    predictor = Predictor.from_pretrained("skin")
+    agree = (prob.astype(np.float64) / 65535 > predictor.prob_threshold) == mask
+    assert agree.mean() > 0.99
+    rows = {Path(r["image"]).name: r for r in json.loads((out / "measurements.json").read_text())["images"]}
+    first, dark = rows[image.name], rows["white.png"]
+    assert 0 < first["predicted_dice"] < 1 and isinstance(first["out_of_distribution"], bool)
+    assert dark["lesion_found"] is False and "no lesion found" in dark["notes"]
+    # Blobs and a white frame look nothing like dermoscopy: flagged, in the table in words.
+    assert first["out_of_distribution"] and dark["out_of_distribution"]
+    assert "unlike the training images" in text and "no lesion found" in text and "pred Dice" in text
+    header = next(csv.reader((out / "measurements.csv").open()))
+    assert {"probability", "predicted_dice", "low_confidence", "ood_score", "out_of_distribution", "notes"} <= set(
+        header
+    )

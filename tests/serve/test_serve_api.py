@@ -138,6 +138,25 @@ def test_threshold_and_model_fields(client):
     assert _post(client, data, model="skin").status_code == 200
 
 
+def test_segment_says_how_far_to_trust_the_mask(client, predictor):
+    image, _ = blob_image((90, 120), seed=3)
+    body = _post(client, encode(image)).json()
+    assert body["trust"] == predictor.predict([image])[0].trust.to_dict()
+    assert body["temperature"] == predictor.temperature
+    assert set(body["trust"]) == {
+        "lesion_found",
+        "predicted_dice",
+        "low_confidence",
+        "ood_score",
+        "out_of_distribution",
+        "notes",
+    }
+    # An empty mask says so in words, whatever threshold cut it.
+    empty = _post(client, encode(np.zeros((64, 64, 3), np.uint8)), threshold=0.999).json()
+    assert empty["measurements"]["area"] == 0
+    assert empty["trust"]["lesion_found"] is False and "no lesion found" in empty["trust"]["notes"]
+
+
 class _Spy:
     """A predictor that records the size of every image the model is asked about."""
 
@@ -148,9 +167,9 @@ class _Spy:
     def __getattr__(self, name):
         return getattr(self._inner, name)
 
-    def predict_proba(self, images):
+    def predict(self, images):
         self.shapes += [im.shape for im in images]
-        return self._inner.predict_proba(images)
+        return self._inner.predict(images)
 
 
 @pytest.mark.parametrize(("fmt", "ctype"), [("PNG", "image/png"), ("JPEG", "image/jpeg")])
@@ -273,12 +292,12 @@ class _Gated:
     def __getattr__(self, name):
         return getattr(self._inner, name)
 
-    def predict_proba(self, images):
+    def predict(self, images):
         if not self._gate.wait(30):
             raise TimeoutError("gate never opened")
         if self._fail:
             raise RuntimeError("model exploded")
-        return self._inner.predict_proba(images)
+        return self._inner.predict(images)
 
 
 def test_requests_beyond_the_queue_get_a_quick_503(predictor):

@@ -151,6 +151,11 @@ def test_page_segments_a_ph2_image_and_shows_the_api_area(server_url, browser, p
     assert _overlay_pixels(browser) == api["measurements"]["area"]
     caption = browser.find_element(By.ID, "caption").text
     assert ph2_image.name in caption and f"{api['image']['width']} × {api['image']['height']}" in caption
+    # What the model says about its own mask, in words, as the API says it.
+    trust = browser.find_element(By.ID, "trust")
+    if api["trust"]["predicted_dice"] is not None:
+        assert f"Estimated Dice of the mask: {100 * api['trust']['predicted_dice']:.0f} %" in trust.text
+    assert ("unlike the images this model was trained on" in trust.text) == bool(api["trust"]["out_of_distribution"])
 
     # The threshold slider re-cuts the probability map in the page: no request reaches the server.
     served = _get_json(f"{server_url}/healthz")["served"]

@@ -77,11 +77,11 @@ class _Gated:
     def __getattr__(self, name):
         return getattr(self._inner, name)
 
-    def predict_proba(self, images):
+    def predict(self, images):
         self.calls += 1
         if not self._gate.wait(30):
             raise TimeoutError("gate never opened")
-        return self._inner.predict_proba(images)
+        return self._inner.predict(images)
 
 
 def test_stalled_bodies_hold_no_place_and_time_out(predictor):

@@ -169,6 +169,9 @@ class TrainConfig:
         monitor: validation score that selects the best checkpoint (``dice_per_image`` or ``dice_global``).
         postprocess: at the end of training choose the mask post-processing (largest component, fill holes) that
             raises the monitored validation Dice, nnU-Net style, and store it in the best checkpoint's record.
+        trust: at the end of training also fit the calibration temperature and the per-image quality estimator on
+            the validation ids and describe the training images for out-of-distribution checks
+            (:mod:`lesionseg.inference.trust`), stored in the best checkpoint's record; needs 3 validation ids.
         out_dir: parent folder of run folders.
         name: run folder name; empty = config file stem.
     """
@@ -187,6 +190,7 @@ class TrainConfig:
     threshold: float = 0.5
     monitor: str = "dice_per_image"
     postprocess: bool = True
+    trust: bool = True
     out_dir: str = "runs"
     name: str = ""
 

@@ -20,6 +20,7 @@ from ..data.io import ImageReadError, read_mask_values
 from ..data.ph2 import diagnosis_name, diagnosis_order
 from ..data.splits import Split, load_split
 from ..inference.predictor import Predictor
+from ..inference.trust_fit import TrustEvaluation, evaluate_trust
 from ..metrics import SegmentationMetrics, format_table
 from ..metrics.stats import SIZE_TERTILES, Subgroup, size_tertiles, subgroup_means
 from ..models.hub import load_model, resolve_checkpoint
@@ -137,6 +138,8 @@ class Evaluation:
         skipped: cases left out for unusable files.
         agreement: measurements of predicted against ground-truth masks (``measurements=True``), else None.
         diagnoses: diagnosis per case id where the dataset gives one (PH2), for the subgroup table.
+        trust: calibration, quality-estimate and out-of-distribution figures on the same cases (working size);
+            None when not asked for.
     """
 
     metrics: SegmentationMetrics
@@ -147,6 +150,7 @@ class Evaluation:
     skipped: list[DataProblem] = field(default_factory=list)
     agreement: MeasurementAgreement | None = None
     diagnoses: dict[str, str] = field(default_factory=dict)
+    trust: TrustEvaluation | None = None
     predictions: PredictionFiles | None = None
 
     @property
@@ -192,7 +196,8 @@ class Evaluation:
         return "\n".join(lines)
 
     def save(self, out: str | Path, extra: dict[str, Any] | None = None) -> Path:
-        """Writes ``metrics.json`` (with ``extra`` fields), ``report.md`` and ``per_image.csv`` into ``out``."""
+        """Writes ``metrics.json`` (with ``extra`` fields), ``report.md`` and ``per_image.csv`` into ``out``; with
+        trust figures also ``trust.json``, ``trust_per_image.csv`` and ``reliability.png``."""
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         results = self.results()
@@ -221,6 +226,25 @@ class Evaluation:
         if self.agreement is not None:
             self.agreement.save(out, f"Measurements: {self.title}")
             report += "\n" + self.agreement.table(f"Measurements: {self.title}") + "\n"
+        if self.trust is not None:
+            payload["trust"] = self.trust.summary()
+            (out / "trust.json").write_text(json.dumps(self.trust.to_dict(), indent=1) + "\n")
+            with open(out / "trust_per_image.csv", "w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=list(self.trust.rows[0]))
+                writer.writeheader()
+                writer.writerows(self.trust.rows)
+            from ..viz.reliability import plot_reliability_diagram
+
+            t = self.trust
+            plot_reliability_diagram(
+                {
+                    f"T = 1 (ECE {t.before.ece:.4f})": t.before,
+                    f"T = {t.temperature:.3g} (ECE {t.after.ece:.4f})": t.after,
+                },
+                out / "reliability.png",
+                title=f"{self.model}: {len(t.rows)} images, pixels at the working size",
+            )
+            report += "\n" + "\n".join(f"- {line}" for line in t.lines()) + "\n"
         (out / "report.md").write_text(report)
         if self.skipped:
             ids = sorted({p.case_id or str(p.path) for p in self.skipped})
@@ -254,6 +278,7 @@ def evaluate_checkpoint(
     cache_dir: str | None = None,
     measurements: bool = False,
     pixel_size: float | None = None,
+    trust: bool = True,
 ) -> Evaluation:
     """Scores a checkpoint on a split's test ids or on any data root of a known layout.
 
@@ -278,6 +303,8 @@ def evaluate_checkpoint(
         measurements: also measure every predicted and ground-truth mask and summarise their agreement
             (:attr:`Evaluation.agreement`); needs ``native`` (measurements are made at each image's own resolution).
         pixel_size: millimetres per pixel for the measurements' means; checked before anything is loaded.
+        trust: also measure calibration (ECE at T = 1 and at the record's temperature), the quality estimate and
+            the out-of-distribution flag on the same cases, at the working size (:attr:`Evaluation.trust`).
     """
     if measurements and not native:
         raise ValueError("measurements are made at each image's own resolution: add --native (native=True)")
@@ -338,7 +365,8 @@ def evaluate_checkpoint(
     if steps:
         where += f", post-processed: {' + '.join(steps)}"
     diagnoses = {c.id: diagnosis_name(c.meta["diagnosis"]) for c in cases if "diagnosis" in c.meta}
-    return Evaluation(metrics, record.model, str(checkpoint), desc, where, skipped, agreement, diagnoses)
+    trust_eval = evaluate_trust(predictor, cases, progress=progress) if trust else None
+    return Evaluation(metrics, record.model, str(checkpoint), desc, where, skipped, agreement, diagnoses, trust_eval)
 
 
 @dataclass

@@ -44,6 +44,7 @@ from ..data.splits import Split, load_split, make_split, save_split
 from ..data.transforms import build_train_transform
 from ..inference.postprocess import select_postprocessing
 from ..inference.predictor import Predictor, autocast_context
+from ..inference.trust_fit import fit_trust
 from ..losses import DeepSupervisionLoss, build_loss
 from ..metrics import TRAINING_METRICS, training_csv_columns
 from ..metrics.confusion import ConfusionStats, get_stats
@@ -508,30 +509,51 @@ class Trainer:
         self._epochs_this_call += 1
 
     def on_train_end(self) -> None:
-        """After the last epoch (rank 0): choose the post-processing on the validation ids with the best weights.
+        """After the last epoch (rank 0): with the best weights, choose the post-processing and fit the trust parts.
 
-        The post-processing (largest component, fill holes) that raises the monitored validation Dice is stored in
-        ``best.json``. A run left before its end (``stop_after``) chooses nothing yet.
+        The post-processing (largest component, fill holes) that raises the monitored validation Dice, then the
+        temperature and the quality estimator (validation ids) and the training images' description
+        (:func:`~lesionseg.inference.trust_fit.fit_trust`), are stored in ``best.json``. A run left before its end
+        (``stop_after``) chooses nothing yet.
         """
         barrier()
         best = self.run_dir / "best"
-        wanted = self.is_main and self.finished() and self.cfg.train.postprocess
+        train = self.cfg.train
+        fit_trust_now = train.trust and len(self.val_set) >= 3
+        wanted = self.is_main and self.finished() and (train.postprocess or fit_trust_now)
         if not (wanted and best.with_suffix(".json").is_file()):
             return
         model, record = load_model(best)
-        # The masks before any post-processing: the choice is made here.
-        predictor = Predictor.from_record(
-            model, record, precision=self.cfg.train.precision, device=self.device, postprocess=()
-        )
-        preds, gts = [], []
-        for pred, target, _ in predictor.predict_dataset(self.val_set):
-            preds.extend(p[0].numpy() for p in pred)
-            gts.extend(t[0].numpy() for t in target)
-        reduction = "per_image" if self.cfg.train.monitor == "dice_per_image" else "global"
-        choice = select_postprocessing(preds, gts, reduction=reduction)
-        chosen = PostProcessing(steps=tuple(choice.steps), reduction=choice.reduction, val_dice=dict(choice.scores))
-        save_checkpoint(best, model.cpu(), replace(record, postprocess=chosen))
-        tqdm.write(f"post-processing chosen on {len(preds)} validation ids: {choice.steps or 'none'} ({choice.scores})")
+        if train.postprocess:
+            # The masks before any post-processing: the choice is made here.
+            predictor = Predictor.from_record(
+                model, record, precision=train.precision, device=self.device, postprocess=()
+            )
+            preds, gts = [], []
+            for pred, target, _ in predictor.predict_dataset(self.val_set):
+                preds.extend(p[0].numpy() for p in pred)
+                gts.extend(t[0].numpy() for t in target)
+            reduction = "per_image" if train.monitor == "dice_per_image" else "global"
+            choice = select_postprocessing(preds, gts, reduction=reduction)
+            chosen = PostProcessing(steps=tuple(choice.steps), reduction=choice.reduction, val_dice=dict(choice.scores))
+            record = replace(record, postprocess=chosen)
+            tqdm.write(
+                f"post-processing chosen on {len(preds)} validation ids: {choice.steps or 'none'} ({choice.scores})"
+            )
+        if fit_trust_now:
+            # The predictor as it will predict (with the chosen post-processing), at T = 1.
+            predictor = Predictor.from_record(
+                model, record, precision=train.precision, device=self.device, temperature=1.0
+            )
+            fit = fit_trust(predictor, self.train_set.cases, self.val_set.cases)
+            record = fit.apply_to(record)
+            tqdm.write(
+                f"trust fitted on {len(self.val_set)} validation ids: temperature {fit.temperature:.3f} (ECE "
+                f"{fit.validation['ece_before']:.4f} -> {fit.validation['ece_after']:.4f}), quality cut "
+                f"{fit.quality.low_confidence_below:.3f} ({fit.quality.rule}), out-of-distribution threshold "
+                f"{fit.description.threshold:.2f}"
+            )
+        save_checkpoint(best, model.cpu(), record)
 
     def summary(self) -> dict[str, Any]:
         return {

@@ -2,7 +2,10 @@
 
 ``export_onnx`` writes ``OUT.onnx`` (input ``image`` (N, C, H, W) float32 normalised, output ``logits``
 (N, 1, H, W); the batch axis dynamic) and ``OUT.json`` (the checkpoint record: working size, normalisation, threshold,
-post-processing), so the exported file is usable without the package. onnx, onnxruntime and onnxscript are the
+post-processing, temperature and the trust parts), so the exported file is usable without the package. The graph
+outputs logits at T = 1; the record's ``temperature`` is applied after it (``sigmoid(logits / temperature)``), as
+:class:`~lesionseg.inference.Predictor` does on both backends, so that one exported file serves both the calibrated
+probabilities and the unchanged mask (``sigmoid(logits) > threshold``). onnx, onnxruntime and onnxscript are the
 optional ``onnx`` extra.
 """
 
@@ -113,6 +116,8 @@ def export_onnx(
         "dynamic_axes": ["batch"],
         "exporter": used,
         "torch": torch.__version__,
+        "calibration": "the output is logits at T = 1: calibrated probability = sigmoid(logits / temperature) "
+        "(temperature in this record, 1 when absent); mask = sigmoid(logits) > threshold, whatever the temperature",
     }
     meta.setdefault("image_size", [int(image_size[0]), int(image_size[1])])
     meta.setdefault("in_channels", in_channels)

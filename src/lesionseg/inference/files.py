@@ -1,6 +1,8 @@
 """Segment many image files: masks, overlays and one measurements table; a bad file is named and skipped.
 
-This is what ``lesionseg predict`` runs. Every input is processed on its own: a file that cannot be read (empty,
+This is what ``lesionseg predict`` runs. Each image's row also says how far to trust its mask (``predicted_dice``,
+``low_confidence``, ``out_of_distribution`` and its score, and the warnings in words under ``notes``; see
+:mod:`lesionseg.inference.trust`). Every input is processed on its own: a file that cannot be read (empty,
 truncated, not an image, a decompression bomb, ...) becomes a failure with its name and the reason, and every other
 file is still segmented. ``PredictSummary`` says what was written and what failed.
 """
@@ -24,6 +26,7 @@ from tqdm.auto import tqdm
 from ..data.io import IMAGE_EXTENSIONS, ImageReadError, read_image, read_mask
 from .measure import MEASUREMENT_FIELDS, check_pixel_size, measure_lesion
 from .predictor import Predictor
+from .trust import TRUST_FIELDS
 
 __all__ = ["collect_inputs", "segment_files", "PredictSummary", "InputProblem"]
 
@@ -144,6 +147,7 @@ def segment_files(
     truths: Mapping[Path, tuple[Path, int]] | None = None,
     progress: bool = False,
     failures: Sequence[InputProblem] = (),
+    save_probabilities: bool = False,
 ) -> PredictSummary:
     """Segment each file; write ``<name>_mask.png`` ({0, 255}, native size), ``<name>_overlay.png`` and
     ``measurements.csv`` / ``measurements.json`` for all of them into ``out_dir``.
@@ -159,6 +163,8 @@ def segment_files(
             Dice.
         progress: show a progress bar (stderr).
         failures: problems found while collecting the inputs, reported with the rest.
+        save_probabilities: also write ``<name>_prob.png``, the (temperature-scaled) foreground probability at the
+            image's own size as a 16-bit PNG (value / 65535), as nnU-Net's ``--save_probabilities``.
     """
     from ..viz.overlay import overlay_mask
 
@@ -174,6 +180,9 @@ def segment_files(
         "backend": predictor.backend,
         "threshold": predictor.threshold,
         "postprocess": list(predictor.postprocess),
+        "temperature": predictor.temperature,
+        "quality_estimate": predictor.quality is not None,
+        "out_of_distribution_check": predictor.description is not None,
     }
     inter_sum = total_sum = 0
     for path, name in tqdm(
@@ -181,7 +190,8 @@ def segment_files(
     ):
         try:
             image = read_image(path, predictor.in_channels)
-            mask = predictor.mask_from_proba(predictor.predict_proba([image])[0])
+            prediction = predictor.predict([image])[0]
+            mask = prediction.mask
             truth = None
             if truths and path in truths:
                 truth_path, truth_threshold = truths[path]
@@ -196,9 +206,14 @@ def segment_files(
                 "width": int(mask.shape[1]),
                 "height": int(mask.shape[0]),
             }
+            if save_probabilities:
+                prob16 = np.round(np.clip(prediction.prob, 0.0, 1.0) * 65535).astype(np.uint16)
+                Image.fromarray(prob16).save(out / f"{name}_prob.png")
+                row["probability"] = str(out / f"{name}_prob.png")
             if overlay:
                 Image.fromarray(overlay_mask(image, mask)).save(out / f"{name}_overlay.png")
             row.update(measure_lesion(mask).to_dict(pixel_size))
+            row.update(prediction.trust.to_dict())
             if truth is not None:
                 dice, inter, total = _dice(mask.astype(bool), truth)
                 row["dice"] = round(dice, 6)
@@ -226,6 +241,9 @@ def _write_tables(summary: PredictSummary, out: Path, pixel_size: float | None) 
     fields = ["image", "mask", "overlay", "width", "height"] + [
         f for f in MEASUREMENT_FIELDS if pixel_size is not None or not (f.endswith("_mm") or f == "area_mm2")
     ]
+    if any("probability" in r for r in summary.rows):
+        fields.insert(3, "probability")
+    fields += list(TRUST_FIELDS)
     if any("dice" in r for r in summary.rows):
         fields.append("dice")
     with open(out / "measurements.csv", "w", newline="") as f:

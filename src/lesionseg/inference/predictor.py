@@ -1,9 +1,15 @@
-"""Predict lesion probabilities and masks for images of any size with a trained model (eager or onnxruntime)."""
+"""Predict lesion probabilities and masks for images of any size with a trained model (eager or onnxruntime).
+
+With a record that carries them (see :mod:`lesionseg.inference.trust`), probabilities are temperature-scaled and
+every :meth:`Predictor.predict` result says how far to trust it: a predicted Dice, ``low_confidence``, and whether
+the image is unlike the model's training images.
+"""
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +24,15 @@ from ..data.base import SegmentationDataset, channel_stats, load_case, normalize
 from ..data.io import read_image
 from ..models.hub import ModelRecord, load_model, resolve_checkpoint
 from .postprocess import apply_postprocessing
+from .trust import (
+    ImageDescription,
+    QualityEstimator,
+    TrustAssessment,
+    apply_temperature,
+    calibrated_threshold,
+)
 
-__all__ = ["Predictor", "autocast_context", "BACKENDS"]
+__all__ = ["Prediction", "Predictor", "autocast_context", "BACKENDS"]
 
 BACKENDS = ("torch", "onnxruntime")
 
@@ -45,6 +58,21 @@ def autocast_context(precision: str, device: torch.device | str = "cpu"):
     return contextlib.nullcontext()
 
 
+@dataclass(frozen=True)
+class Prediction:
+    """One image's prediction at its own size.
+
+    Attributes:
+        prob: foreground probability float32 (H, W), temperature-scaled when the model carries a temperature.
+        mask: binary mask uint8 {0, 1} (H, W), post-processed as configured.
+        trust: what the prediction says about itself (:class:`~lesionseg.inference.trust.TrustAssessment`).
+    """
+
+    prob: np.ndarray
+    mask: np.ndarray
+    trust: TrustAssessment
+
+
 class Predictor:
     """Resize to the model's working size, predict, resize the probabilities back to the image's own size.
 
@@ -64,6 +92,11 @@ class Predictor:
             checkpoint record chose on validation data.
         backend: ``torch`` (eager) or ``onnxruntime``.
         channels_last: run the eager model in the channels-last memory format.
+        temperature: logits are divided by it before the sigmoid (calibrated probabilities). ``threshold`` keeps
+            its meaning at ``T = 1``: masks are the same at any temperature.
+        quality: the per-image quality estimator fitted on validation ids; None = no ``predicted_dice``. With one,
+            :meth:`predict` runs the plain and two flipped passes whatever ``tta`` says.
+        description: the training images' description for out-of-distribution checks; None = no check.
     """
 
     def __init__(
@@ -80,9 +113,14 @@ class Predictor:
         postprocess: Sequence[str] = (),
         backend: str = "torch",
         channels_last: bool = False,
+        temperature: float = 1.0,
+        quality: QualityEstimator | None = None,
+        description: ImageDescription | None = None,
     ) -> None:
         if not 0 < threshold < 1:
             raise ValueError(f"threshold must be in (0, 1), got {threshold}")
+        if not (np.isfinite(temperature) and temperature > 0):
+            raise ValueError(f"temperature must be positive, got {temperature}")
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         self.device = torch.device(device)
@@ -90,6 +128,11 @@ class Predictor:
         self.image_size = (int(image_size[0]), int(image_size[1]))
         self.mean, self.std = channel_stats(mean, std, in_channels)
         self.threshold = threshold
+        self.temperature = float(temperature)
+        # The cut on temperature-scaled probabilities that gives the mask the threshold gives at T = 1.
+        self.prob_threshold = calibrated_threshold(threshold, self.temperature)
+        self.quality = quality
+        self.description = description
         self.in_channels = in_channels
         self.precision = precision
         self.tta = tta
@@ -123,11 +166,12 @@ class Predictor:
     def from_record(
         cls, model: nn.Module | str | Path, record: ModelRecord, backend: str = "torch", **overrides: Any
     ) -> Predictor:
-        """A predictor over ``model`` configured by its record: working size, normalisation, channels, threshold and
-        post-processing.
+        """A predictor over ``model`` configured by its record: working size, normalisation, channels, threshold,
+        post-processing, temperature, quality estimator and training-image description.
 
-        ``overrides`` replace record values (``threshold``, ``postprocess``) or set the rest (``precision``, ``tta``,
-        ``device``, ...); None values are ignored, so ``threshold=None`` means the record's and ``threshold=0.0`` is
+        ``overrides`` replace record values (``threshold``, ``postprocess``, ``temperature``, ...) or set the rest
+        (``precision``, ``tta``, ``device``, ...); None values are ignored, so ``threshold=None`` means the record's
+        and ``threshold=0.0`` is
         refused as out of range rather than replaced.
         """
         kwargs: dict[str, Any] = {
@@ -137,6 +181,11 @@ class Predictor:
             "threshold": record.threshold,
             "in_channels": record.in_channels,
             "postprocess": record.postprocess.steps if record.postprocess else (),
+            "temperature": 1.0 if record.temperature is None else record.temperature,
+            "quality": QualityEstimator.from_dict(record.quality.to_dict()) if record.quality else None,
+            "description": (
+                ImageDescription.from_dict(record.image_description.to_dict()) if record.image_description else None
+            ),
         }
         kwargs.update({k: v for k, v in overrides.items() if v is not None})
         predictor = cls(model, backend=backend, **kwargs)
@@ -183,30 +232,70 @@ class Predictor:
             return self.model(x.to(self.device, non_blocking=True)).float()
 
     @torch.inference_mode()
-    def logits_at_working_size(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits (N, 1, h, w) for a normalised batch at the working size (flip-averaged with TTA)."""
-        out = self._forward(x)
-        if self.tta:
-            out = out + self._forward(x.flip(-1)).flip(-1)
-            out = out + self._forward(x.flip(-2)).flip(-2)
-            out = out / 3
-        return out.cpu()
+    def pass_logits(self, x: torch.Tensor, flips: bool | None = None) -> torch.Tensor:
+        """Logits (P, N, 1, h, w) of the plain pass and, with ``flips`` (default: ``tta``), the horizontally and
+        vertically flipped passes flipped back, for a normalised batch at the working size (T = 1)."""
+        flips = self.tta if flips is None else flips
+        passes = [self._forward(x)]
+        if flips:
+            passes.append(self._forward(x.flip(-1)).flip(-1))
+            passes.append(self._forward(x.flip(-2)).flip(-2))
+        return torch.stack(passes).cpu()
 
-    def predict_proba(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """Foreground probabilities float32 (H, W) at each image's own size, for uint8 (H, W, C) images."""
-        logits = self.logits_at_working_size(torch.from_numpy(self._to_batch(images)))
+    def logits_at_working_size(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits (N, 1, h, w) for a normalised batch at the working size (flip-averaged with TTA; T = 1)."""
+        return self.pass_logits(x).mean(0)
+
+    def _native_proba(self, logits: torch.Tensor, images: Sequence[np.ndarray]) -> list[np.ndarray]:
         probs = torch.sigmoid(logits[:, 0]).numpy()
         out = []
         for p, im in zip(probs, images):
             h, w = im.shape[:2]
             # Bilinear with half-pixel centres, as F.interpolate(align_corners=False), at a fraction of its cost.
-            out.append(p if p.shape == (h, w) else cv2.resize(p, (w, h), interpolation=cv2.INTER_LINEAR))
+            p = p if p.shape == (h, w) else cv2.resize(p, (w, h), interpolation=cv2.INTER_LINEAR)
+            # The temperature after resizing, pointwise: the mask cut at prob_threshold is the T = 1 mask.
+            out.append(apply_temperature(p, self.temperature))
         return out
 
+    def predict_proba(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Foreground probabilities float32 (H, W) at each image's own size, for uint8 (H, W, C) images.
+
+        Temperature-scaled when the predictor has a temperature (cut them with :meth:`mask_from_proba`).
+        """
+        return self._native_proba(self.logits_at_working_size(torch.from_numpy(self._to_batch(images))), images)
+
     def mask_from_proba(self, prob: np.ndarray, postprocess: bool = True) -> np.ndarray:
-        """Threshold a probability map and apply the post-processing steps (unless ``postprocess`` is False)."""
-        mask = (prob > self.threshold).astype(np.uint8)
+        """Threshold a probability map of :meth:`predict_proba` and apply the post-processing steps (unless
+        ``postprocess`` is False). The cut is ``prob_threshold``, the model's threshold carried to its temperature."""
+        mask = (prob > self.prob_threshold).astype(np.uint8)
         return apply_postprocessing(mask, self.postprocess) if postprocess else mask
+
+    def predict(self, images: Sequence[np.ndarray], postprocess: bool = True) -> list[Prediction]:
+        """Probability, mask and trust assessment of each uint8 (H, W, C) image, at its own size.
+
+        The quality estimate is computed at the working size, where it was fitted: the expected Dice of the working
+        size mask under each pass's probabilities (:meth:`QualityEstimator.signal`). The out-of-distribution score
+        reads the image itself.
+        """
+        x = torch.from_numpy(self._to_batch(images))
+        passes = self.pass_logits(x, flips=self.tta or self.quality is not None)
+        logits = passes.mean(0) if self.tta else passes[0]
+        results = []
+        for i, (image, prob) in enumerate(zip(images, self._native_proba(logits, images))):
+            mask = self.mask_from_proba(prob, postprocess)
+            predicted_dice = low = score = ood = None
+            if self.quality is not None:
+                small = (torch.sigmoid(logits[i, 0]).numpy() > self.threshold).astype(np.uint8)
+                small = apply_postprocessing(small, self.postprocess) if postprocess else small
+                signal = self.quality.signal([p[i, 0].numpy() for p in passes], small)
+                predicted_dice = float(self.quality.predict(signal))
+                low = self.quality.is_low_confidence(predicted_dice)
+            if self.description is not None:
+                score = self.description.score_image(image)
+                ood = self.description.is_out_of_distribution(score)
+            trust = TrustAssessment(bool(mask.any()), predicted_dice, low, score, ood)
+            results.append(Prediction(prob, mask, trust))
+        return results
 
     def predict_mask(self, images: Sequence[np.ndarray], postprocess: bool = True) -> list[np.ndarray]:
         """Binary masks uint8 {0, 1} (H, W) at each image's own size, post-processed as configured."""

@@ -6,6 +6,7 @@ Every metric is one entry of :data:`METRICS` (``registry.py``); tables and CSV c
 from __future__ import annotations
 
 from lesionseg.metrics.agreement import BlandAltman, bland_altman, icc
+from lesionseg.metrics.calibration import CalibrationStats, ReliabilityDiagram, expected_calibration_error
 from lesionseg.metrics.confusion import ConfusionStats, get_stats
 from lesionseg.metrics.cumulative import SegmentationMetrics, format_table
 from lesionseg.metrics.hd95 import hd95, hd95_batch
@@ -31,6 +32,9 @@ from lesionseg.metrics.scores import (
 )
 
 __all__ = [
+    "CalibrationStats",
+    "ReliabilityDiagram",
+    "expected_calibration_error",
     "METRICS",
     "REDUCTIONS",
     "REPORT_METRICS",

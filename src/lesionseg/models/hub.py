@@ -33,7 +33,9 @@ __all__ = [
     "DataSource",
     "ModelRecord",
     "PostProcessing",
+    "QualityFit",
     "ShippedInfo",
+    "TrainingImages",
     "TrainedOn",
     "PretrainedInfo",
     "list_pretrained",
@@ -218,6 +220,76 @@ class PostProcessing(_RecordPart):
 
 
 @dataclass(frozen=True, kw_only=True)
+class QualityFit(_RecordPart):
+    """The per-image quality estimator fitted on the validation ids (``quality`` in the JSON; see
+    :class:`lesionseg.inference.trust.QualityEstimator`, which reads it).
+
+    Attributes:
+        a: intercept of ``logit(dice) = a + b logit(signal)``.
+        b: its slope (> 0).
+        low_confidence_below: predicted Dice under which a mask is ``low_confidence``.
+        rule: how that cut was chosen (``youden`` or ``dice_0.8``).
+        n_fit: validation images fitted on.
+        dice_cut: the true Dice below which an image counts as poor.
+        signal_temperature: the temperature the quality signal reads the logits at.
+    """
+
+    a: float
+    b: float
+    low_confidence_below: float
+    rule: str
+    n_fit: int
+    dice_cut: float
+    signal_temperature: float
+
+    def __post_init__(self) -> None:
+        if not self.b > 0:
+            raise ValueError(f"quality.b: must be positive, got {self.b}")
+        if not 0 < self.low_confidence_below < 1:
+            raise ValueError(f"quality.low_confidence_below: must be in (0, 1), got {self.low_confidence_below}")
+        if not self.signal_temperature > 0:
+            raise ValueError(f"quality.signal_temperature: must be positive, got {self.signal_temperature}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainingImages(_RecordPart):
+    """What the training images look like, for out-of-distribution checks (``image_description`` in the JSON; see
+    :class:`lesionseg.inference.trust.ImageDescription`, which reads it).
+
+    Attributes:
+        features: names of the image statistics.
+        center: their mean over the training images.
+        scale: their standard deviation.
+        precision: inverse shrinkage covariance of the standardised statistics, row by row.
+        shrinkage: the Ledoit-Wolf intensity.
+        threshold: Mahalanobis distance above which an image is flagged (None: not set).
+        n_train: training images described.
+        n_val: validation images the threshold was set on.
+    """
+
+    features: tuple[str, ...]
+    center: tuple[float, ...]
+    scale: tuple[float, ...]
+    precision: tuple[tuple[float, ...], ...]
+    shrinkage: float
+    threshold: float | None = None
+    n_train: int
+    n_val: int
+
+    def __post_init__(self) -> None:
+        for name in ("features", "center", "scale", "precision"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        object.__setattr__(self, "precision", tuple(tuple(row) for row in self.precision))
+        k = len(self.features)
+        if len(self.center) != k or len(self.scale) != k or len(self.precision) != k:
+            raise ValueError(f"image_description: {k} features but center/scale/precision of other lengths")
+        if any(len(row) != k for row in self.precision):
+            raise ValueError("image_description.precision: not a square matrix")
+        if self.threshold is not None and not self.threshold > 0:
+            raise ValueError(f"image_description.threshold: must be positive, got {self.threshold}")
+
+
+@dataclass(frozen=True, kw_only=True)
 class ShippedInfo(_RecordPart):
     """What ``tools/ship_pretrained.py`` adds to the record of a model shipped in the package (``pretrained``).
 
@@ -230,6 +302,8 @@ class ShippedInfo(_RecordPart):
         trained_with: the training command.
         date: shipping date (ISO).
         stored_as: weight storage dtype (``float16`` or ``float32``); older records say nothing (float32).
+        trust_test: the trust parts measured on the test ids (ECE before/after, quality Spearman/AUROC,
+            out-of-distribution rates; ``tools/refit_trust.py``); older records lack it.
     """
 
     tag: str
@@ -240,6 +314,7 @@ class ShippedInfo(_RecordPart):
     trained_with: str
     date: str
     stored_as: str | None = None
+    trust_test: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -269,6 +344,11 @@ class ModelRecord(_RecordPart):
         elapsed_seconds: training seconds so far (``last``).
         state: the non-tensor structure of the resumable training state (``last``; see :func:`load_state`).
         postprocess: the post-processing chosen on the validation ids.
+        temperature: calibration temperature fitted on the validation ids (logits / T before the sigmoid; the mask
+            keeps ``threshold``'s meaning at T = 1); None = 1 (records before 2026-12).
+        quality: the per-image quality estimator fitted on the validation ids (None: no ``predicted_dice``).
+        image_description: the training images' description and threshold (None: no out-of-distribution check).
+        trust_validation: the validation figures of that fit (ECE before/after, Spearman, flag rate).
         pretrained: what shipping added (shipped models only).
     """
 
@@ -290,6 +370,10 @@ class ModelRecord(_RecordPart):
     elapsed_seconds: float | None = None
     state: dict[str, Any] | None = None
     postprocess: PostProcessing | None = None
+    temperature: float | None = None
+    quality: QualityFit | None = None
+    image_description: TrainingImages | None = None
+    trust_validation: dict[str, Any] | None = None
     pretrained: ShippedInfo | None = None
 
     _meta_keys: ClassVar[tuple[str, ...]] = ("format_version",)
@@ -315,6 +399,8 @@ class ModelRecord(_RecordPart):
             raise ValueError(f"std: must be positive, got {list(self.std)}")
         if not 0 < self.threshold < 1:
             raise ValueError(f"threshold: must be in (0, 1), got {self.threshold}")
+        if self.temperature is not None and not self.temperature > 0:
+            raise ValueError(f"temperature: must be positive, got {self.temperature}")
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON object, with ``format_version``."""

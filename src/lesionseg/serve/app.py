@@ -77,7 +77,11 @@ class SegmentResult(BaseModel):
 
     model: str = Field(description="id of the model that segmented the image (see GET /api/models)")
     image: dict[str, Any] = Field(description="name, width and height of the decoded image")
-    threshold: float = Field(description="probability threshold the mask was cut at")
+    threshold: float = Field(
+        description="cut on the (temperature-calibrated) probability map the mask was made with; the model's default "
+        "gives the mask of its own threshold"
+    )
+    temperature: float = Field(1.0, description="calibration temperature applied to the logits (1 = none)")
     postprocess: list[str] = Field(description="post-processing steps applied to the mask")
     mask_png: str = Field(description="base64 PNG, 8-bit, 255 = lesion, at the image's own size")
     probability: dict[str, Any] = Field(
@@ -89,6 +93,12 @@ class SegmentResult(BaseModel):
     work_size: dict[str, int] = Field(
         description="width and height the mask was post-processed and measured at: the image's own size, or less for "
         "an image over the server's work limit (its measurements are then scaled to the image's own pixels)"
+    )
+    trust: dict[str, Any] = Field(
+        default_factory=dict,
+        description="how far to trust the mask: lesion_found, predicted_dice (estimate of the mask's Dice at the "
+        "model's own threshold), low_confidence, ood_score and out_of_distribution (unlike the training images), and "
+        "notes: the warnings in words ('unlike the training images', 'no lesion found', 'low confidence')",
     )
     pixel_size: float | None = Field(description="millimetres per pixel, when given")
     timings_ms: dict[str, float] = Field(description="queue, decode, inference, postprocess, encode, total")
@@ -293,7 +303,8 @@ def _segment_sync(
     image = decoded.image
     h, w = image.shape[:2]
     t1 = time.perf_counter()
-    prob = predictor.predict_proba([image])[0]
+    prediction = predictor.predict([image])[0]
+    prob = prediction.prob
     t2 = time.perf_counter()
     mask = apply_postprocessing((prob > threshold).astype(np.uint8), predictor.postprocess)
     # The one estimator `lesionseg predict` and `measure_lesion` use; its perimeter is measured at a scale relative to
@@ -301,6 +312,9 @@ def _segment_sync(
     measured = measure_lesion(mask)
     if decoded.reduced:
         measured = _at_own_size(measured, math.sqrt(decoded.width * decoded.height / (w * h)))
+    trust = prediction.trust.to_dict()
+    trust["lesion_found"] = bool(mask.any())  # of the mask returned, whatever its threshold
+    trust["notes"] = "; ".join(dataclasses.replace(prediction.trust, lesion_found=trust["lesion_found"]).notes())
     t3 = time.perf_counter()
     small = _small_proba(prob, PROBA_MAX_SIDE)
     mask *= np.uint8(255)
@@ -309,11 +323,13 @@ def _segment_sync(
     out: dict[str, Any] = {
         "image": {"name": name, "width": decoded.width, "height": decoded.height},
         "threshold": threshold,
+        "temperature": predictor.temperature,
         "postprocess": list(predictor.postprocess),
         "mask_png": _b64_png(mask, runs=True),
         "probability": {"png": _b64_png(small), "width": int(small.shape[1]), "height": int(small.shape[0])},
         "measurements": measured.to_dict(pixel_size),
         "work_size": {"width": int(w), "height": int(h)},
+        "trust": trust,
         "pixel_size": pixel_size,
     }
     if include_image:
@@ -523,7 +539,7 @@ def create_app(
             name,
             state.max_pixels,
             state.work_pixels,
-            predictor.threshold if threshold is None else float(threshold),
+            predictor.prob_threshold if threshold is None else float(threshold),
             pixel_size,
             include_image,
             time.perf_counter(),

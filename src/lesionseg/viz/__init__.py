@@ -1,4 +1,4 @@
-"""Visualisation: training curves, overlays, benchmark figures, Bland-Altman plots.
+"""Visualisation: training curves, overlays, benchmark figures, Bland-Altman plots, reliability diagrams.
 
 The figure modules import matplotlib; they load on first use so that ``overlay_mask`` (OpenCV only) keeps
 ``lesionseg predict`` quick to start.
@@ -15,6 +15,7 @@ __all__ = [
     "plot_feature_maps",
     "plot_feature_panels",
     "plot_overlay_grid",
+    "plot_reliability_diagram",
     "plot_score_distributions",
     "plot_training_curves",
 ]
@@ -25,6 +26,7 @@ _WHERE = {
     "plot_feature_maps": ".figures",
     "plot_feature_panels": ".figures",
     "plot_overlay_grid": ".figures",
+    "plot_reliability_diagram": ".reliability",
     "plot_score_distributions": ".figures",
     "plot_training_curves": ".curves",
 }

@@ -9,7 +9,7 @@
     thresholdValue: $("threshold-value"), thresholdNote: $("threshold-note"), remeasure: $("remeasure"),
     downloadMask: $("download-mask"), downloadJson: $("download-json"), error: $("error"), status: $("status"),
     viewer: $("viewer"), imageCanvas: $("image-canvas"), overlayCanvas: $("overlay-canvas"), caption: $("caption"),
-    table: $("measurements").querySelector("tbody"), timings: $("timings"), limits: $("limits"),
+    table: $("measurements").querySelector("tbody"), timings: $("timings"), limits: $("limits"), trust: $("trust"),
   };
   const LESION = [255, 64, 0];
   const MAX_VIEW_SIDE = 2048; // the page works on at most this many pixels per side; the server on the full image
@@ -235,6 +235,7 @@
       els.remeasure.hidden = true;
       drawOverlay();
       renderTable();
+      renderTrust(result.trust || {});
       els.downloadMask.disabled = false;
       els.downloadJson.disabled = false;
       const t = result.timings_ms;
@@ -250,6 +251,23 @@
       showError(`Could not show the result: ${err.message}`);
       clearResult();
     }
+  }
+
+  // What the model says about its own mask, in words: warnings first, then the quality estimate.
+  function renderTrust(trust) {
+    const parts = [];
+    if (trust.out_of_distribution) {
+      parts.push("This image is unlike the images this model was trained on: treat the mask with caution.");
+    }
+    if (trust.lesion_found === false) parts.push("No lesion found at this threshold.");
+    else if (trust.low_confidence) parts.push("Low confidence: the model expects this mask to be poor.");
+    if (trust.predicted_dice !== null && trust.predicted_dice !== undefined && trust.lesion_found !== false) {
+      parts.push(`Estimated Dice of the mask: ${(100 * trust.predicted_dice).toFixed(0)} %.`);
+    }
+    els.trust.textContent = parts.join(" ");
+    els.trust.hidden = parts.length === 0;
+    const warned = Boolean(trust.out_of_distribution || trust.lesion_found === false || trust.low_confidence);
+    els.trust.classList.toggle("ok", !warned);
   }
 
   // ------------------------------------------------------------------------------------------- drawing
@@ -390,7 +408,7 @@
     const r = state.result;
     const out = {
       image: r.image, model: r.model, threshold: r.threshold, postprocess: r.postprocess,
-      pixel_size: r.pixel_size, measurements: r.measurements,
+      pixel_size: r.pixel_size, measurements: r.measurements, trust: r.trust,
     };
     saveBlob(new Blob([JSON.stringify(out, null, 1)], { type: "application/json" }), `${stem()}_measurements.json`);
   }
