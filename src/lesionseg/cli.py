@@ -203,7 +203,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     import torch
 
     from .inference import Predictor
-    from .inference.files import collect_inputs, segment_files
+    from .inference.files import collect_inputs, parse_shard, segment_files
 
     if not args.inputs and not args.dataset:
         print("lesionseg predict: give images, folders or glob patterns (or --dataset ROOT)", file=sys.stderr)
@@ -248,6 +248,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         progress=len(paths) > 1 and not args.no_progress,
         failures=problems,
         save_probabilities=args.save_probabilities,
+        shard=parse_shard(args.shard),
+        resume=args.resume,
     )
     _print_predictions(summary, args.pixel_size, quiet=args.quiet)
     return 1 if summary.failures else 0
@@ -288,7 +290,8 @@ def _print_predictions(summary, pixel_size: float | None, quiet: bool = False) -
     sys.stderr.flush()
     print(
         f"masks and overlays in {summary.out_dir}/, measurements in {summary.out_dir / 'measurements.csv'} "
-        f"and measurements.json"
+        f"and measurements.json ({summary.table_rows} images"
+        + (", every call and slice into this folder)" if summary.table_rows != len(summary.rows) else ")")
     )
     print(summary.summary_line())
 
@@ -663,6 +666,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tta", action="store_true", help="flip test-time augmentation")
     p.add_argument("--no-postprocess", action="store_true", help="skip the model's chosen mask post-processing")
     p.add_argument("--no-overlay", action="store_true")
+    p.add_argument(
+        "--shard",
+        metavar="I/N",
+        help="segment only slice I of N of the inputs (every N-th from the I-th), e.g. one per worker or cluster job, "
+        "all into the same --out; the last slice to finish leaves the measurements table of all of them",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="skip images whose outputs in --out are whole (written completely by an earlier run of the same model "
+        "and settings); the measurements table keeps their rows",
+    )
     p.add_argument(
         "--save-probabilities",
         action="store_true",

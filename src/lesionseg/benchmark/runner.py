@@ -30,7 +30,6 @@ import json
 import logging
 import multiprocessing
 import os
-import re
 import threading
 import time
 from collections.abc import Sequence
@@ -49,6 +48,7 @@ from ..engine.distributed import resolve_device
 from ..engine.evaluator import evaluate_checkpoint
 from ..engine.provenance import lesionseg_commit, machine_description
 from ..engine.trainer import Trainer
+from ..inference.files import parse_shard
 from ..inference.predictor import Predictor
 from ..models.hub import ModelRecord, load_model, load_record
 from .audit import TestCurveTrainer, export_test_curve
@@ -464,23 +464,6 @@ def run_one(
         state = "trained"
     export_run(cfg, model, run, device, progress)
     return state
-
-
-def parse_shard(spec: str | None) -> tuple[int, int] | None:
-    """``"I/N"`` (1 <= I <= N) as ``(I, N)``; None for no sharding.
-
-    Raises:
-        ValueError: a malformed spec or I outside 1..N.
-    """
-    if spec is None:
-        return None
-    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", str(spec))
-    if not match:
-        raise ValueError(f"--shard {spec!r}: expected I/N, e.g. 2/4 (slice 2 of 4)")
-    i, n = int(match.group(1)), int(match.group(2))
-    if not 1 <= i <= n:
-        raise ValueError(f"--shard {spec!r}: I must be in 1..N (slices are numbered from 1)")
-    return i, n
 
 
 def shard_runs(

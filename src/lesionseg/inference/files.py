@@ -14,7 +14,10 @@ import glob
 import json
 import logging
 import math
-from collections.abc import Iterable, Mapping, Sequence
+import os
+import re
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +31,11 @@ from .measure import MEASUREMENT_FIELDS, check_pixel_size, measure_lesion
 from .predictor import Predictor
 from .trust import TRUST_FIELDS
 
-__all__ = ["collect_inputs", "segment_files", "PredictSummary", "InputProblem"]
+__all__ = ["collect_inputs", "parse_shard", "segment_files", "PredictSummary", "InputProblem"]
+
+#: Hidden folder of ``--out`` holding one small JSON per segmented image (its table row, written after its files):
+#: what ``--resume`` trusts and what the measurements table of the folder is rebuilt from, whatever call wrote it.
+ROWS_DIR = ".predict_rows"
 
 _logger = logging.getLogger(__name__)
 
@@ -111,6 +118,9 @@ class PredictSummary:
     out_dir: Path = Path(".")
     model: dict[str, Any] = field(default_factory=dict)
     dice_global: float | None = None
+    resumed: int = 0
+    table_rows: int = 0
+    shard: tuple[int, int] | None = None
 
     @property
     def dice_per_image(self) -> float | None:
@@ -119,7 +129,9 @@ class PredictSummary:
 
     def summary_line(self) -> str:
         n = len(self.rows) + len(self.failures)
-        line = f"{n} inputs: {len(self.rows)} segmented, {len(self.failures)} failed"
+        line = f"{n} inputs" + (f" (slice {self.shard[0]}/{self.shard[1]})" if self.shard else "")
+        line += f": {len(self.rows)} segmented" + (f" ({self.resumed} already done, kept)" if self.resumed else "")
+        line += f", {len(self.failures)} failed"
         if self.dice_per_image is not None:
             line += (
                 f"; Dice vs ground truth ({sum(r.get('dice') is not None for r in self.rows)} images, native "
@@ -148,6 +160,8 @@ def segment_files(
     progress: bool = False,
     failures: Sequence[InputProblem] = (),
     save_probabilities: bool = False,
+    shard: tuple[int, int] | None = None,
+    resume: bool = False,
 ) -> PredictSummary:
     """Segment each file; write ``<name>_mask.png`` ({0, 255}, native size), ``<name>_overlay.png`` and
     ``measurements.csv`` / ``measurements.json`` for all of them into ``out_dir``.
@@ -165,6 +179,14 @@ def segment_files(
         failures: problems found while collecting the inputs, reported with the rest.
         save_probabilities: also write ``<name>_prob.png``, the (temperature-scaled) foreground probability at the
             image's own size as a 16-bit PNG (value / 65535), as nnU-Net's ``--save_probabilities``.
+        shard: ``(I, N)``: segment only slice I of N of ``paths`` (every N-th, from the I-th; output names are made
+            over all of ``paths``, so N slices, in any order or at once, write what one call would).
+        resume: skip images whose outputs are whole (their row, mask, overlay and probabilities written completely
+            by an earlier call of the same model and settings), as nnU-Net's ``--continue_prediction``.
+
+    Every file is written atomically, then the image's row (``ROWS_DIR/<name>.json``); at the end the folder's
+    ``measurements.csv``/``.json`` are rebuilt from the rows of every image of this model in ``out_dir``, whichever
+    call or slice made them, so the last slice to finish leaves the table of the whole run.
     """
     from ..viz.overlay import overlay_mask
 
@@ -184,10 +206,25 @@ def segment_files(
         "quality_estimate": predictor.quality is not None,
         "out_of_distribution_check": predictor.description is not None,
     }
+    names = _output_names(paths)
+    jobs = list(zip(paths, names))
+    if shard is not None:
+        i, n = shard
+        jobs = [job for k, job in enumerate(jobs) if k % n == i - 1]
+        summary.shard = shard
+    store = _RowStore(out, summary.model)
+    if resume:
+        store.check_model()
     inter_sum = total_sum = 0
-    for path, name in tqdm(
-        list(zip(paths, _output_names(paths))), desc="predict", unit="img", disable=not progress, leave=False
-    ):
+    for path, name in tqdm(jobs, desc="predict", unit="img", disable=not progress, leave=False):
+        if resume:
+            row = store.whole(name, overlay=overlay, probabilities=save_probabilities, pixel_size=pixel_size)
+            if row is not None:
+                summary.rows.append(_public(row))
+                summary.resumed += 1
+                if "dice" in row:
+                    inter_sum, total_sum = inter_sum + row["_dice_counts"][0], total_sum + row["_dice_counts"][1]
+                continue
         try:
             image = read_image(path, predictor.in_channels)
             prediction = predictor.predict([image])[0]
@@ -198,7 +235,7 @@ def segment_files(
                 truth = read_mask(truth_path, truth_threshold) != 0
                 if truth.shape != mask.shape:
                     raise ImageReadError(f"{truth_path}: mask size differs from image {path}")
-            Image.fromarray(mask * 255).save(out / f"{name}_mask.png")
+            _save_png(Image.fromarray(mask * 255), out / f"{name}_mask.png")
             row: dict[str, Any] = {
                 "image": str(path),
                 "mask": str(out / f"{name}_mask.png"),
@@ -208,27 +245,167 @@ def segment_files(
             }
             if save_probabilities:
                 prob16 = np.round(np.clip(prediction.prob, 0.0, 1.0) * 65535).astype(np.uint16)
-                Image.fromarray(prob16).save(out / f"{name}_prob.png")
+                _save_png(Image.fromarray(prob16), out / f"{name}_prob.png")
                 row["probability"] = str(out / f"{name}_prob.png")
             if overlay:
-                Image.fromarray(overlay_mask(image, mask)).save(out / f"{name}_overlay.png")
+                _save_png(Image.fromarray(overlay_mask(image, mask)), out / f"{name}_overlay.png")
             row.update(measure_lesion(mask).to_dict(pixel_size))
             row.update(prediction.trust.to_dict())
             if truth is not None:
                 dice, inter, total = _dice(mask.astype(bool), truth)
                 row["dice"] = round(dice, 6)
+                row["_dice_counts"] = [inter, total]
                 inter_sum += inter
                 total_sum += total
-            summary.rows.append(row)
+            store.put(name, row, pixel_size)  # last: its presence says the image's files are whole
+            summary.rows.append(_public(row))
         except ImageReadError as err:
             summary.failures.append(InputProblem(str(path), _strip_path(str(err), path)))
+            store.drop(name)
         except Exception as err:  # one file must never end the run; the reason is kept for the report
             _logger.debug("predict failed on %s", path, exc_info=True)
             summary.failures.append(InputProblem(str(path), f"{type(err).__name__}: {_strip_path(str(err), path)}"))
+            store.drop(name)
     if total_sum:
         summary.dice_global = inter_sum / total_sum
-    _write_tables(summary, out, pixel_size)
+    with store.locked():
+        table = store.table(names)
+        summary.table_rows = len(table.rows)
+        table.failures = summary.failures
+        _write_tables(table, out, pixel_size)
     return summary
+
+
+def parse_shard(spec: str | None) -> tuple[int, int] | None:
+    """``"I/N"`` (1 <= I <= N) as ``(I, N)``; None for no sharding (``predict --shard``, ``benchmark --shard``).
+
+    Raises:
+        ValueError: a malformed spec or I outside 1..N.
+    """
+    if spec is None:
+        return None
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", str(spec))
+    if not match:
+        raise ValueError(f"--shard {spec!r}: expected I/N, e.g. 2/4 (slice 2 of 4)")
+    i, n = int(match.group(1)), int(match.group(2))
+    if not 1 <= i <= n:
+        raise ValueError(f"--shard {spec!r}: I must be in 1..N (slices are numbered from 1)")
+    return i, n
+
+
+def _save_png(image: Image.Image, path: Path) -> None:
+    """Write atomically (a temporary file renamed over ``path``): a killed run never leaves half a PNG behind."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    image.save(tmp, format="PNG")
+    os.replace(tmp, path)
+
+
+def _public(row: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in row.items() if not k.startswith("_")}
+
+
+class _RowStore:
+    """The per-image rows of an output folder (``ROWS_DIR/<name>.json``), shared by every call and slice."""
+
+    def __init__(self, out: Path, model: Mapping[str, Any]) -> None:
+        self.folder = out / ROWS_DIR
+        self.folder.mkdir(exist_ok=True)
+        self.model = dict(model)
+
+    def _path(self, name: str) -> Path:
+        return self.folder / f"{name}.json"
+
+    def put(self, name: str, row: Mapping[str, Any], pixel_size: float | None) -> None:
+        payload = {"model": self.model, "pixel_size": pixel_size, "row": dict(row)}
+        tmp = self.folder / f".{name}.{os.getpid()}.tmp"
+        tmp.write_text(json.dumps(payload, default=_jsonable))
+        os.replace(tmp, self._path(name))
+
+    def drop(self, name: str) -> None:
+        self._path(name).unlink(missing_ok=True)
+
+    def _read(self, path: Path) -> dict[str, Any] | None:
+        try:
+            payload = json.loads(path.read_text())
+            return payload if isinstance(payload, dict) and isinstance(payload.get("row"), dict) else None
+        except (OSError, ValueError):
+            return None
+
+    def check_model(self) -> None:
+        """``--resume`` keeps only masks of the very same model and settings; another's would be mixed in."""
+        for path in sorted(self.folder.glob("*.json")):
+            payload = self._read(path)
+            if payload is not None and payload.get("model") != self.model:
+                raise ValueError(
+                    f"{self.folder.parent}: holds masks made by {payload.get('model')}, not by this model and these "
+                    f"settings ({self.model}); --resume would mix them: give another --out, or predict without --resume"
+                )
+
+    def whole(self, name: str, overlay: bool, probabilities: bool, pixel_size: float | None) -> dict[str, Any] | None:
+        """The stored row of ``name`` when its mask (and overlay, probabilities if asked) exist and decode; else None.
+
+        Measurements in another pixel size are recomputed from the mask (cheap); the rest of the row is kept.
+        """
+        payload = self._read(self._path(name))
+        if payload is None or payload.get("model") != self.model:
+            return None
+        row = payload["row"]
+        wanted = (
+            [row.get("mask")]
+            + ([row.get("overlay")] if overlay else [])
+            + ([row.get("probability")] if probabilities else [])
+        )
+        if any(not p for p in wanted):
+            return None
+        try:
+            for p in wanted:
+                with Image.open(p) as im:
+                    im.load()
+            if payload.get("pixel_size") != pixel_size:
+                with Image.open(row["mask"]) as im:
+                    mask = (np.asarray(im.convert("L")) > 0).astype(np.uint8)
+                for key in MEASUREMENT_FIELDS:
+                    row.pop(key, None)
+                row.update(measure_lesion(mask).to_dict(pixel_size))
+                self.put(name, row, pixel_size)
+        except (OSError, ValueError, Image.DecompressionBombError):
+            return None
+        if not overlay:
+            row["overlay"] = None
+        return row
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """An exclusive lock on the folder's table while it is rebuilt (slices may finish at the same moment)."""
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: slices should not end at the same instant there
+            yield
+            return
+        with open(self.folder / "lock", "w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def table(self, names: Sequence[str]) -> PredictSummary:
+        """Every stored row of this model whose mask is still there, in the inputs' order (``names``) and then by
+        name: the folder's measurements table, the same whichever call or slice writes it."""
+        order = {n: k for k, n in enumerate(names)}
+        stored = []
+        for path in self.folder.glob("*.json"):
+            payload = self._read(path)
+            if payload is None or payload.get("model") != self.model or not Path(payload["row"]["mask"]).is_file():
+                continue
+            stored.append((order.get(path.stem, len(order)), path.stem, payload["row"]))
+        stored.sort(key=lambda t: (t[0], t[1]))
+        table = PredictSummary(out_dir=self.folder.parent, model=self.model)
+        table.rows = [_public(r) for _, _, r in stored]
+        counts = [r["_dice_counts"] for _, _, r in stored if "_dice_counts" in r]
+        if counts and sum(c[1] for c in counts):
+            table.dice_global = sum(c[0] for c in counts) / sum(c[1] for c in counts)
+        return table
 
 
 def _strip_path(message: str, path: Path) -> str:
@@ -246,13 +423,17 @@ def _write_tables(summary: PredictSummary, out: Path, pixel_size: float | None) 
     fields += list(TRUST_FIELDS)
     if any("dice" in r for r in summary.rows):
         fields.append("dice")
-    with open(out / "measurements.csv", "w", newline="") as f:
+    tmp = out / f".measurements.csv.{os.getpid()}.tmp"
+    with open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(summary.rows)
+    os.replace(tmp, out / "measurements.csv")
     data = summary.to_dict()
     data["pixel_size_mm"] = pixel_size
-    (out / "measurements.json").write_text(json.dumps(data, indent=1, allow_nan=False, default=_jsonable) + "\n")
+    tmp = out / f".measurements.json.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(data, indent=1, allow_nan=False, default=_jsonable) + "\n")
+    os.replace(tmp, out / "measurements.json")
 
 
 def _jsonable(value: Any) -> Any:
