@@ -78,8 +78,34 @@ def cmd_train(args: argparse.Namespace) -> int:
     finally:
         trainer.close()
     if trainer.is_main:  # under torchrun the other ranks stay quiet
-        print(json.dumps(summary, indent=1))
+        print(json.dumps(summary, indent=1) if args.json else _train_summary(summary))
     return 0
+
+
+def _train_summary(summary: dict) -> str:
+    """What a person wants at the end of a run: the best epoch and its validation Dice, where, and what next."""
+    from .models.hub import load_record
+
+    run_dir = Path(summary["run_dir"])
+    minutes = float(summary["elapsed_seconds"]) / 60
+    lines = [f"trained {summary['epochs']} epoch(s) in {minutes:.1f} min; run folder {run_dir}/"]
+    best = run_dir / "best"
+    if summary["best_epoch"] >= 1 and best.with_suffix(".json").is_file():
+        val = load_record(best).metrics.get("val", {})
+        dice = ", ".join(
+            f"{name} {100 * float(val[key]):.2f}"
+            for name, key in (("per-image", "val_dice_per_image"), ("global", "val_dice_global"))
+            if key in val
+        )
+        lines.append(f"best epoch {summary['best_epoch']} (chosen on the validation ids): val Dice {dice}")
+        lines.append(
+            f"evaluate it on the test ids:  lesionseg evaluate --checkpoint {run_dir} --native --out {run_dir / 'eval'}"
+        )
+    else:
+        lines.append("no validation epoch yet: no best checkpoint")
+    if not summary.get("finished", True):
+        lines.append(f"continue it:  lesionseg train --resume {run_dir}")
+    return "\n".join(lines)
 
 
 def _evaluate_predictions(args: argparse.Namespace):
@@ -561,6 +587,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
     p.add_argument("--overwrite", action="store_true", help="start afresh in an existing run folder")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--json", action="store_true", help="print the end-of-run summary as JSON (for scripts)")
     p.add_argument(
         "--skip-bad",
         action="store_true",
