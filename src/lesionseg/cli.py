@@ -234,6 +234,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if not args.inputs and not args.dataset:
         print("lesionseg predict: give images, folders or glob patterns (or --dataset ROOT)", file=sys.stderr)
         return 2
+    shard = parse_shard(args.shard)  # a bad spec stops the command before the model is loaded
     paths, problems = collect_inputs(args.inputs)
     truths = {}
     if args.dataset:
@@ -274,7 +275,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         progress=len(paths) > 1 and not args.no_progress,
         failures=problems,
         save_probabilities=args.save_probabilities,
-        shard=parse_shard(args.shard),
+        shard=shard,
         resume=args.resume,
     )
     _print_predictions(summary, args.pixel_size, quiet=args.quiet)

@@ -84,6 +84,11 @@ def test_resume_refuses_a_folder_of_another_model_or_setting(trained: Path, blob
     assert _predict(trained, images, tmp_path / "out", "--resume", "--threshold", "0.9") == 1
 
 
+def test_a_bad_slice_stops_predict_before_any_image(blob_root: Path, tmp_path: Path, capsys) -> None:
+    assert main(["predict", str(blob_root / "images"), "--shard", "5/4", "--out", str(tmp_path / "out")]) == 1
+    assert "--shard '5/4': I must be in 1..N" in capsys.readouterr().err and not (tmp_path / "out").exists()
+
+
 def test_parse_shard() -> None:
     assert parse_shard("2/4") == (2, 4) and parse_shard(None) is None
     for bad in ("0/2", "3/2", "a/b", "2"):
