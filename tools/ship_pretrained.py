@@ -10,7 +10,8 @@ checkpoint on the split's test ids at the training size and at native resolution
 (``lesionseg.engine.evaluate_checkpoint``, post-processing applied), with the trust figures the trainer's hook made
 possible (ECE before/after temperature, quality estimate, out-of-distribution flags; ``tools/refit_trust.py`` fits
 them for a run that has none); (3) time one 768x576 image end to end; (4) write
-``src/lesionseg/models/weights/<tag>.{safetensors,json,md}``. The card quotes every figure with its command.
+``src/lesionseg/models/weights/<tag>.{safetensors,json,onnx,md}`` (the ONNX graph exported from the shipped weights,
+which the onnxruntime backend runs without torch). The card quotes every figure with its command.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import datetime
 import hashlib
 import shutil
 import statistics
+import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -33,6 +35,7 @@ from lesionseg.data import load_split
 from lesionseg.engine import Trainer, evaluate_checkpoint
 from lesionseg.engine.provenance import cpu_name
 from lesionseg.inference import Predictor, measure_lesion
+from lesionseg.inference.export import export_onnx
 from lesionseg.metrics import format_table
 from lesionseg.models.complexity import count_macs, count_parameters
 from lesionseg.models.hub import WEIGHTS_DIR, ShippedInfo, load_model, load_record
@@ -141,6 +144,12 @@ def main() -> None:
     stem = WEIGHTS_DIR / args.tag
     shutil.copyfile(str(best) + ".safetensors", str(stem) + ".safetensors")
     (stem.with_suffix(".json")).write_text(record.to_json())
+    # The graph of the weights as shipped (float16 storage included); exported aside, as export_onnx also writes a
+    # record beside its file.
+    shipped_model, _ = load_model(stem)
+    with tempfile.TemporaryDirectory() as tmp:
+        graph = export_onnx(shipped_model, Path(tmp) / "model.onnx", record.image_size, record.in_channels)
+        shutil.copyfile(graph, str(stem) + ".onnx")
 
     sha = hashlib.sha256(Path(str(stem) + ".safetensors").read_bytes()).hexdigest()
     pp = record.postprocess
@@ -222,7 +231,8 @@ One 768x576 image end to end (resize, network, resize back, post-process, measur
 {cpu_name()} (`python perf/predict_latency.py --model {args.tag}` gives the full comparison).
 
 Files: `{args.tag}.safetensors` (weights, SHA-256 `{sha}`; safetensors, so loading never unpickles),
-`{args.tag}.json` (the record: architecture, normalisation, threshold, post-processing, training config, these metrics).
+`{args.tag}.json` (the record: architecture, normalisation, threshold, post-processing, training config, these metrics),
+`{args.tag}.onnx` (the same network as an ONNX graph, which `lesionseg predict` runs with onnxruntime, without torch).
 """
     stem.with_suffix(".md").write_text(card)
     print(card)

@@ -226,8 +226,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    import torch
-
+    # Imports stay inside the verbs: with the onnxruntime backend, predict never imports torch.
     from .inference import Predictor
     from .inference.files import collect_inputs, parse_shard, segment_files
 
@@ -263,7 +262,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         precision=args.precision,
         tta=args.tta,
         postprocess=() if args.no_postprocess else None,
-        device=_predict_device(args.device, torch.cuda.is_available()),
+        device=_predict_device(args.device),
     )
     summary = segment_files(
         predictor,
@@ -333,9 +332,11 @@ def _pixel_size(text: str) -> float:
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
-def _predict_device(name: str, cuda: bool) -> str:
-    """CPU without importing the engine (trainer, plotting) when no GPU is asked for or present: a quick start."""
-    if name in ("auto", "cpu") and not cuda:
+def _predict_device(name: str) -> str:
+    """CPU without importing the engine (trainer, plotting), nor torch where no GPU can be present: a quick start."""
+    from .inference.predictor import cuda_possible
+
+    if name == "cpu" or (name == "auto" and not cuda_possible()):
         return "cpu"
     from .engine.distributed import resolve_device
 
@@ -377,14 +378,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import logging
     import os
 
-    import torch
-
     if args.workers_threads < 1:
         print(f"lesionseg serve: --workers-threads must be >= 1, got {args.workers_threads}", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(message)s")
-    # Each pool thread runs its own model call: split the cores between them rather than oversubscribe.
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // args.workers_threads))
     app = create_app(
         models=args.model or None,
         max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
@@ -395,7 +392,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         device=args.device,
         work_pixels=int(args.work_megapixels * 1e6),
         body_timeout=args.body_timeout,
+        backend=args.backend,
     )
+    if "torch" in sys.modules:  # a model on the torch backend (onnxruntime sessions got their share in create_app)
+        # Each pool thread runs its own model call: split the cores between them rather than oversubscribe.
+        sys.modules["torch"].set_num_threads(max(1, (os.cpu_count() or 1) // args.workers_threads))
     try:
         loopback = ipaddress.ip_address(args.host).is_loopback
     except ValueError:
@@ -687,7 +688,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--pixel-size", type=_pixel_size, metavar="MM", help="millimetres per pixel: measurements also in mm"
     )
-    p.add_argument("--backend", default="torch", choices=("torch", "onnxruntime"))
+    p.add_argument(
+        "--backend",
+        default="auto",
+        choices=("auto", "torch", "onnxruntime"),
+        help="auto (default): onnxruntime on the CPU when it is installed and the model has an ONNX graph (shipped "
+        "models do; a checkpoint once exported with --backend onnxruntime), which runs without importing torch; "
+        "torch otherwise (CUDA, bf16)",
+    )
     p.add_argument("--threshold", type=float, help="probability threshold (default: the model's)")
     p.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
@@ -745,6 +753,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--queue-size", type=int, default=16, help="requests that may wait for a thread; beyond them 503 (default: 16)"
     )
     p.add_argument("--device", default="cpu", help="torch device of the models (default: cpu)")
+    p.add_argument(
+        "--backend",
+        default="auto",
+        choices=("auto", "torch", "onnxruntime"),
+        help="auto (default): onnxruntime on the CPU for models with an ONNX graph (no torch import), else torch",
+    )
     p.add_argument("--max-upload-mb", type=float, default=20.0, help="largest image file accepted (default: 20)")
     p.add_argument("--max-megapixels", type=float, default=40.0, help="largest image accepted (default: 40)")
     p.add_argument(

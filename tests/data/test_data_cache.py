@@ -11,22 +11,23 @@ import numpy as np
 import pytest
 from data_fixtures import write_image
 
-import lesionseg.data.base as base
+import lesionseg.data.dataset as dataset_module
 from lesionseg.data import CACHE_VERSION, CaseCache, SegmentationDataset, find_cases, open_case_cache, resolve_cache_dir
 from lesionseg.data.cache import default_cache_dir
+from lesionseg.data.io import ImageReadError
 
 
 @pytest.fixture
 def counted(monkeypatch) -> list[str]:
     """Ids of the cases the dataset decodes from their files."""
     calls: list[str] = []
-    real = base.load_case
+    real = dataset_module.load_case
 
     def counting(case, channels=3):
         calls.append(case.id)
         return real(case, channels)
 
-    monkeypatch.setattr(base, "load_case", counting)
+    monkeypatch.setattr(dataset_module, "load_case", counting)
     return calls
 
 
@@ -111,7 +112,7 @@ def test_a_missing_source_file_raises_as_without_the_cache(folder, tmp_path) -> 
     _arrays(SegmentationDataset(cases, size=(8, 10), disk_cache=cache))
     folder.images["case1"].unlink()
     assert not cache.contains(cases[0], (8, 10), 3)
-    with pytest.raises(base.ImageReadError, match="no such file"):
+    with pytest.raises(ImageReadError, match="no such file"):
         SegmentationDataset(cases, size=(8, 10), disk_cache=cache).load_resized(0)
 
 

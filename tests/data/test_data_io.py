@@ -269,3 +269,80 @@ def test_mask_values_before_threshold(tmp_path: Path) -> None:
     arr[0, :3] = [1, 128, 255]
     p = write_image(tmp_path / "m.png", arr)
     np.testing.assert_array_equal(read_mask_values(p), arr)
+
+
+# ------------------------------------------------------------------------------------------------ OpenCV JPEG path
+def _pillow_reference(path: Path, mode: str) -> np.ndarray:
+    """What Pillow alone makes of a file: decoded, EXIF-transposed, converted."""
+    from PIL import ImageOps
+
+    with Image.open(path) as img:
+        return np.asarray(ImageOps.exif_transpose(img).convert(mode))
+
+
+def _photo(shape: tuple[int, ...]) -> np.ndarray:
+    """Smooth random content, photograph-like: where decoders' rounding differences would show."""
+    import cv2
+
+    return cv2.GaussianBlur(np.random.default_rng(1).integers(0, 256, shape, dtype=np.uint8), (0, 0), 2)
+
+
+@pytest.fixture
+def imdecode_calls(monkeypatch) -> list[int]:
+    """Counts OpenCV decodes, so that a test knows which decoder read its file."""
+    import cv2
+
+    import lesionseg.data.io as io_module
+
+    calls: list[int] = []
+    real = cv2.imdecode
+
+    def counting(buf, flags):
+        calls.append(flags)
+        return real(buf, flags)
+
+    monkeypatch.setattr(io_module.cv2, "imdecode", counting)
+    return calls
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_opencv_jpeg_has_pillows_pixels_in_every_exif_orientation(tmp_path, orientation, imdecode_calls) -> None:
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    p = tmp_path / f"o{orientation}.jpg"
+    Image.fromarray(_photo((37, 53, 3))).save(p, exif=exif.tobytes(), quality=90)
+    out = read_image(p)
+    assert imdecode_calls, "the JPEG was not decoded by OpenCV"
+    np.testing.assert_array_equal(out, _pillow_reference(p, "RGB"))
+    np.testing.assert_array_equal(decode_image_bytes(p.read_bytes()), out)
+    np.testing.assert_array_equal(read_mask_values(p), _pillow_reference(p, "RGB").max(axis=2))
+
+
+@pytest.mark.parametrize("channels", [3, 1])
+def test_opencv_grayscale_jpeg_has_pillows_pixels(tmp_path, channels, imdecode_calls) -> None:
+    p = tmp_path / "g.jpg"
+    Image.fromarray(_photo((31, 45))).save(p, quality=85)
+    out = read_image(p, channels)
+    assert imdecode_calls
+    np.testing.assert_array_equal(out, _pillow_reference(p, "RGB" if channels == 3 else "L").reshape(out.shape))
+    np.testing.assert_array_equal(read_mask_values(p), _pillow_reference(p, "L"))
+
+
+def test_colour_jpeg_read_as_grayscale_uses_pillows_conversion(tmp_path, imdecode_calls) -> None:
+    # OpenCV's grayscale JPEG decode keeps the luma plane, which differs from Pillow's RGB -> L conversion.
+    p = tmp_path / "c.jpg"
+    Image.fromarray(_photo((31, 45, 3))).save(p, quality=85)
+    np.testing.assert_array_equal(read_image(p, 1)[..., 0], _pillow_reference(p, "L"))
+    assert not imdecode_calls
+
+
+def test_truncated_or_trailed_jpeg_goes_to_pillow(tmp_path, imdecode_calls) -> None:
+    p = tmp_path / "t.jpg"
+    Image.fromarray(_photo((40, 40, 3))).save(p, quality=90)
+    data = p.read_bytes()
+    p.write_bytes(data[: len(data) * 2 // 3])
+    with pytest.raises(ImageReadError, match="t.jpg"):
+        read_image(p)  # OpenCV would return a grey-filled image without complaint
+    p.write_bytes(data + b"trailer")
+    np.testing.assert_array_equal(read_image(p), _pillow_reference(p, "RGB"))
+    assert not imdecode_calls

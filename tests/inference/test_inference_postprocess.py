@@ -67,3 +67,57 @@ def test_selection_input_checks():
         select_postprocessing([], [])
     with pytest.raises(ValueError, match="reduction"):
         select_postprocessing([np.zeros((2, 2))], [np.zeros((2, 2))], reduction="mean")
+
+
+# ------------------------------------------------------------------------------------------------ bounding-box work
+def _whole_image_largest(mask: np.ndarray) -> np.ndarray:
+    """The definition, over the whole image: the 8-connected component of largest area (ties: the lowest label)."""
+    import cv2
+
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    if n <= 2:
+        return mask
+    return (labels == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))).astype(np.uint8)
+
+
+def _whole_image_fill(mask: np.ndarray) -> np.ndarray:
+    """The definition, over the whole image: 4-connected background regions that touch no image border."""
+    import cv2
+
+    n, labels = cv2.connectedComponents((mask == 0).astype(np.uint8), connectivity=4)
+    border = set(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]).tolist())
+    holes = (mask == 0) & ~np.isin(labels, sorted(border))
+    return (mask | holes).astype(np.uint8)
+
+
+def test_bounding_box_steps_equal_the_whole_image_definitions():
+    rng = np.random.default_rng(0)
+    for i in range(1500):
+        h, w = (int(v) for v in rng.integers(1, 40, 2))
+        if i % 3:
+            mask = (rng.random((h, w)) < rng.uniform(0.05, 0.8)).astype(np.uint8)
+        else:  # equal squares at every parity of position: ties decided by the label order
+            mask = np.zeros((h, w), np.uint8)
+            for _ in range(int(rng.integers(1, 5))):
+                y, x = rng.integers(0, h), rng.integers(0, w)
+                mask[y : y + 2, x : x + 2] = 1
+        np.testing.assert_array_equal(keep_largest_component(mask), _whole_image_largest(mask), err_msg=f"case {i}")
+        np.testing.assert_array_equal(fill_holes(mask), _whole_image_fill(mask), err_msg=f"case {i}")
+
+
+@pytest.mark.data
+def test_bounding_box_steps_on_the_shipped_models_ph2_test_masks(ph2_root):
+    from lesionseg.data import find_cases, load_case, load_split
+    from lesionseg.inference import Predictor
+
+    test_ids = set(load_split("ph2").test)
+    predictor = Predictor.from_pretrained("skin", backend="auto")
+    differing = 0
+    for case in (c for c in find_cases(ph2_root, "ph2") if c.id in test_ids):
+        image, _ = load_case(case)
+        mask = predictor.predict_mask([image], postprocess=False)[0]
+        for step, reference in (("largest_component", _whole_image_largest), ("fill_holes", _whole_image_fill)):
+            differing += int(np.count_nonzero(apply_postprocessing(mask, [step]) != reference(mask)))
+        both = apply_postprocessing(mask, ["largest_component", "fill_holes"])
+        differing += int(np.count_nonzero(both != _whole_image_fill(_whole_image_largest(mask))))
+    assert differing == 0

@@ -20,8 +20,8 @@ def test_shipped_models_are_listed_with_cards_and_metrics():
         assert "Not a medical device" in card and "lesionseg train --config" in card
         native = info.metrics["native"]
         assert 0 < native["dice_per_image"] <= 1 and 0 < native["dice_global"] <= 1
-    # Only safetensors, JSON and Markdown ship: nothing that could be unpickled.
-    assert {p.suffix for p in WEIGHTS_DIR.iterdir() if p.is_file()} <= {".safetensors", ".json", ".md"}
+    # Only safetensors, JSON, ONNX (protobuf) and Markdown ship: nothing that could be unpickled.
+    assert {p.suffix for p in WEIGHTS_DIR.iterdir() if p.is_file()} <= {".safetensors", ".json", ".onnx", ".md"}
 
 
 def test_create_model_pretrained_loads_the_shipped_weights():

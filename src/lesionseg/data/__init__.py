@@ -1,6 +1,12 @@
-"""Datasets in their official layouts, safe image reading, stored splits and joint transforms."""
+"""Datasets in their official layouts, safe image reading, stored splits and joint transforms.
+
+Everything here but :class:`SegmentationDataset` (loaded on first use, PEP 562) is numpy, OpenCV and Pillow: reading
+and preparing images does not import torch.
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 from . import cvc, folder, isic, kvasir, montgomery, ph2  # noqa: F401  (register the layouts)
 from .base import (
@@ -10,7 +16,6 @@ from .base import (
     DataProblem,
     DatasetLayoutError,
     ScanResult,
-    SegmentationDataset,
     detect_layout,
     find_cases,
     index_images,
@@ -96,3 +101,11 @@ __all__ = [
     "screen_cases",
     "write_blob_dataset",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "SegmentationDataset":
+        from .dataset import SegmentationDataset
+
+        return SegmentationDataset
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

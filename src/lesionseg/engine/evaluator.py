@@ -13,9 +13,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..data.base import Case, DataProblem, SegmentationDataset, load_case_mask, scan_cases
+from ..data.base import Case, DataProblem, load_case_mask, scan_cases
 from ..data.cache import open_case_cache
 from ..data.check import screen_cases
+from ..data.dataset import SegmentationDataset
 from ..data.io import ImageReadError, read_mask_values
 from ..data.ph2 import diagnosis_name, diagnosis_order
 from ..data.splits import Split, load_split

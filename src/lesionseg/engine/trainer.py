@@ -36,9 +36,10 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 from tqdm.auto import tqdm
 
-from ..data.base import Case, DataProblem, SegmentationDataset, scan_cases
+from ..data.base import Case, DataProblem, scan_cases
 from ..data.cache import open_case_cache
 from ..data.check import screen_cases
+from ..data.dataset import SegmentationDataset
 from ..data.splits import Split, load_split, make_split, save_split
 from ..data.transforms import build_train_transform
 from ..inference.postprocess import select_postprocessing

@@ -25,26 +25,50 @@ __all__ = [
 ]
 
 
+def _foreground_box(mask: np.ndarray) -> tuple[int, int, int, int]:
+    """(x, y, w, h) of the non-zero pixels of a uint8 mask; w == 0 for an empty mask."""
+    return cv2.boundingRect(mask)
+
+
 def keep_largest_component(mask: np.ndarray) -> np.ndarray:
-    """The largest 8-connected foreground component of a {0, 1} mask (ties: the lowest label); empty stays empty."""
+    """The largest 8-connected foreground component of a {0, 1} mask (ties: the lowest label); empty stays empty.
+
+    Labelled inside the foreground's bounding box only (every component lies in it), with the box's corner moved to
+    even coordinates: OpenCV labels 2x2 blocks in raster order, so the labels, and the tie-break, are those of the
+    whole image, at a fraction of the cost for a lesion that fills part of the image.
+    """
     mask = np.ascontiguousarray(mask, dtype=np.uint8)
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    x, y, w, h = _foreground_box(mask)
+    if w == 0:
+        return mask
+    x0, y0 = x - x % 2, y - y % 2
+    box = (slice(y0, y + h), slice(x0, x + w))
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask[box], connectivity=8)
     if n <= 2:
         return mask
     largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
-    return (labels == largest).astype(np.uint8)
+    out = np.zeros_like(mask)
+    out[box] = labels == largest
+    return out
 
 
 def fill_holes(mask: np.ndarray) -> np.ndarray:
-    """Fill background regions of a {0, 1} mask that do not touch the image border (4-connected background)."""
+    """Fill background regions of a {0, 1} mask that do not touch the image border (4-connected background).
+
+    Worked inside the foreground's bounding box framed by one pixel of background: every background pixel outside
+    the box reaches the image border in a straight line, so a background region reaches the border exactly when it
+    reaches the frame. One flood fill of the frame's region leaves the holes.
+    """
     mask = np.ascontiguousarray(mask, dtype=np.uint8)
-    background = (mask == 0).astype(np.uint8)
-    n, labels = cv2.connectedComponents(background, connectivity=4)
-    if n <= 1:
+    x, y, w, h = _foreground_box(mask)
+    if w == 0:
         return mask
-    border = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
-    holes = ~np.isin(labels, border) & (background == 1)
-    return (mask | holes).astype(np.uint8)
+    framed = np.zeros((h + 2, w + 2), np.uint8)
+    framed[1:-1, 1:-1] = mask[y : y + h, x : x + w] != 0
+    cv2.floodFill(framed, None, (0, 0), 1, flags=4)  # the frame's background region becomes foreground
+    out = mask.copy()
+    out[y : y + h, x : x + w] |= framed[1:-1, 1:-1] == 0  # what is still background is a hole
+    return out
 
 
 POSTPROCESS_STEPS: dict[str, Callable[[np.ndarray], np.ndarray]] = {

@@ -3,26 +3,29 @@
 With a record that carries them (see :mod:`lesionseg.inference.trust`), probabilities are temperature-scaled and
 every :meth:`Predictor.predict` result says how far to trust it: a predicted Dice, ``low_confidence``, and whether
 the image is unlike the model's training images.
+
+Reading, resizing, normalising, the network call of the onnxruntime backend, resizing back and post-processing are
+numpy and OpenCV: with ``backend="onnxruntime"`` this module never imports torch (nor does the rest of the inference
+path), so a process that only predicts starts in a fraction of the time ``import torch`` takes. torch is imported
+when the torch backend is chosen, and by :meth:`Predictor.predict_dataset` (which yields tensors to the evaluator).
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
+import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
-import torch
-from torch import nn
-from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
-from ..data.base import SegmentationDataset, channel_stats, load_case, normalize_image, resize_pair
+from ..data.base import channel_stats, load_case, normalize_image, resize_pair
 from ..data.io import read_image
-from ..models.hub import ModelRecord, load_model, resolve_checkpoint
+from ..models.hub import ModelRecord, load_model, load_record, resolve_checkpoint
 from .postprocess import apply_postprocessing
 from .trust import (
     ImageDescription,
@@ -32,9 +35,24 @@ from .trust import (
     calibrated_threshold,
 )
 
-__all__ = ["Prediction", "Predictor", "autocast_context", "BACKENDS"]
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from ..data.dataset import SegmentationDataset
+
+__all__ = [
+    "BACKENDS",
+    "PRECISIONS",
+    "Prediction",
+    "Predictor",
+    "autocast_context",
+    "choose_backend",
+    "cuda_possible",
+]
 
 BACKENDS = ("torch", "onnxruntime")
+PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 def autocast_context(precision: str, device: torch.device | str = "cpu"):
@@ -46,6 +64,8 @@ def autocast_context(precision: str, device: torch.device | str = "cpu"):
     Raises:
         ValueError: an unknown precision, or ``fp16`` on a non-CUDA device.
     """
+    import torch
+
     kind = torch.device(device).type
     if precision == "bf16":
         return torch.autocast(device_type=kind, dtype=torch.bfloat16)
@@ -56,6 +76,47 @@ def autocast_context(precision: str, device: torch.device | str = "cpu"):
     if precision != "fp32":
         raise ValueError(f"precision must be fp32, bf16 or fp16, got {precision!r}")
     return contextlib.nullcontext()
+
+
+def cuda_possible() -> bool:
+    """Whether a CUDA device may be present, answered without importing torch where it cannot be: a machine without
+    a loaded NVIDIA driver has none. Where a driver is loaded, torch is asked."""
+    if not os.path.exists("/proc/driver/nvidia/version") and not os.path.exists("/dev/nvidiactl"):
+        return False
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def choose_backend(
+    backend: str, device: str = "cpu", precision: str = "fp32", has_graph: bool = False, channels_last: bool = False
+) -> str:
+    """The backend ``auto`` stands for: ``onnxruntime`` where it can run the request (CPU, fp32, the model has an
+    ONNX graph, onnxruntime installed), else ``torch``. ``torch`` and ``onnxruntime`` are returned as given.
+
+    Args:
+        backend: ``auto``, ``torch`` or ``onnxruntime``.
+        device: the requested device (``auto`` counts as CPU only where :func:`cuda_possible` says no GPU can be).
+        precision: ``fp32`` or another (which only the torch backend runs).
+        has_graph: whether the model's ONNX graph exists already (shipped, or exported into the cache).
+        channels_last: the torch memory format was asked for.
+    """
+    if backend != "auto":
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be auto or one of {BACKENDS}, got {backend!r}")
+        return backend
+    device = str(device).strip().lower()
+    cpu = device == "cpu" or (device == "auto" and not cuda_possible())
+    usable = cpu and precision == "fp32" and has_graph and not channels_last
+    return "onnxruntime" if usable and importlib.util.find_spec("onnxruntime") is not None else "torch"
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    """Logistic function in float32 (exp overflows to inf for logits below -88, which gives 0 as it should)."""
+    with np.errstate(over="ignore"):
+        out = np.exp(-x, dtype=np.float32)
+    out += 1.0
+    return np.reciprocal(out, out=out)
 
 
 @dataclass(frozen=True)
@@ -85,13 +146,17 @@ class Predictor:
         std: normalisation std in [0, 1] units.
         threshold: probability threshold of the binary mask.
         in_channels: 3 (RGB) or 1 (grayscale).
-        precision: ``fp32``, ``bf16`` or (CUDA) ``fp16`` (torch backend).
+        precision: ``fp32``, ``bf16`` or (CUDA) ``fp16`` (torch backend; onnxruntime runs ``fp32``).
         tta: average over horizontal and vertical flips.
-        device: torch device (torch backend).
+        device: torch device (torch backend; onnxruntime runs on the CPU).
         postprocess: mask post-processing steps (see :mod:`lesionseg.inference.postprocess`), usually the ones the
             checkpoint record chose on validation data.
         backend: ``torch`` (eager) or ``onnxruntime``.
-        channels_last: run the eager model in the channels-last memory format.
+        channels_last: the eager model's memory format: channels-last (NHWC) or contiguous (NCHW); None (default)
+            chooses channels-last on the CPU, where the convolutions run 1.5x faster in it (``perf/
+            predict_latency.py``), and contiguous elsewhere. onnxruntime takes contiguous NCHW input.
+        threads: intra-op threads of the onnxruntime session (None: torch's count when torch is loaded, else
+            ``OMP_NUM_THREADS``, else the CPUs); the torch backend uses ``torch.set_num_threads``, which is global.
         temperature: logits are divided by it before the sigmoid (calibrated probabilities). ``threshold`` keeps
             its meaning at ``T = 1``: masks are the same at any temperature.
         quality: the per-image quality estimator fitted on validation ids; None = no ``predicted_dice``. With one,
@@ -112,7 +177,8 @@ class Predictor:
         device: str | torch.device = "cpu",
         postprocess: Sequence[str] = (),
         backend: str = "torch",
-        channels_last: bool = False,
+        channels_last: bool | None = None,
+        threads: int | None = None,
         temperature: float = 1.0,
         quality: QualityEstimator | None = None,
         description: ImageDescription | None = None,
@@ -123,8 +189,13 @@ class Predictor:
             raise ValueError(f"temperature must be positive, got {temperature}")
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-        self.device = torch.device(device)
-        autocast_context(precision, self.device)  # validates the name (and fp16 only on CUDA)
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be fp32, bf16 or fp16, got {precision!r}")
+        if backend == "onnxruntime" and (precision != "fp32" or channels_last):
+            raise ValueError(
+                "the onnxruntime backend runs fp32 in its own memory format; precision and channels_last are for the "
+                "torch backend"
+            )
         self.image_size = (int(image_size[0]), int(image_size[1]))
         self.mean, self.std = channel_stats(mean, std, in_channels)
         self.threshold = threshold
@@ -139,27 +210,42 @@ class Predictor:
         self.postprocess = tuple(postprocess)
         apply_postprocessing(np.zeros((1, 1), np.uint8), self.postprocess)  # validates the step names
         self.backend = backend
-        self.channels_last = channels_last
         self.session = None
         self.model: nn.Module | None = None
         self.record: ModelRecord | None = None  # the checkpoint record, when built from one
+        self._device = device
         if backend == "onnxruntime":
-            from .export import export_onnx, onnx_session
+            from .export import onnx_session
 
-            if isinstance(model, nn.Module):
+            self.channels_last = False
+            if isinstance(model, (str, Path)):
+                self.session = onnx_session(model, threads)
+            else:
                 import tempfile
+
+                from .export import export_onnx
 
                 with tempfile.TemporaryDirectory() as tmp:
                     path = export_onnx(model, Path(tmp) / "model.onnx", self.image_size, in_channels)
-                    self.session = onnx_session(path)
-            else:
-                self.session = onnx_session(model)
+                    self.session = onnx_session(path, threads)
+            self._input_name = self.session.get_inputs()[0].name
         else:
-            if not isinstance(model, nn.Module):
+            import torch
+
+            if not isinstance(model, torch.nn.Module):
                 raise TypeError("the torch backend needs an nn.Module; an .onnx file needs backend='onnxruntime'")
-            self.model = model.eval().to(self.device)
-            if channels_last:
-                self.model = self.model.to(memory_format=torch.channels_last)
+            self._device = torch.device(device)
+            autocast_context(precision, self._device)  # fp16 only on CUDA
+            self.channels_last = self._device.type == "cpu" if channels_last is None else bool(channels_last)
+            memory = torch.channels_last if self.channels_last else torch.contiguous_format
+            self.model = model.eval().to(self._device, memory_format=memory)
+
+    @property
+    def device(self) -> torch.device:
+        """The torch device of the eager model (the CPU for onnxruntime); reading it imports torch."""
+        import torch
+
+        return torch.device(self._device)
 
     # ------------------------------------------------------------------------------------------------ constructors
     @classmethod
@@ -171,8 +257,7 @@ class Predictor:
 
         ``overrides`` replace record values (``threshold``, ``postprocess``, ``temperature``, ...) or set the rest
         (``precision``, ``tta``, ``device``, ...); None values are ignored, so ``threshold=None`` means the record's
-        and ``threshold=0.0`` is
-        refused as out of range rather than replaced.
+        and ``threshold=0.0`` is refused as out of range rather than replaced.
         """
         kwargs: dict[str, Any] = {
             "image_size": record.image_size,
@@ -196,16 +281,29 @@ class Predictor:
     def from_checkpoint(cls, path: str | Path, backend: str = "torch", **overrides: Any) -> Predictor:
         """A predictor configured from a checkpoint's record, or a shipped tag (``"skin"``); see :meth:`from_record`.
 
-        With ``backend="onnxruntime"`` the checkpoint is exported once into the user cache.
+        ``backend="onnxruntime"`` runs the model's ONNX graph: the one shipped with a shipped model, else the user
+        cache's, exported there once (the only step that imports torch). ``backend="auto"`` chooses onnxruntime
+        where the graph exists already and the request is one it runs (:func:`choose_backend`), else torch.
         """
         stem = resolve_checkpoint(path)
-        model, record = load_model(stem)
-        source: nn.Module | Path = model
+        record = load_record(stem)
+        if backend == "auto":
+            from .export import cached_onnx_path, shipped_onnx_path
+
+            has_graph = shipped_onnx_path(stem) is not None or cached_onnx_path(stem, record).is_file()
+            backend = choose_backend(
+                backend,
+                str(overrides.get("device") or "cpu"),
+                overrides.get("precision") or "fp32",
+                has_graph,
+                bool(overrides.get("channels_last")),
+            )
         if backend == "onnxruntime":
             from .export import cached_onnx_for_checkpoint
 
-            source = cached_onnx_for_checkpoint(stem, model, record)
-        return cls.from_record(source, record, backend=backend, **overrides)
+            return cls.from_record(cached_onnx_for_checkpoint(stem, record), record, backend=backend, **overrides)
+        model, record = load_model(stem)
+        return cls.from_record(model, record, backend=backend, **overrides)
 
     @classmethod
     def from_pretrained(cls, tag: str = "skin", backend: str = "torch", **overrides: Any) -> Predictor:
@@ -216,40 +314,56 @@ class Predictor:
 
     # ------------------------------------------------------------------------------------------------ prediction
     def _to_batch(self, images: Sequence[np.ndarray]) -> np.ndarray:
-        """Normalised float32 (N, C, h, w) at the working size, one code path with the training dataset."""
+        """Normalised float32 (N, C, h, w), C-contiguous, at the working size; one code path with the training
+        dataset."""
         return np.stack(
             [normalize_image(resize_pair(im, None, self.image_size)[0], self.mean, self.std) for im in images]
         )
 
-    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        """One network call: logits float32 (N, 1, h, w) for a C-contiguous normalised batch."""
         if self.session is not None:
-            (out,) = self.session.run(None, {self.session.get_inputs()[0].name: x.numpy()})
-            return torch.from_numpy(out)
-        assert self.model is not None
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with autocast_context(self.precision, self.device):
-            return self.model(x.to(self.device, non_blocking=True)).float()
+            (out,) = self.session.run(None, {self._input_name: x})
+            return out
+        import torch
 
-    @torch.inference_mode()
+        assert self.model is not None
+        with torch.inference_mode(), autocast_context(self.precision, self._device):
+            t = torch.from_numpy(x)
+            if self.channels_last:
+                t = t.contiguous(memory_format=torch.channels_last)
+            return self.model(t.to(self._device, non_blocking=True)).float().cpu().numpy()
+
+    def _passes(self, x: np.ndarray, flips: bool) -> np.ndarray:
+        """Logits float32 (P, N, 1, h, w): the plain pass and, with ``flips``, the horizontally and vertically
+        flipped passes flipped back (T = 1)."""
+        passes = [self._run(x)]
+        if flips:
+            passes.append(self._run(np.ascontiguousarray(x[..., ::-1]))[..., ::-1])
+            passes.append(self._run(np.ascontiguousarray(x[..., ::-1, :]))[..., ::-1, :])
+        return np.stack(passes)
+
+    def _logits(self, x: np.ndarray) -> np.ndarray:
+        """Logits float32 (N, 1, h, w) at the working size, flip-averaged with TTA (T = 1)."""
+        return self._passes(x, True).mean(0) if self.tta else self._run(x)
+
     def pass_logits(self, x: torch.Tensor, flips: bool | None = None) -> torch.Tensor:
         """Logits (P, N, 1, h, w) of the plain pass and, with ``flips`` (default: ``tta``), the horizontally and
         vertically flipped passes flipped back, for a normalised batch at the working size (T = 1)."""
+        import torch
+
         flips = self.tta if flips is None else flips
-        passes = [self._forward(x)]
-        if flips:
-            passes.append(self._forward(x.flip(-1)).flip(-1))
-            passes.append(self._forward(x.flip(-2)).flip(-2))
-        return torch.stack(passes).cpu()
+        return torch.from_numpy(self._passes(np.ascontiguousarray(x.cpu().numpy()), flips))
 
     def logits_at_working_size(self, x: torch.Tensor) -> torch.Tensor:
         """Logits (N, 1, h, w) for a normalised batch at the working size (flip-averaged with TTA; T = 1)."""
-        return self.pass_logits(x).mean(0)
+        import torch
 
-    def _native_proba(self, logits: torch.Tensor, images: Sequence[np.ndarray]) -> list[np.ndarray]:
-        probs = torch.sigmoid(logits[:, 0]).numpy()
+        return torch.from_numpy(np.ascontiguousarray(self._logits(np.ascontiguousarray(x.cpu().numpy()))))
+
+    def _native_proba(self, logits: np.ndarray, images: Sequence[np.ndarray]) -> list[np.ndarray]:
         out = []
-        for p, im in zip(probs, images):
+        for p, im in zip(_sigmoid(logits[:, 0]), images):
             h, w = im.shape[:2]
             # Bilinear with half-pixel centres, as F.interpolate(align_corners=False), at a fraction of its cost.
             p = p if p.shape == (h, w) else cv2.resize(p, (w, h), interpolation=cv2.INTER_LINEAR)
@@ -262,12 +376,12 @@ class Predictor:
 
         Temperature-scaled when the predictor has a temperature (cut them with :meth:`mask_from_proba`).
         """
-        return self._native_proba(self.logits_at_working_size(torch.from_numpy(self._to_batch(images))), images)
+        return self._native_proba(self._logits(self._to_batch(images)), images)
 
     def mask_from_proba(self, prob: np.ndarray, postprocess: bool = True) -> np.ndarray:
         """Threshold a probability map of :meth:`predict_proba` and apply the post-processing steps (unless
         ``postprocess`` is False). The cut is ``prob_threshold``, the model's threshold carried to its temperature."""
-        mask = (prob > self.prob_threshold).astype(np.uint8)
+        mask = (prob > self.prob_threshold).view(np.uint8)
         return apply_postprocessing(mask, self.postprocess) if postprocess else mask
 
     def predict(self, images: Sequence[np.ndarray], postprocess: bool = True) -> list[Prediction]:
@@ -277,17 +391,16 @@ class Predictor:
         size mask under each pass's probabilities (:meth:`QualityEstimator.signal`). The out-of-distribution score
         reads the image itself.
         """
-        x = torch.from_numpy(self._to_batch(images))
-        passes = self.pass_logits(x, flips=self.tta or self.quality is not None)
+        passes = self._passes(self._to_batch(images), flips=self.tta or self.quality is not None)
         logits = passes.mean(0) if self.tta else passes[0]
         results = []
         for i, (image, prob) in enumerate(zip(images, self._native_proba(logits, images))):
             mask = self.mask_from_proba(prob, postprocess)
             predicted_dice = low = score = ood = None
             if self.quality is not None:
-                small = (torch.sigmoid(logits[i, 0]).numpy() > self.threshold).astype(np.uint8)
+                small = (_sigmoid(logits[i, 0]) > self.threshold).view(np.uint8)
                 small = apply_postprocessing(small, self.postprocess) if postprocess else small
-                signal = self.quality.signal([p[i, 0].numpy() for p in passes], small)
+                signal = self.quality.signal([p[i, 0] for p in passes], small)
                 predicted_dice = float(self.quality.predict(signal))
                 low = self.quality.is_low_confidence(predicted_dice)
             if self.description is not None:
@@ -301,7 +414,6 @@ class Predictor:
         """Binary masks uint8 {0, 1} (H, W) at each image's own size, post-processed as configured."""
         return [self.mask_from_proba(p, postprocess) for p in self.predict_proba(images)]
 
-    @torch.inference_mode()
     def predict_dataset(
         self, dataset: SegmentationDataset, native: bool = False, batch_size: int = 16, progress: bool = False
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor, list[str]]]:
@@ -315,6 +427,10 @@ class Predictor:
             ValueError: a dataset prepared otherwise than this predictor's model expects (size, channels,
                 normalisation) or one that augments.
         """
+        import torch
+        from torch.utils.data import DataLoader
+        from tqdm.auto import tqdm
+
         if native:
             for case in tqdm(dataset.cases, desc="evaluate (native)", disable=not progress, leave=False):
                 image, truth = load_case(case, self.in_channels)

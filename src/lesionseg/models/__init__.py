@@ -1,31 +1,13 @@
-"""Segmentation models behind one registry; every ``forward`` returns logits at the input size."""
+"""Segmentation models behind one registry; every ``forward`` returns logits at the input size.
+
+The package loads lazily (PEP 562): ``lesionseg.models.hub``'s typed record reads without torch, and the first use of
+a name below (``create_model``, ``list_models``, ``UNet``, ...) imports every model file, which registers it.
+"""
 
 from __future__ import annotations
 
-from . import attention_unet as _attention_unet  # noqa: F401
-from . import cmssm_unet as _cmssm_unet  # noqa: F401
-from . import eamnet as _eamnet  # noqa: F401
-from . import efp as _efp  # noqa: F401
-from . import egeunet as _egeunet  # noqa: F401
-from . import hcmamba as _hcmamba  # noqa: F401
-from . import lv_unet as _lv_unet  # noqa: F401
-from . import malunet as _malunet  # noqa: F401
-from . import maskformer as _maskformer  # noqa: F401
-from . import medmamba as _medmamba  # noqa: F401
-from . import mgmfnet as _mgmfnet  # noqa: F401
-from . import resunetpp as _resunetpp  # noqa: F401
-from . import sc_unext as _sc_unext  # noqa: F401
-from . import segformer as _segformer  # noqa: F401
-from . import transfuse as _transfuse  # noqa: F401
-from . import unet as _unet  # noqa: F401  (registers the factories)
-from . import unetpp as _unetpp  # noqa: F401
-from . import unext as _unext  # noqa: F401
-from . import utnetv2 as _utnetv2  # noqa: F401
-from . import vmunet as _vmunet  # noqa: F401
-from ._registry import MODELS, build_model, is_model, list_models, model_entrypoint, model_tags, register_model
-from .base import ModelOutput, SegmentationModel
-from .hub import create_model
-from .unet import UNet
+import importlib
+from typing import Any
 
 __all__ = [
     "MODELS",
@@ -40,3 +22,30 @@ __all__ = [
     "model_tags",
     "register_model",
 ]
+
+_WHERE = {
+    "MODELS": "._registry",
+    "build_model": "._registry",
+    "is_model": "._registry",
+    "list_models": "._registry",
+    "model_entrypoint": "._registry",
+    "model_tags": "._registry",
+    "register_model": "._registry",
+    "ModelOutput": ".base",
+    "SegmentationModel": ".base",
+    "create_model": ".hub",
+    "UNet": ".unet",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        from ._registry import load_zoo
+
+        load_zoo()
+        return getattr(importlib.import_module(_WHERE[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -2,22 +2,67 @@
 
 The public :func:`~lesionseg.models.hub.create_model` (also ``lesionseg.create_model``) adds shipped weights on top of
 :func:`build_model`; this module knows nothing of weights, so that ``hub`` can import it and not the other way round.
+Every lookup here first imports the model files (:func:`load_zoo`, once), so that the package itself can load without
+torch.
 """
 
 from __future__ import annotations
 
 import fnmatch
 from collections.abc import Callable, Mapping
-from typing import Any
-
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from ..registry import Registry
 
-__all__ = ["MODELS", "build_model", "is_model", "list_models", "model_entrypoint", "model_tags", "register_model"]
+if TYPE_CHECKING:
+    from torch import nn
+
+__all__ = [
+    "MODELS",
+    "build_model",
+    "is_model",
+    "list_models",
+    "load_zoo",
+    "model_entrypoint",
+    "model_tags",
+    "register_model",
+]
 
 #: Every model factory, with its size tags ``paper_size`` and ``cpu_size``.
 MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
+
+_zoo_loaded = False
+
+
+def load_zoo() -> None:
+    """Import every model file once, so that each factory is registered (the lookups below call it)."""
+    global _zoo_loaded
+    if _zoo_loaded:
+        return
+    from . import (  # noqa: F401  (each file registers its factories)
+        attention_unet,
+        cmssm_unet,
+        eamnet,
+        efp,
+        egeunet,
+        hcmamba,
+        lv_unet,
+        malunet,
+        maskformer,
+        medmamba,
+        mgmfnet,
+        resunetpp,
+        sc_unext,
+        segformer,
+        transfuse,
+        unet,
+        unetpp,
+        unext,
+        utnetv2,
+        vmunet,
+    )
+
+    _zoo_loaded = True
 
 
 def register_model(fn: Callable[..., nn.Module] | None = None, *, paper_size: bool = False, cpu_size: bool = False):
@@ -34,6 +79,7 @@ def register_model(fn: Callable[..., nn.Module] | None = None, *, paper_size: bo
 
 def list_models(pattern: str = "*", *, cpu_size: bool | None = None, paper_size: bool | None = None) -> list[str]:
     """Sorted names of registered models matching a shell-style ``pattern`` and size tags."""
+    load_zoo()
     names = []
     for name in MODELS.names():
         tags = MODELS.info(name)
@@ -49,6 +95,7 @@ def list_models(pattern: str = "*", *, cpu_size: bool | None = None, paper_size:
 
 def is_model(name: str) -> bool:
     """Whether ``name`` is a registered model."""
+    load_zoo()
     return name in MODELS
 
 
@@ -58,11 +105,13 @@ def model_entrypoint(name: str) -> Callable[..., nn.Module]:
     Raises:
         ValueError: unknown name (the message suggests the closest and lists the known ones).
     """
+    load_zoo()
     return MODELS.get(name)
 
 
 def model_tags(name: str) -> Mapping[str, bool]:
     """The size tags of model ``name``: ``{"paper_size": ..., "cpu_size": ...}``."""
+    load_zoo()
     return MODELS.info(name)
 
 

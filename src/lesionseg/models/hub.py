@@ -7,6 +7,9 @@ A checkpoint ``<stem>`` is two files: ``<stem>.safetensors`` (model weights) and
 provenance, metrics). The resumable training state adds ``<stem>.state.safetensors`` (optimiser tensors, RNG state)
 whose non-tensor structure lives in the record. The record is read and written here only: every other module uses its
 typed fields.
+
+The record, its reading and the shipped models' listing need neither torch nor safetensors' torch bindings (the
+onnxruntime predictor reads records without them); the functions that touch weights import torch when called.
 """
 
 from __future__ import annotations
@@ -19,13 +22,13 @@ import typing
 from collections.abc import Mapping
 from dataclasses import MISSING, Field, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, ClassVar
-
-import torch
-from safetensors.torch import load_file, save_file
-from torch import nn
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ._registry import build_model
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 __all__ = [
     "FORMAT_VERSION",
@@ -462,6 +465,8 @@ def _atomic_write(path: Path, write) -> None:
 
 def pack_state(obj: Any, prefix: str, tensors: dict[str, torch.Tensor]) -> Any:
     """JSON-able structure of ``obj`` with every tensor moved into ``tensors`` under a path key."""
+    import torch
+
     if isinstance(obj, torch.Tensor):
         tensors[prefix] = obj.detach().cpu().contiguous()
         return {"__tensor__": prefix}
@@ -507,6 +512,8 @@ def save_checkpoint(
     Returns:
         The stem.
     """
+    from safetensors.torch import save_file
+
     if not isinstance(record, ModelRecord):
         raise TypeError(f"save_checkpoint needs a ModelRecord, got {type(record).__name__}")
     stem = Path(stem)
@@ -538,6 +545,8 @@ def load_record(path: str | Path) -> ModelRecord:
 
 def load_state(path: str | Path, record: ModelRecord) -> dict[str, Any]:
     """The resumable training state of a checkpoint written with ``state``."""
+    from safetensors.torch import load_file
+
     stem = checkpoint_stem(path)
     state_path = stem.with_name(stem.name + ".state.safetensors")
     if record.state is None or not state_path.is_file():
@@ -551,6 +560,8 @@ def load_model(path: str | Path, map_location: str = "cpu") -> tuple[nn.Module, 
     Raises:
         CheckpointError: a file is missing, the record is invalid, or the weights do not fit the recorded model.
     """
+    from safetensors.torch import load_file
+
     stem = checkpoint_stem(path)
     record = load_record(stem)
     weights_path = stem.with_name(stem.name + ".safetensors")

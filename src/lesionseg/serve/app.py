@@ -370,6 +370,7 @@ def create_app(
     device: str = "cpu",
     work_pixels: int = DEFAULT_WORK_PIXELS,
     body_timeout: float = DEFAULT_BODY_TIMEOUT,
+    backend: str = "auto",
 ) -> FastAPI:
     """Build the app over models loaded once.
 
@@ -386,6 +387,8 @@ def create_app(
         work_pixels: an image with more pixels is reduced to at most this many as it is decoded; the model, the
             post-processing and the measurements work on that, the mask is returned at the image's own size.
         body_timeout: seconds a request's whole body may take to arrive (408 after them).
+        backend: backend of models loaded here: ``auto`` (onnxruntime on the CPU where the model has an ONNX graph,
+            so that the server never imports torch; else torch), ``torch`` or ``onnxruntime``.
 
     Raises:
         ValueError: a bad limit or no model to serve.
@@ -402,7 +405,8 @@ def create_app(
     if not (isinstance(body_timeout, int | float) and math.isfinite(body_timeout) and body_timeout > 0):
         raise ValueError(f"body_timeout must be a number of seconds > 0, got {body_timeout!r}")
     if models is None or not isinstance(models, Mapping):
-        models = load_models(models, device=device)
+        # Each pool thread runs its own model call: the cores are split between them rather than oversubscribed.
+        models = load_models(models, device=device, backend=backend, threads=max(1, (os.cpu_count() or 1) // threads))
     if not models:
         raise ValueError("no model to serve")
     state = _ServerState(

@@ -28,13 +28,18 @@ def model_id(spec: str | Path, record: ModelRecord | None) -> str:
     return path.parent.name if path.name in ("best", "last") and path.parent.name else path.name
 
 
-def load_models(specs: Sequence[str | Path] | None = None, device: str = "cpu") -> dict[str, Predictor]:
+def load_models(
+    specs: Sequence[str | Path] | None = None, device: str = "cpu", backend: str = "auto", threads: int | None = None
+) -> dict[str, Predictor]:
     """Load each model once, keyed by :func:`model_id`.
 
     Args:
         specs: shipped tags (``skin``, ``polyp``) or checkpoints (stem, file or run folder); None serves every shipped
             model.
         device: torch device of the models.
+        backend: ``auto`` (onnxruntime where the model has an ONNX graph and the device is the CPU; see
+            :func:`~lesionseg.inference.predictor.choose_backend`), ``torch`` or ``onnxruntime``.
+        threads: intra-op threads of each onnxruntime call (None: its default).
 
     Raises:
         ValueError: no model to serve, or a spec that is neither a shipped tag nor a checkpoint.
@@ -45,13 +50,14 @@ def load_models(specs: Sequence[str | Path] | None = None, device: str = "cpu") 
             raise ValueError("no shipped models in this installation; give checkpoints to serve (--model PATH)")
     out: dict[str, Predictor] = {}
     for spec in specs:
-        predictor = Predictor.from_checkpoint(spec, device=device)
+        predictor = Predictor.from_checkpoint(spec, backend=backend, device=device, threads=threads)
         mid = base = model_id(spec, predictor.record)
         n = 2
         while mid in out:  # two checkpoints from folders of the same name
             mid, n = f"{base}-{n}", n + 1
         out[mid] = predictor
-        _logger.info("loaded model %s from %s (%s)", mid, spec, predictor.record.model if predictor.record else "?")
+        arch = predictor.record.model if predictor.record else "?"
+        _logger.info("loaded model %s from %s (%s, %s)", mid, spec, arch, predictor.backend)
     if not out:
         raise ValueError("no model to serve")
     return out
