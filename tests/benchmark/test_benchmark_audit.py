@@ -105,3 +105,17 @@ def test_benchmark_keeps_the_curve_and_reports_the_inflation(audit_config: Path,
     before = text
     run_benchmark(cfg, report_only=True)
     assert report.read_text() == before  # rebuilt from the kept files alone, byte for byte
+
+
+def test_a_partial_curve_is_not_kept(tiny_config: dict, tmp_path: Path) -> None:
+    from lesionseg.benchmark.audit import export_test_curve
+
+    cfg = dict(tiny_config, train={**tiny_config["train"], "epochs": 2})
+    run = tmp_path / "run"
+    TestCurveTrainer(config_from_dict(cfg), run_dir=run, progress=False).fit()
+    work = run / "test_curve_counts.csv"
+    assert export_test_curve(run, tmp_path / "kept", 1)
+    lines = work.read_text().splitlines()
+    work.write_text("\n".join([lines[0]] + [ln for ln in lines[1:] if not ln.startswith("1,")]) + "\n")
+    assert not export_test_curve(run, tmp_path / "partial", 1)  # epoch 1 was never recorded
+    assert not (tmp_path / "partial").exists()

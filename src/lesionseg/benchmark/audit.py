@@ -21,6 +21,7 @@ post-processing the run later chooses on validation, so both sides of the compar
 from __future__ import annotations
 
 import csv
+import logging
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -46,6 +47,8 @@ __all__ = [
     "export_test_curve",
     "read_test_curve",
 ]
+
+_logger = logging.getLogger(__name__)
 
 #: The per-epoch test Dice kept with a run.
 CURVE_FILE = "test_curve.csv"
@@ -175,12 +178,17 @@ def chosen_epochs(curve: Mapping[str, np.ndarray], val_epoch: int) -> dict[str, 
 def export_test_curve(run_dir: Path, dest: Path, val_epoch: int) -> bool:
     """Writes ``test_curve.csv`` and ``test_selected.csv`` of a run folder into its results folder ``dest``.
 
-    Returns False (writing nothing) when the run folder recorded no curve (trained without the audit).
+    Returns False (writing nothing) when the run folder recorded no curve (trained without the audit) or only part of
+    one (started without it).
     """
     work = run_dir / _WORK_FILE
     if not work.is_file():
         return False
     by_epoch = _counts_by_epoch(_read_csv(work))
+    if sorted(by_epoch) != list(range(1, len(by_epoch) + 1)) or val_epoch not in by_epoch:
+        # e.g. a run started without the audit and resumed with it: a partial curve would bias the comparison
+        _logger.warning("%s: the test curve does not cover every epoch up to %d; not kept", work, val_epoch)
+        return False
     curve_rows = []
     for epoch in sorted(by_epoch):
         c = np.stack([by_epoch[epoch][k] for k in sorted(by_epoch[epoch])])
@@ -189,9 +197,6 @@ def export_test_curve(run_dir: Path, dest: Path, val_epoch: int) -> bool:
     dest.mkdir(parents=True, exist_ok=True)
     _write_csv(dest / CURVE_FILE, ("epoch", "test_dice_per_image", "test_dice_global"), curve_rows)
     epochs = sorted(set(chosen_epochs(read_test_curve(dest / CURVE_FILE), val_epoch).values()))
-    missing = [e for e in epochs if e not in by_epoch]
-    if missing:
-        raise ValueError(f"{work}: no test counts for epoch(s) {missing}")
     rows = [
         {"epoch": e, "id": i, **{k: int(v) for k, v in zip(("tp", "fp", "fn", "tn"), by_epoch[e][i])}}
         for e in epochs
