@@ -65,7 +65,7 @@ def test_test_curve_resumes_without_duplicate_epochs(tiny_config: dict, tmp_path
 @pytest.fixture
 def audit_config(bench_config: Path) -> Path:
     data = yaml.safe_load(bench_config.read_text())
-    data["models"] = [dict(data["models"][0], epochs=3)]
+    data["models"] = [dict(m, epochs=3) for m in data["models"]]
     data["cross"] = []
     data["report"]["feature_model"] = None
     data["audit"] = {"test_curve": True, "split_note": "The blobs have no groups."}
@@ -79,6 +79,7 @@ def test_benchmark_keeps_the_curve_and_reports_the_inflation(audit_config: Path,
     text = report.read_text()
     assert "## How much the usual shortcuts inflate" in text
     assert "**Random versus grouped split.** The blobs have no groups." in text
+    assert "Ranked by per-image Dice, chosen on validation: " in text and "Over the 2 models" in text
     for seed in (0, 1):
         res = tmp_path / "results" / "runs" / "unet_a" / f"seed{seed}"
         curve = read_test_curve(res / CURVE_FILE)

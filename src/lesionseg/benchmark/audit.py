@@ -251,6 +251,7 @@ def audit_section(
         "",
     ]
     rows, left_out, deltas = [], [], {"per_image": [], "global": []}
+    ranking: dict[str, tuple[float, float]] = {}
     for label, rs in runs.items():
         sel = [(r, s) for r in rs for s in [_selections(r)] if s is not None]
         left_out += [f"{label} {r.key}" for r in rs if _selections(r) is None]
@@ -273,6 +274,7 @@ def audit_section(
         gp = paired_permutation_global(test_counts, val_counts, resamples=resamples)
         d_img = float(np.mean(test_dice) - np.mean(val_dice))
         d_glob = global_dice(test_counts) - global_dice(val_counts)
+        ranking[label] = (float(np.mean(val_dice)), float(np.mean(test_dice)))
         deltas["per_image"].append(d_img)
         deltas["global"].append(d_glob)
         rows.append(
@@ -318,6 +320,19 @@ def audit_section(
         "negative for one run (the maximum over epochs includes the validation's choice); what the table shows is "
         "its size, and whether it is larger than the image-to-image noise.",
     ]
+    if len(ranking) > 1:
+        by_val = sorted(ranking, key=lambda k: -ranking[k][0])
+        by_test = sorted(ranking, key=lambda k: -ranking[k][1])
+        if by_val == by_test:
+            verdict = "the same order"
+        elif by_val[0] == by_test[0]:
+            verdict = "another order, the same first"
+        else:
+            verdict = f"first {by_test[0]} instead of {by_val[0]}"
+        lines[-1] += (
+            f" Ranked by per-image Dice, chosen on validation: {', '.join(by_val)}; chosen on test: "
+            f"{', '.join(by_test)} ({verdict})."
+        )
     if left_out:
         lines += ["", f"Runs without a kept test curve (trained before the audit was on): {', '.join(left_out)}."]
     lines += ["", f"**Random versus grouped split.** {grouped_note}", ""]
