@@ -28,7 +28,7 @@ import yaml
 
 from lesionseg.engine import Trainer
 from lesionseg.engine.config import load_config
-from lesionseg.engine.provenance import cpu_flags, cpu_name
+from lesionseg.runtime import cpu_flags, cpu_name
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_MODELS = ("sc_unext", "unext", "efp_s", "unet_small")

@@ -10,8 +10,10 @@ is printed at the start and the end, because the figures are only as quiet as th
    PyTorch contiguous NCHW, eager channels-last (the default on CPU), eager bf16 where the CPU has AVX512-BF16 or AMX,
    onnxruntime (the default where installed); beside "before": Pillow decoding, eager PyTorch and post-processing
    over the whole image, as `lesionseg predict` ran until issue 28. The network alone is timed for each backend.
-   A last row adds what `lesionseg predict` computes besides, for a model with trust estimates (issue 26): the two
-   flipped passes of the quality estimate and the out-of-distribution statistics.
+   Two last rows add what `lesionseg predict` computes besides, for a model with trust estimates (issue 26): the
+   quality estimate and the out-of-distribution statistics, with the default settings (one pass: the estimate reads
+   the pass the mask comes from) and with ``--tta`` (three passes). Then the default trusted prediction stage by
+   stage (median and best of the same interleaved rounds).
 2. decoding the image: Pillow as before (copying for EXIF and mode) against the reader now (OpenCV for JPEG).
 3. post-processing (largest component + fill holes) of the image's predicted mask: over the whole image (before)
    against inside the lesion's bounding box (now); the masks must be equal and the count of differing pixels is
@@ -42,10 +44,11 @@ from _timing import interleaved
 from PIL import Image, ImageOps
 
 from lesionseg.data.io import read_image
-from lesionseg.engine.provenance import cpu_flags, cpu_name
 from lesionseg.inference import Predictor, measure_lesion
 from lesionseg.inference.files import write_png
 from lesionseg.inference.postprocess import POSTPROCESS_STEPS, apply_postprocessing
+from lesionseg.inference.trust import apply_temperature
+from lesionseg.runtime import cpu_flags, cpu_name
 from lesionseg.viz.overlay import overlay_mask
 
 REPO = Path(__file__).resolve().parents[1]
@@ -115,6 +118,37 @@ def with_trust(predictor: Predictor, path: Path) -> dict:
     return measure_lesion(prediction.mask).to_dict() | prediction.trust.to_dict()
 
 
+def trust_stages(predictor: Predictor, path: Path) -> dict:
+    """The default trusted prediction of one file split into its stages, each a callable over the previous stage's
+    output (computed once here), in the order `lesionseg predict` runs them."""
+    from lesionseg.inference.predictor import _sigmoid
+
+    image = read_image(path, predictor.in_channels)
+    work = predictor.working_image(image)
+    x = predictor._to_batch([work], working=True)
+    passes = predictor._passes(x, flips=predictor.tta)
+    small = _sigmoid(passes[0, :, 0])
+    raw = predictor._native(small, [image])[0]
+    mask = predictor._cut(raw)
+    stages = {
+        "decode": lambda: read_image(path, predictor.in_channels),
+        "resize to working size + normalise": lambda: predictor._to_batch([predictor.working_image(image)], True),
+        "network (one pass)": lambda: predictor._run(x),
+        "sigmoid + resize back (T = 1)": lambda: predictor._native(_sigmoid(passes[0, :, 0]), [image]),
+        "threshold + post-process": lambda: predictor._cut(raw),
+        "measure": lambda: measure_lesion(mask),
+    }
+    if predictor.quality is not None:
+        quality = predictor.quality
+        stages["quality estimate (working size)"] = lambda: quality.predict(
+            quality.signal(predictor.quality_inputs(passes[:, 0, 0]), predictor._cut(small[0]))
+        )
+    if predictor.description is not None:
+        stages["out-of-distribution statistics"] = lambda: predictor.description.score_image(work)
+    stages["(calibrated full-size probability, when asked)"] = lambda: apply_temperature(raw, predictor.temperature)
+    return stages
+
+
 def load() -> str:
     return "load average " + ", ".join(f"{x:.2f}" for x in os.getloadavg()) + f" ({os.cpu_count()} CPUs)"
 
@@ -142,8 +176,14 @@ def warm(args: argparse.Namespace, path: Path) -> Predictor:
         calls[(label, "e2e")] = lambda p=p: end_to_end(p, path)
         calls[(label, "net")] = lambda p=p: p._logits(x)
     trusted = predictors["onnxruntime"].quality is not None or predictors["onnxruntime"].description is not None
+    stages = {}
     if trusted:
+        tta = Predictor.from_checkpoint(args.model, backend="onnxruntime", tta=True)
         calls[("trust", "e2e")] = lambda p=predictors["onnxruntime"]: with_trust(p, path)
+        calls[("trust tta", "e2e")] = lambda p=tta: with_trust(p, path)
+        stages = trust_stages(predictors["onnxruntime"], path)
+        for label, fn in stages.items():
+            calls[(label, "stage")] = fn
     t = interleaved(calls, args.repeats, warmup=3)
     print(f"\n1. warm end to end, one {image.shape[1]}x{image.shape[0]} image, {args.cores} core(s)")
     print(f"{'setting':44s} {'end-to-end ms (median / p90 / best)':>36s} {'network ms (median / best)':>27s}")
@@ -156,7 +196,12 @@ def warm(args: argparse.Namespace, path: Path) -> Predictor:
     for label in predictors:
         line("now: " + label, t[(label, "e2e")], t[(label, "net")])
     if trusted:
-        line("now: onnxruntime + trust (3 passes, OOD)", t[("trust", "e2e")])
+        line("now: onnxruntime, trust on, default (1 pass)", t[("trust", "e2e")])
+        line("now: onnxruntime, trust on, --tta (3 passes)", t[("trust tta", "e2e")])
+        print("\n   the default trusted prediction, stage by stage (ms, median / best)")
+        for label in stages:
+            timing = t[(label, "stage")]
+            print(f"   {label:41s} {ms(timing.median)} / {ms(timing.best)}")
     return predictors["onnxruntime"]
 
 

@@ -3,7 +3,7 @@
 Usage: python perf/results_table.py RUN_DIR [RUN_DIR ...] [--eval eval_test] [--metrics dice,iou,...] [--paired]
 
 Each RUN_DIR is a ``lesionseg train`` folder whose ``<eval>/metrics.json`` was written by
-``lesionseg evaluate --checkpoint RUN_DIR/best --out RUN_DIR/<eval>``. Rows keep the order given. ``--paired`` adds
+``lesionseg evaluate --model RUN_DIR/best --out RUN_DIR/<eval>``. Rows keep the order given. ``--paired`` adds
 the two-sided Wilcoxon signed-rank p-value of each run's per-image Dice against the first run's, on the same images.
 """
 

@@ -518,7 +518,7 @@ def _unfinished_run_dirs(out_dir: Path) -> list[Path]:
 def _machine() -> str:
     import torch
 
-    from lesionseg.engine.provenance import machine_description
+    from lesionseg.runtime import machine_description
 
     return machine_description(torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu"))
 

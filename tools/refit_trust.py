@@ -25,69 +25,111 @@ from typing import Any
 import numpy as np
 
 from lesionseg.data import load_split, scan_cases
-from lesionseg.data.base import load_case
-from lesionseg.engine.provenance import cpu_name
 from lesionseg.inference import Predictor
-from lesionseg.inference.trust import image_features
-from lesionseg.inference.trust_fit import evaluate_trust, fit_trust
-from lesionseg.models.hub import WEIGHTS_DIR, load_record
+from lesionseg.inference.trust_fit import case_features, evaluate_trust, fit_trust
+from lesionseg.models.hub import WEIGHTS_DIR, ModelRecord, QualityCurve, load_record
+from lesionseg.runtime import cpu_name
 
 __all__ = ["trust_card_section"]
 
 _START = "## Trust: calibration, quality estimate, unlike the training images"
 _END = "<!-- end of trust section -->"
+# The test figures measured again with --tta (the flip mode's curve, mask and cut).
+_MODE_FIGURES = (
+    "quality_spearman",
+    "quality_auroc_dice_below_cut",
+    "images_below_cut",
+    "low_confidence_rate",
+    "ece_before",
+    "ece_after",
+)
 
 
 def _fmt(value: float | None, spec: str = ".3f") -> str:
     return "n/a" if value is None else format(value, spec)
 
 
-def trust_card_section(record: dict[str, Any], note: str = "") -> str:
+def _auroc_cell(figures: dict[str, Any], dice_cut: float) -> str:
+    if figures.get("quality_auroc_dice_below_cut") is not None:
+        return _fmt(figures["quality_auroc_dice_below_cut"])
+    n_poor = figures.get("images_below_cut", 0)
+    return f"n/a ({n_poor} test images have Dice < {dice_cut:g}, so no AUROC exists)"
+
+
+def _curve_line(name: str, curve: QualityCurve, passes: str) -> str:
+    return (
+        f"  - `{name}` ({passes}): the signal read at T = {curve.signal_temperature:g}, mapped to Dice by "
+        f"`logit(dice) = {curve.a:.3f} + {curve.b:.3f} logit(signal)` (fitted on {curve.n_fit} validation "
+        f"ids); `low_confidence` below {curve.low_confidence_below:.3f} (rule: {curve.rule})."
+    )
+
+
+def trust_card_section(record: ModelRecord, note: str = "") -> str:
     """The model card's trust section from a record's ``temperature``, ``quality``, ``image_description``,
     ``trust_validation`` and ``pretrained.trust_test`` fields, with an optional closing note (one paragraph)."""
-    tag = record.get("pretrained", {}).get("tag", "MODEL")
-    val = record.get("trust_validation", {})
-    test = record.get("pretrained", {}).get("trust_test", {})
-    q = record["quality"]
-    d = record["image_description"]
+    if record.quality is None or record.image_description is None or record.temperature is None:
+        raise ValueError("the record has no fitted trust parts (run tools/refit_trust.py first)")
+    shipped = record.pretrained
+    tag = shipped.tag if shipped else "MODEL"
+    val = record.trust_validation or {}
+    test = (shipped.trust_test if shipped else None) or {}
+    flip_test = test.get("tta", {})
+    single, flip = record.quality.single, record.quality.flip
+    dice_cut = (single or flip).dice_cut
+    val_q = val.get("quality", {})
+    d = record.image_description
     other = test.get("other_dataset", {})
-    n_poor = test.get("images_below_cut", 0)
-    auroc_note = (
-        f"{_fmt(test.get('quality_auroc_dice_below_cut'))}"
-        if test.get("quality_auroc_dice_below_cut") is not None
-        else f"n/a ({n_poor} test images have Dice < {q['dice_cut']:g}, so no AUROC exists)"
-    )
     ece_after = _fmt(test.get("ece_after"), ".4f")
-    rho = _fmt(test.get("quality_spearman"))
     ood = _fmt(100 * test["out_of_distribution_rate"], ".1f")
+
+    def rate(figures: dict[str, Any]) -> str:
+        value = figures.get("low_confidence_rate")
+        return "n/a" if value is None else f"{100 * value:.1f} %"
+
+    rows = []
+    for label, val_fig, test_fig in (
+        ("default (one pass)", val_q.get("single", {}), test),
+        ("`--tta` (three passes)", val_q.get("flip", {}), flip_test),
+    ):
+        rows.append(
+            f"| quality estimate, {label}: Spearman with true Dice | {_fmt(val_fig.get('quality_spearman'))} | "
+            f"{_fmt(test_fig.get('quality_spearman'))} |"
+        )
+        rows.append(
+            f"| quality estimate, {label}: AUROC for Dice < {dice_cut:g} | - | {_auroc_cell(test_fig, dice_cut)} |"
+        )
+        rows.append(f"| flagged low confidence, {label} | - | {rate(test_fig)} |")
+    curves = [_curve_line("single", single, "the plain pass; the default")] if single else []
+    curves += [_curve_line("flip", flip, "averaged over the plain and two flipped passes; `--tta`")] if flip else []
+    row_text = "\n".join(rows)
+    curve_text = "\n".join(curves)
     return f"""{_START}
 Fitted on the split's training and validation ids only, without retraining (`python tools/refit_trust.py --tag
 {tag} ...`; the trainer's end-of-training hook does the same), measured on the {test.get("images", "?")} test ids at
-the working size ({test.get("command", "")}, {test.get("machine", "")}). See `lesionseg.inference.trust` for the
-reasoning behind each part.
+the working size ({test.get("command", "")}, and with `--tta`; {test.get("machine", "")}). See
+`lesionseg.inference.trust` for the reasoning behind each part.
 
 | | validation ids ({val.get("n_val", "?")}) | test ids ({test.get("images", "?")}) |
 |---|---:|---:|
 | pixel ECE (15 bins) at T = 1 | {_fmt(val.get("ece_before"), ".4f")} | {_fmt(test.get("ece_before"), ".4f")} |
-| pixel ECE at T = {record["temperature"]:.3f} | {_fmt(val.get("ece_after"), ".4f")} | {ece_after} |
-| quality estimate: Spearman with true Dice | {_fmt(val.get("quality_spearman"))} | {rho} |
-| quality estimate: AUROC for Dice < {q["dice_cut"]:g} | - | {auroc_note} |
-| flagged low confidence | - | {_fmt(100 * test["low_confidence_rate"], ".1f")} % |
+| pixel ECE at T = {record.temperature:.3f} | {_fmt(val.get("ece_after"), ".4f")} | {ece_after} |
+{row_text}
 | flagged unlike the training images | {_fmt(100 * val.get("ood_flagged", 0), ".1f")} % | {ood} % |
 
 - **Calibrated probabilities**: `predict`, `evaluate`, `serve` and the exported ONNX path divide the logits by
-  T = {record["temperature"]:.3f} before the sigmoid (`--save-probabilities` writes them); masks do not change (the
-  threshold {record["threshold"]} is kept at T = 1).
-- **Quality estimate** (`predicted_dice`): the expected Dice of the mask under the model's probabilities (read at
-  T = {q["signal_temperature"]:g}, chosen on the validation ids) averaged over the plain and two flipped passes,
-  mapped to Dice by `logit(dice) = {q["a"]:.3f} + {q["b"]:.3f} logit(signal)` (fitted on {q["n_fit"]} validation ids).
-  `low_confidence` below {q["low_confidence_below"]:.3f} (rule: {q["rule"]}).
-- **Unlike the training images** (`out_of_distribution`): Mahalanobis distance of {len(d["features"])} colour and
-  texture statistics from the {d["n_train"]} training images (Ledoit-Wolf shrinkage {d["shrinkage"]:.3f}), flagged
-  above {d["threshold"]:.2f} (99th percentile of a log-normal fitted to the {d["n_val"]} validation ids' distances).
-  On {other.get("images", "?")} images of {other.get("name", "another dataset")} it flags
-  {_fmt(100 * other["rate"] if "rate" in other else None, ".1f")} %. It sees changes of device, modality or colour
-  (a grayscale photo); it cannot see a different kind of lesion photographed the same way.
+  T = {record.temperature:.3f} before the sigmoid (`--save-probabilities` writes them); masks do not change (the
+  threshold {record.threshold} is kept at T = 1).
+- **Quality estimate** (`predicted_dice`): the expected Dice of the mask under the model's probabilities, from the
+  passes the prediction runs anyway (no extra network call), with one curve and one cut per mode, each fitted on
+  the validation ids:
+{curve_text}
+- **Unlike the training images** (`out_of_distribution`): Mahalanobis distance of {len(d.features)} colour and
+  texture statistics of the working-size image from the {d.n_train} training images (Ledoit-Wolf shrinkage
+  {d.shrinkage:.3f}), flagged above {d.threshold:.2f} (99th percentile of a log-normal fitted to the
+  {d.n_val} validation ids' distances). On {other.get("images", "?")} images of
+  {other.get("name", "another dataset")} it flags {_fmt(100 * other["rate"] if "rate" in other else None, ".1f")} %.
+  It sees changes of device, modality or colour (a grayscale photo); it cannot see a different kind of lesion
+  photographed the same way.
 {note.strip() + chr(10) if note.strip() else ""}{_END}
 """
 
@@ -133,7 +175,7 @@ def main() -> None:
         if record.pretrained.trust_test is None:
             raise SystemExit(f"{stem}.json: no trust figures yet; run without --card-only")
         stem.with_suffix(".json").write_text(record.to_json())
-        card.write_text(replace_trust_section(card.read_text(), trust_card_section(record.to_dict(), args.note)))
+        card.write_text(replace_trust_section(card.read_text(), trust_card_section(record, args.note)))
         print(f"rewrote {stem}.json and the trust section of {card}")
         return
     split = load_split(record.dataset.split)
@@ -145,16 +187,21 @@ def main() -> None:
     base = Predictor.from_checkpoint(stem, temperature=1.0)
     fit = fit_trust(base, [cases[i] for i in split.train], [cases[i] for i in split.val], progress=True)
     record = fit.apply_to(record)
-    predictor = Predictor.from_checkpoint(
-        stem, temperature=fit.temperature, quality=fit.quality, description=fit.description
-    )
-    evaluation = evaluate_trust(predictor, [cases[i] for i in split.test], progress=True)
+    evaluations = {}
+    for tta in (False, True):
+        predictor = Predictor.from_checkpoint(
+            stem, temperature=fit.temperature, quality=fit.quality_for(tta), description=fit.description, tta=tta
+        )
+        evaluations[tta] = evaluate_trust(predictor, [cases[i] for i in split.test], progress=True)
+    evaluation = evaluations[False]
     test: dict[str, Any] = evaluation.summary()
-    test["command"] = f"`lesionseg evaluate --checkpoint {args.tag} --data-root {args.data_root}`"
+    test["command"] = f"`lesionseg evaluate --model {args.tag} --data-root {args.data_root}`"
+    flip = evaluations[True].summary()
+    test["tta"] = {k: flip[k] for k in _MODE_FIGURES} | {"command": test["command"][:-1] + " --tta`"}
     test["machine"] = f"{cpu_name()}"
     if args.other_root:
         other = scan_cases(args.other_root).cases
-        scores = np.array([fit.description.score(image_features(load_case(c, base.in_channels)[0])) for c in other])
+        scores = np.atleast_1d(fit.description.score(case_features(base, other, progress=True)))
         test["other_dataset"] = {
             "name": Path(args.other_root).name,
             "images": len(other),
@@ -169,7 +216,7 @@ def main() -> None:
     if args.dry_run:
         return
     stem.with_suffix(".json").write_text(record.to_json())
-    card.write_text(replace_trust_section(card.read_text(), trust_card_section(record.to_dict(), args.note)))
+    card.write_text(replace_trust_section(card.read_text(), trust_card_section(record, args.note)))
     if _sha(weights) != sha_before:
         raise SystemExit(f"{weights} changed; it must not")
     print(f"wrote {stem}.json and {card} (weights unchanged, SHA-256 {sha_before})")

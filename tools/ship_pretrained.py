@@ -33,12 +33,12 @@ from safetensors.torch import load_file, save_file
 
 from lesionseg.data import load_split
 from lesionseg.engine import Trainer, evaluate_checkpoint
-from lesionseg.engine.provenance import cpu_name
 from lesionseg.inference import Predictor, measure_lesion
 from lesionseg.inference.export import export_onnx
 from lesionseg.metrics import format_table
 from lesionseg.models.complexity import count_macs, count_parameters
-from lesionseg.models.hub import WEIGHTS_DIR, ShippedInfo, load_model, load_record
+from lesionseg.models.hub import WEIGHTS_DIR, FileChecksums, ShippedInfo, file_sha256, load_model, load_record
+from lesionseg.runtime import cpu_name
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -88,7 +88,9 @@ def main() -> None:
         weights = load_file(str(best) + ".safetensors")
         half = args.run_dir / "best_float16"
         save_file({k: v.half() if v.is_floating_point() else v for k, v in weights.items()}, str(half) + ".safetensors")
-        shutil.copyfile(str(best) + ".json", str(half) + ".json")
+        # The record names the checksum of the weights it belongs to: the float16 file's now.
+        sealed = replace(record, sha256=FileChecksums(weights=file_sha256(str(half) + ".safetensors")))
+        Path(str(half) + ".json").write_text(sealed.to_json())
         best = half
     evaluations = {}
     for key, native in (("working", False), ("native", True)):
@@ -132,7 +134,7 @@ def main() -> None:
         if trust is None or record.quality is None
         else {
             **trust.summary(),
-            "command": f"`lesionseg evaluate --checkpoint {args.tag} --data-root {trained.root}`",
+            "command": f"`lesionseg evaluate --model {args.tag} --data-root {trained.root}`",
             "machine": cpu_name(),
         },
     )
@@ -207,8 +209,8 @@ Scores in percent; **global** = one confusion matrix over all test pixels (how p
 mean of each image's score; HD95 in pixels of the evaluated resolution. Post-processing applied.
 
 ```bash
-lesionseg evaluate --checkpoint {args.tag} --data-root {data_root}            # at {size[0]}x{size[1]}
-lesionseg evaluate --checkpoint {args.tag} --data-root {data_root} --native   # at each image's own resolution
+lesionseg evaluate --model {args.tag} --data-root {data_root}            # at {size[0]}x{size[1]}
+lesionseg evaluate --model {args.tag} --data-root {data_root} --native   # at each image's own resolution
 ```
 
 {format_table(evaluations["working"][1], evaluations["working"][0].title)}
@@ -220,12 +222,12 @@ Each test image measured on its predicted and on its hand-drawn mask, at its own
 `predict` and the API use:
 
 ```bash
-lesionseg evaluate --checkpoint {args.tag} --data-root {data_root} --native --measurements --out eval_{args.tag}
+lesionseg evaluate --model {args.tag} --data-root {data_root} --native --measurements --out eval_{args.tag}
 ```
 
 {evaluations["native"][0].agreement.table()}
 
-{trust_card_section(record.to_dict()) + chr(10) if shipped.trust_test else ""}## Speed
+{trust_card_section(record) + chr(10) if shipped.trust_test else ""}## Speed
 One 768x576 image end to end (resize, network, resize back, post-process, measure; decoding excluded), warm,
 {args.threads} threads, median of 30: eager PyTorch {lat["torch"]:.1f} ms, onnxruntime {lat["onnxruntime"]:.1f} ms, on
 {cpu_name()} (`python perf/predict_latency.py --model {args.tag}` gives the full comparison).

@@ -1,4 +1,10 @@
-"""Command line: ``lesionseg train | evaluate | predict | export | serve | benchmark | models | data``."""
+"""Command line: ``lesionseg train | evaluate | predict | export | serve | benchmark | models | data``.
+
+Conventions every verb follows: one name per concept (``--model`` is a shipped tag or a checkpoint, ``--data-root`` a
+data root), options shared by several verbs declared once (the ``_add_*`` helpers), ``-v``/``-q`` before or after the
+verb, and one error style: a ``lesionseg: error: ...`` line on stderr without a traceback (``-v`` adds it), exit code 2
+for a command line that cannot be carried out as written and 1 for work that failed.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +16,48 @@ import logging
 import sys
 from pathlib import Path
 
-__all__ = ["main", "build_parser"]
+from . import __version__
+
+__all__ = ["EXIT_FAILED", "EXIT_USAGE", "UsageError", "build_parser", "main"]
+
+EXIT_FAILED = 1
+"""Exit code of work that failed (a bad checkpoint, unreadable data, any image that could not be segmented)."""
+EXIT_USAGE = 2
+"""Exit code of a command line that cannot be carried out as written (argparse's code for its own errors too)."""
+
+
+class UsageError(Exception):
+    """A command line that cannot be carried out as written (missing or contradicting options): exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors read like every other CLI error: usage, then ``lesionseg: error: ...``."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"lesionseg: error: {message}\n")
+
+
+class _DeprecatedAlias(argparse.Action):
+    """An old spelling of an option: stores into the new option's destination, says so on stderr, hidden from help."""
+
+    def __init__(self, option_strings: list[str], dest: str, replacement: str, **kwargs) -> None:
+        kwargs.setdefault("default", argparse.SUPPRESS)
+        super().__init__(option_strings, dest, help=argparse.SUPPRESS, **kwargs)
+        self.replacement = replacement
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        print(f"lesionseg: warning: {option_string} is deprecated; use {self.replacement}", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
+class _Verbs(argparse._SubParsersAction):
+    """The verbs: each takes ``-v``/``-q`` after it as well as before (registered as the ``parsers`` action)."""
+
+    def add_parser(self, name: str, **kwargs):
+        p = super().add_parser(name, **kwargs)
+        _add_log_options(p, top=False)
+        return p
 
 
 def _tune_allocator() -> None:
@@ -38,14 +85,20 @@ class _TqdmLogHandler(logging.Handler):
             self.handleError(record)
 
 
-def _setup_logging(verbose: bool = False) -> None:
-    """Show the package's INFO records (epoch lines, skipped cases) on stderr; DEBUG with ``verbose``."""
+def _setup_logging(verbose: bool = False, quiet: bool = False, fmt: str = "%(message)s") -> None:
+    """The package's records on stderr through one handler: INFO (epoch lines, skipped cases), DEBUG with
+    ``verbose``, warnings and errors only with ``quiet``.
+
+    The handler sits on the ``lesionseg`` logger and is added once per process; nothing else here adds a handler (a
+    second one, e.g. on the root logger, would print every record twice).
+    """
     log = logging.getLogger("lesionseg")
-    log.setLevel(logging.DEBUG if verbose else logging.INFO)
-    if not any(isinstance(h, _TqdmLogHandler) for h in log.handlers):
+    log.setLevel(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
+    handler = next((h for h in log.handlers if isinstance(h, _TqdmLogHandler)), None)
+    if handler is None:
         handler = _TqdmLogHandler()
-        handler.setFormatter(logging.Formatter("%(message)s"))
         log.addHandler(handler)
+    handler.setFormatter(logging.Formatter(fmt))
 
 
 def _print_results(results: dict, title: str) -> None:
@@ -63,18 +116,20 @@ def cmd_train(args: argparse.Namespace) -> int:
         trainer = Trainer.from_run_dir(args.resume, args.set, progress=not args.no_progress)
     else:
         if not args.config and not args.set:
-            print("lesionseg train: give --config FILE (and/or --set key=value)", file=sys.stderr)
-            return 2
+            raise UsageError("train: give --config FILE (and/or --set key=value), or --resume RUN_DIR")
         cfg = load_config(args.config, args.set)
         if args.name:
             cfg.train.name = args.name
         run_dir = Path(cfg.train.out_dir) / cfg.train.name
         if (run_dir / "last.json").exists() and not args.overwrite:
-            print(f"lesionseg train: {run_dir} holds a run; use --resume {run_dir} or --overwrite", file=sys.stderr)
-            return 2
+            raise UsageError(f"train: {run_dir} holds a run; use --resume {run_dir} or --overwrite")
         trainer = Trainer(cfg, progress=not args.no_progress)
     try:
         summary = trainer.fit(resume=bool(args.resume))
+    except OSError:
+        if trainer.is_main:  # what the run did before a file could not be written (a full disk)
+            print(json.dumps(trainer.summary(), indent=1) if args.json else _train_summary(trainer.summary()))
+        raise
     finally:
         trainer.close()
     if trainer.is_main:  # under torchrun the other ranks stay quiet
@@ -99,7 +154,7 @@ def _train_summary(summary: dict) -> str:
         )
         lines.append(f"best epoch {summary['best_epoch']} (chosen on the validation ids): val Dice {dice}")
         lines.append(
-            f"evaluate it on the test ids:  lesionseg evaluate --checkpoint {run_dir} --native --out {run_dir / 'eval'}"
+            f"evaluate it on the test ids:  lesionseg evaluate --model {run_dir} --native --out {run_dir / 'eval'}"
         )
     else:
         lines.append("no validation epoch yet: no best checkpoint")
@@ -113,22 +168,27 @@ def _evaluate_predictions(args: argparse.Namespace):
     from .data import builtin_splits, detect_layout
     from .engine import evaluate_predictions
 
-    if args.checkpoint:
-        raise ValueError("give --checkpoint (run a model) or --predictions (score its masks), not both")
+    if args.model is not None:
+        raise UsageError("evaluate: give --model (run a model) or --predictions (score its masks), not both")
     if not args.data_root:
-        raise ValueError("--predictions needs --data-root ROOT, the data root with the ground truth")
+        raise UsageError("evaluate: --predictions needs --data-root ROOT, the data root with the ground truth")
     model_only = {
         "--threshold": args.threshold is not None,
         "--tta": args.tta,
         "--precision": args.precision != "fp32",
         "--no-postprocess": args.no_postprocess,
         "--cache-dir": args.cache_dir is not None,
+        "--native": args.native,
     }
     given = [k for k, v in model_only.items() if v]
     if given:
-        raise ValueError(f"{', '.join(given)} steer a model; --predictions scores masks as they are")
+        raise UsageError(
+            f"evaluate: {', '.join(given)} steer a model; --predictions scores masks as they are (at native size)"
+        )
+    if args.pixel_size is not None and not args.measurements:
+        raise UsageError("evaluate: a pixel size is only used by the measurements: add --measurements")
     split = args.split
-    if split is None:  # as predict --dataset: the split shipped for the layout, else every case
+    if split is None:  # as predict --data-root: the split shipped for the layout, else every case
         layout = args.layout or detect_layout(args.data_root)
         split = layout if layout in builtin_splits() else "none"
     return evaluate_predictions(
@@ -148,41 +208,23 @@ def _evaluate_predictions(args: argparse.Namespace):
 def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.predictions:
         evaluation = _evaluate_predictions(args)
-    elif not args.checkpoint:
-        print("lesionseg evaluate: give --checkpoint (a model to run) or --predictions DIR (masks)", file=sys.stderr)
-        return 2
     else:
-        evaluation = _evaluate_checkpoint(args)
-    _print_results(evaluation.results(), evaluation.title)
-    print()
-    print(evaluation.subgroup_table())
-    if evaluation.agreement is not None:
-        print()
-        print(evaluation.agreement.table(f"Measurements: {evaluation.title}"))
-    if evaluation.trust is not None:
-        print()
-        for line in evaluation.trust.lines():
-            print(line)
-    for p in evaluation.skipped:
-        print(f"skipped [{p.kind}] {p.message}", file=sys.stderr)
-    if evaluation.predictions is not None:
-        for line in evaluation.predictions.lines():
-            print(f"predictions: {line}", file=sys.stderr)
-    if args.out:
-        evaluation.save(args.out)
-        extra = ", skipped.json" if evaluation.skipped else ""
-        if evaluation.agreement is not None:
-            extra += ", measurements.csv, agreement.md, bland_altman.png"
-        extra += ", trust.json, trust_per_image.csv, reliability.png" if evaluation.trust is not None else ""
-        print(f"wrote {args.out}/metrics.json, report.md, per_image.csv, subgroups.csv{extra}")
+        evaluation = _evaluate_model(args)
+    _print_evaluation(evaluation, args.out)
     return 0
 
 
-def _evaluate_checkpoint(args: argparse.Namespace):
+def _evaluate_model(args: argparse.Namespace):
     from .engine import evaluate_checkpoint
 
+    if args.model is None:
+        raise UsageError("evaluate: give --model, a shipped tag (skin, polyp) or a checkpoint (or --predictions DIR)")
+    if args.measurements and not args.native:
+        raise UsageError("evaluate: measurements are made at each image's own resolution: add --native")
+    if args.pixel_size is not None and not args.measurements:
+        raise UsageError("evaluate: a pixel size is only used by the measurements: add --measurements")
     return evaluate_checkpoint(
-        args.checkpoint,
+        args.model,
         data_root=args.data_root,
         layout=args.layout,
         split=None if args.split == "none" else (args.split or "checkpoint"),
@@ -201,6 +243,31 @@ def _evaluate_checkpoint(args: argparse.Namespace):
         pixel_size=args.pixel_size,
         trust=not args.no_trust,
     )
+
+
+def _print_evaluation(evaluation, out: str | None) -> None:
+    _print_results(evaluation.results(), evaluation.title)
+    print()
+    print(evaluation.subgroup_table())
+    if evaluation.agreement is not None:
+        print()
+        print(evaluation.agreement.table(f"Measurements: {evaluation.title}"))
+    if evaluation.trust is not None:
+        print()
+        for line in evaluation.trust.lines():
+            print(line)
+    for p in evaluation.skipped:
+        print(f"skipped [{p.kind}] {p.message}", file=sys.stderr)
+    if evaluation.predictions is not None:
+        for line in evaluation.predictions.lines():
+            print(f"predictions: {line}", file=sys.stderr)
+    if out:
+        evaluation.save(out)
+        extra = ", skipped.json" if evaluation.skipped else ""
+        if evaluation.agreement is not None:
+            extra += ", measurements.csv, agreement.md, bland_altman.png"
+        extra += ", trust.json, trust_per_image.csv, reliability.png" if evaluation.trust is not None else ""
+        print(f"wrote {out}/metrics.json, report.md, per_image.csv, subgroups.csv{extra}")
 
 
 def cmd_benchmark(args: argparse.Namespace) -> int:
@@ -230,21 +297,24 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from .inference import Predictor
     from .inference.files import collect_inputs, parse_shard, segment_files
 
-    if not args.inputs and not args.dataset:
-        print("lesionseg predict: give images, folders or glob patterns (or --dataset ROOT)", file=sys.stderr)
-        return 2
-    shard = parse_shard(args.shard)  # a bad spec stops the command before the model is loaded
+    if not args.inputs and not args.data_root:
+        raise UsageError("predict: give images, folders or glob patterns (or --data-root ROOT)")
+    try:
+        shard = parse_shard(args.shard)  # a bad spec stops the command before the model is loaded
+    except ValueError as err:
+        raise UsageError(f"predict: {err}") from None
+    if args.resume and args.overwrite:
+        raise UsageError("predict: --resume keeps the outputs in --out that --overwrite would remove; give one")
     paths, problems = collect_inputs(args.inputs)
     truths = {}
-    if args.dataset:
-        from .data import builtin_splits, detect_layout
-        from .engine import select_cases
+    if args.data_root:
+        from .data import builtin_splits, detect_layout, select_cases
 
         split = args.split
         if split is None:
-            layout = args.layout or detect_layout(args.dataset)
+            layout = args.layout or detect_layout(args.data_root)
             split = layout if layout in builtin_splits() else None
-        cases, desc = select_cases(args.dataset, args.layout, None if split == "none" else split, args.subset)
+        cases, desc = select_cases(args.data_root, args.layout, None if split == "none" else split, args.subset)
         print(f"{desc} (split {split})")
         for case in cases:
             paths.append(case.image)
@@ -252,9 +322,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 truths[case.image] = (case.mask, case.mask_threshold)
     if not paths:
         for problem in problems:
-            print(f"lesionseg predict: {problem.path}: {problem.reason}", file=sys.stderr)
-        print("lesionseg predict: no images found", file=sys.stderr)
-        return 2
+            print(f"lesionseg: {problem.path}: {problem.reason}", file=sys.stderr)
+        raise UsageError("predict: no images found")
     predictor = Predictor.from_checkpoint(
         args.model,
         backend=args.backend,
@@ -262,7 +331,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         precision=args.precision,
         tta=args.tta,
         postprocess=() if args.no_postprocess else None,
-        device=_predict_device(args.device),
+        device=args.device,
     )
     summary = segment_files(
         predictor,
@@ -273,12 +342,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
         truths=truths,
         progress=len(paths) > 1 and not args.no_progress,
         failures=problems,
+        overwrite=args.overwrite,
         save_probabilities=args.save_probabilities,
         shard=shard,
         resume=args.resume,
     )
     _print_predictions(summary, args.pixel_size, quiet=args.quiet)
-    return 1 if summary.failures else 0
+    return EXIT_FAILED if summary.failures or summary.write_error else 0
 
 
 def _print_predictions(summary, pixel_size: float | None, quiet: bool = False) -> None:
@@ -313,13 +383,27 @@ def _print_predictions(summary, pixel_size: float | None, quiet: bool = False) -
             print(line)
     for failure in summary.failures:
         print(f"FAILED {failure.path}: {failure.reason}", file=sys.stderr)
+    if summary.write_error:
+        print(f"FAILED {summary.write_error}", file=sys.stderr)
     sys.stderr.flush()
-    print(
-        f"masks and overlays in {summary.out_dir}/, measurements in {summary.out_dir / 'measurements.csv'} "
-        f"and measurements.json ({summary.table_rows} images"
-        + (", every call and slice into this folder)" if summary.table_rows != len(summary.rows) else ")")
-    )
+    if not summary.write_error:
+        kept = f" (with {len(summary.kept)} image(s) of earlier runs into this folder)" if summary.kept else ""
+        print(
+            f"masks and overlays in {summary.out_dir}/, measurements in {summary.out_dir / 'measurements.csv'} "
+            f"and measurements.json{kept}"
+        )
     print(summary.summary_line())
+
+
+def _positive_int(text: str) -> int:
+    """An option that counts something (threads, jobs): a whole number >= 1, checked while the arguments are read."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value}")
+    return value
 
 
 def _pixel_size(text: str) -> float:
@@ -332,22 +416,13 @@ def _pixel_size(text: str) -> float:
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
-def _predict_device(name: str) -> str:
-    """CPU without importing the engine (trainer, plotting), nor torch where no GPU can be present: a quick start."""
-    from .inference.predictor import cuda_possible
-
-    if name == "cpu" or (name == "auto" and not cuda_possible()):
-        return "cpu"
-    from .engine.distributed import resolve_device
-
-    return str(resolve_device(name))
-
-
 def cmd_export(args: argparse.Namespace) -> int:
     from .inference.export import export_onnx
     from .models.hub import load_model, resolve_checkpoint
 
-    stem = resolve_checkpoint(args.checkpoint or args.model)
+    if args.model is None:
+        raise UsageError("export: give --model, a shipped tag (skin, polyp) or a checkpoint")
+    stem = resolve_checkpoint(args.model)
     model, record = load_model(stem)
     path = export_onnx(
         model,
@@ -371,17 +446,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
         from .serve import create_app
     except ImportError as err:
-        hint = "pip install 'lesionseg[serve]'"
-        print(f"lesionseg serve: needs the serve extra ({err.name} missing): {hint}", file=sys.stderr)
-        return 2
+        raise UsageError(f"serve needs the serve extra ({err.name} missing): pip install 'lesionseg[serve]'") from err
     import ipaddress
-    import logging
     import os
 
-    if args.workers_threads < 1:
-        print(f"lesionseg serve: --workers-threads must be >= 1, got {args.workers_threads}", file=sys.stderr)
-        return 2
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(message)s")
+    # uvicorn's own style for the package's records (model loading); through the one handler, never a second one.
+    _setup_logging(args.verbose, args.quiet, fmt="%(levelname)s:     %(message)s")
     app = create_app(
         models=args.model or None,
         max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
@@ -403,7 +473,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         loopback = args.host == "localhost"
     if not loopback:
         print(
-            f"lesionseg serve: listening on {args.host}, reachable from other machines; the API has no authentication",
+            f"lesionseg: warning: listening on {args.host}, reachable from other machines; the API has no "
+            "authentication",
             file=sys.stderr,
         )
     print(f"lesionseg serve: page at http://{args.host}:{args.port}/ , API docs at http://{args.host}:{args.port}/docs")
@@ -440,8 +511,11 @@ def cmd_models(args: argparse.Namespace) -> int:
 
     names = list_models(args.pattern)
     if not names:
-        print(f"lesionseg models: no model matches {args.pattern!r}", file=sys.stderr)
-        return 2
+        from .registry import suggest
+
+        close = suggest(args.pattern, list_models())
+        hint = f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""
+        raise UsageError(f"models: no model matches {args.pattern!r}{hint}; `lesionseg models` lists them all")
     size = (args.size, args.size)
     header = f"{'model':24s} {'params (M)':>10s}"
     if args.flops:
@@ -483,8 +557,7 @@ def _data_prepare(args: argparse.Namespace) -> int:
     from .data.prepare import prepare_archives
 
     if not args.out:
-        print("lesionseg data prepare: give --out ROOT, the data root to write", file=sys.stderr)
-        return 2
+        raise UsageError("data prepare: give --out ROOT, the data root to write")
     try:
         report = prepare_archives(
             args.root,
@@ -494,9 +567,8 @@ def _data_prepare(args: argparse.Namespace) -> int:
             max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS,
             progress=not args.no_progress,
         )
-    except ValueError as err:  # PrepareError, an unknown layout, a root that does not scan
-        print(f"lesionseg data prepare: {err}", file=sys.stderr)
-        return 2
+    except ValueError as err:  # PrepareError, an unknown layout: archives or a layout that cannot be unpacked as named
+        raise UsageError(f"data prepare: {err}") from err
     for result in report.archives:
         extra = f", {len(result.ignored)} other member(s) left in the archive" if result.ignored else ""
         copies = f", other copies left: {', '.join(result.copies_left)}" if result.copies_left else ""
@@ -508,7 +580,7 @@ def _data_prepare(args: argparse.Namespace) -> int:
     for line in report.count_mismatches():
         print(f"WARNING {line}")
     _print_check(report.check)
-    return 0 if report.ok else 1
+    return 0 if report.ok else EXIT_FAILED
 
 
 def _split_groups(args: argparse.Namespace, cases: list) -> dict | None:
@@ -520,18 +592,17 @@ def _split_groups(args: argparse.Namespace, cases: list) -> dict | None:
     groups = case_groups(cases, args.group_by)
     lacking = sum(1 for g in groups.values() if g is None)
     if lacking:
-        print(f"lesionseg data split: {lacking} case(s) have no group under {args.group_by!r}; each is its own group")
+        print(f"lesionseg: {lacking} case(s) have no group under {args.group_by!r}; each is its own group")
     return groups
 
 
 def cmd_data(args: argparse.Namespace) -> int:
-    from .data import DEFAULT_MAX_PIXELS, check_root, find_cases, make_split, save_split
+    from .data import DEFAULT_MAX_PIXELS, case_strata, check_root, find_cases, make_split, save_split
 
     if args.action == "prepare":
         return _data_prepare(args)
     if args.archives:
-        print(f"lesionseg data {args.action}: unexpected arguments {' '.join(args.archives)}", file=sys.stderr)
-        return 2
+        raise UsageError(f"data {args.action}: unexpected arguments {' '.join(args.archives)}")
     if args.action == "check":
         max_pixels = args.max_pixels or DEFAULT_MAX_PIXELS
         report = check_root(args.root, args.layout, max_pixels=max_pixels, progress=not args.no_progress)
@@ -539,14 +610,9 @@ def cmd_data(args: argparse.Namespace) -> int:
             print(json.dumps(report.to_dict(), indent=1))
         else:
             _print_check(report)
-        return 0 if report.ok else 1
+        return 0 if report.ok else EXIT_FAILED
     cases = find_cases(args.root, args.layout)
-    strata = None
-    if args.stratify:
-        strata = {c.id: c.meta.get(args.stratify) for c in cases}
-        if any(v is None for v in strata.values()):
-            print(f"lesionseg data split: some cases have no {args.stratify!r}", file=sys.stderr)
-            return 2
+    strata = case_strata(cases, args.stratify, "--stratify") if args.stratify else None
     groups = _split_groups(args, cases)
     split = make_split(
         [c.id for c in cases],
@@ -569,13 +635,27 @@ def cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lesionseg", description="Medical lesion segmentation toolkit.")
-    parser.add_argument("--verbose", "-v", action="store_true", help="debug log (e.g. decoder warnings per file)")
-    sub = parser.add_subparsers(dest="command", required=True)
+# Options shared by several verbs, declared once: same spelling, same meaning, same help wherever they appear.
 
-    p = sub.add_parser("train", help="train a model from a YAML config")
-    p.add_argument("--config", "-c", help="YAML config (configs/*.yaml)")
+
+def _add_log_options(p: argparse.ArgumentParser, top: bool) -> None:
+    """``-v``/``-q``, accepted before the verb and after it (after it they do not reset what came before)."""
+    default = False if top else argparse.SUPPRESS
+    p.add_argument("-v", "--verbose", action="store_true", default=default, help="debug log, tracebacks of errors")
+    p.add_argument(
+        "-q", "--quiet", action="store_true", default=default, help="warnings and errors only (predict: no table)"
+    )
+
+
+def _add_progress(p: argparse.ArgumentParser, what: str = "") -> None:
+    p.add_argument("--no-progress", action="store_true", help=f"{what}no progress bars")
+
+
+def _add_device(p: argparse.ArgumentParser, default: str | None = "auto", help: str | None = None) -> None:
+    p.add_argument("--device", default=default, help=help or "auto (CUDA when present), cpu, cuda or cuda:N")
+
+
+def _add_set(p: argparse.ArgumentParser, example: str) -> None:
     p.add_argument(
         "--set",
         "-s",
@@ -583,12 +663,56 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         default=[],
         metavar="KEY=VALUE",
-        help="override config values, e.g. --set train.epochs=10 data.batch_size=4 (repeatable)",
+        help=f"override config values, e.g. --set {example} (repeatable; unknown keys are refused with the closest "
+        "known one)",
     )
+
+
+def _add_model(p: argparse.ArgumentParser, default: str | None = None, old: str | None = "--checkpoint") -> None:
+    """``--model``: a shipped tag or a checkpoint, the one name of the concept (``old``: a deprecated spelling)."""
+    p.add_argument(
+        "--model",
+        default=default,
+        help="shipped model tag (skin, polyp; see `lesionseg models --pretrained`) or a checkpoint (stem, .json, "
+        ".safetensors or run folder: its best)" + (f" (default: {default})" if default else " (required)"),
+    )
+    if old:
+        p.add_argument(old, dest="model", action=_DeprecatedAlias, replacement="--model")
+
+
+def _add_inference(p: argparse.ArgumentParser, precisions: tuple[str, ...]) -> None:
+    """How a trained model is run: threshold, precision, device, flip TTA, post-processing."""
+    p.add_argument("--threshold", type=float, help="probability threshold (default: the model's)")
+    fp16 = "; fp16: CUDA only" if "fp16" in precisions else ""
+    p.add_argument("--precision", default="fp32", choices=precisions, help=f"inference precision (default: fp32{fp16})")
+    _add_device(p)
+    p.add_argument("--tta", action="store_true", help="flip test-time augmentation (at either resolution)")
+    p.add_argument("--no-postprocess", action="store_true", help="skip the model's chosen mask post-processing")
+
+
+def _add_data(p: argparse.ArgumentParser, root_help: str, split_default: str, old: str | None = None) -> None:
+    """Which cases of a data root: ``--data-root``, ``--layout``, ``--split``, ``--subset``."""
+    p.add_argument("--data-root", metavar="ROOT", help=root_help)
+    if old:
+        p.add_argument(old, dest="data_root", action=_DeprecatedAlias, replacement="--data-root")
+    p.add_argument("--layout", help="dataset layout of --data-root (default: detected)")
+    p.add_argument("--split", help=f"split name or JSON (default: {split_default}; 'none' for every case)")
+    p.add_argument(
+        "--subset",
+        default="test",
+        choices=("test", "val", "train", "all"),
+        help="which cases: test = the split's test ids + ids the split does not list (default), val, train, all",
+    )
+
+
+def _add_train(sub) -> None:
+    p = sub.add_parser("train", help="train a model from a YAML config")
+    p.add_argument("--config", "-c", help="YAML config (configs/*.yaml)")
+    _add_set(p, "train.epochs=10 data.batch_size=4")
     p.add_argument("--name", help="run name (default: config file stem)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
     p.add_argument("--overwrite", action="store_true", help="start afresh in an existing run folder")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _add_progress(p)
     p.add_argument("--json", action="store_true", help="print the end-of-run summary as JSON (for scripts)")
     p.add_argument(
         "--skip-bad",
@@ -598,51 +722,38 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_train)
 
+
+def _add_evaluate(sub) -> None:
     p = sub.add_parser(
         "evaluate",
-        help="score a checkpoint, or a folder of predicted masks, on a split or a data root",
-        description="Score a checkpoint (--checkpoint) or a folder of masks made by predict or any other code "
+        help="score a trained model, or a folder of predicted masks, on a split or a data root",
+        description="Score a trained model (--model) or a folder of masks made by predict or any other code "
         "(--predictions DIR --data-root ROOT: PNG/BMP/TIFF of 0/1 or 0/255, or JPEG; named <id>, <id>_mask or "
         "<id>_segmentation; each of its image's size) with the same metrics table, both reductions and subgroups.",
     )
-    p.add_argument("--checkpoint", help="checkpoint stem, .json, .safetensors, run folder (best), or shipped tag")
+    _add_model(p)
     p.add_argument(
         "--predictions",
         metavar="DIR",
         help="score the mask files of DIR instead of running a model (at native resolution; needs --data-root; "
-        "cases without a mask, unusable masks and files of no evaluated case are listed)",
+        "split default: the one shipped for the layout; cases without a mask, unusable masks and files of no "
+        "evaluated case are listed)",
     )
-    p.add_argument("--data-root", help="data root in a known layout (default: the checkpoint's)")
-    p.add_argument("--layout", help="dataset layout (default: detected)")
-    p.add_argument(
-        "--split",
-        help="split name or JSON (default: the checkpoint's; with --predictions the one shipped for the layout, else "
-        "none); 'none' for every case",
-    )
-    p.add_argument(
-        "--subset",
-        default="test",
-        choices=("test", "val", "train", "all"),
-        help="test = split test ids + ids the split does not list (default)",
-    )
+    _add_data(p, "data root in a known layout (default: the model's)", "the model's")
     p.add_argument("--native", action="store_true", help="score at each image's own resolution")
-    p.add_argument("--threshold", type=float, help="probability threshold (default: the checkpoint's)")
-    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"), help="fp16: CUDA only")
-    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
-    p.add_argument("--tta", action="store_true", help="flip test-time augmentation (at either resolution)")
+    _add_inference(p, ("fp32", "bf16", "fp16"))
     p.add_argument("--no-hd95", action="store_true", help="skip HD95")
-    p.add_argument("--no-postprocess", action="store_true", help="skip the checkpoint's chosen mask post-processing")
     p.add_argument(
         "--skip-bad",
         action="store_true",
         help="evaluate without cases whose files are unusable (named in the output, and in skipped.json with --out) "
-        "instead of refusing (default: the checkpoint's data.skip_bad)",
+        "instead of refusing (default: the model's data.skip_bad)",
     )
     p.add_argument(
         "--cache-dir",
         default=None,
         help="on-disk cache of decoded, resized images: auto, a folder, or '' for none "
-        "(default: the checkpoint's data.cache_dir)",
+        "(default: the model's data.cache_dir)",
     )
     p.add_argument(
         "--measurements",
@@ -662,9 +773,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--out", help="folder for metrics.json, report.md, per_image.csv, subgroups.csv (+ trust.json, reliability.png)"
     )
-    p.add_argument("--no-progress", action="store_true")
+    _add_progress(p)
     p.set_defaults(func=cmd_evaluate)
 
+
+def _add_predict(sub) -> None:
     p = sub.add_parser(
         "predict",
         help="segment images with a shipped model or a checkpoint: masks, overlays, measurements",
@@ -673,18 +786,20 @@ def build_parser() -> argparse.ArgumentParser:
         "be read is named with the reason and the rest go on; the exit code is 1 when any failed.",
     )
     p.add_argument("inputs", nargs="*", help="image files, folders or glob patterns")
-    p.add_argument(
-        "--model",
-        "--checkpoint",
-        dest="model",
-        default="skin",
-        help="shipped model tag (skin, polyp; see `lesionseg models --pretrained`) or a checkpoint (default: skin)",
+    _add_model(p, default="skin")
+    _add_data(
+        p, "also segment a data root's cases and score them (Dice)", "the one shipped for its layout", old="--dataset"
     )
-    p.add_argument("--dataset", metavar="ROOT", help="also segment a dataset root's cases and score them (Dice)")
-    p.add_argument("--layout", help="layout of --dataset (default: detected)")
-    p.add_argument("--split", help="split of --dataset (name or JSON; default: the one shipped for its layout; none)")
-    p.add_argument("--subset", default="test", choices=("test", "val", "train", "all"), help="cases of --dataset")
-    p.add_argument("--out", default="predictions", help="output folder (default: predictions)")
+    p.add_argument(
+        "--out",
+        default="predictions",
+        help="output folder (default: predictions); a later run adds its images to the folder's tables",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="remove the earlier predictions in --out first (needed when they come from another model or pixel size)",
+    )
     p.add_argument(
         "--pixel-size", type=_pixel_size, metavar="MM", help="millimetres per pixel: measurements also in mm"
     )
@@ -696,42 +811,44 @@ def build_parser() -> argparse.ArgumentParser:
         "models do; a checkpoint once exported with --backend onnxruntime), which runs without importing torch; "
         "torch otherwise (CUDA, bf16)",
     )
-    p.add_argument("--threshold", type=float, help="probability threshold (default: the model's)")
-    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
-    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
-    p.add_argument("--tta", action="store_true", help="flip test-time augmentation")
-    p.add_argument("--no-postprocess", action="store_true", help="skip the model's chosen mask post-processing")
-    p.add_argument("--no-overlay", action="store_true")
-    p.add_argument(
-        "--shard",
-        metavar="I/N",
-        help="segment only slice I of N of the inputs (every N-th from the I-th), e.g. one per worker or cluster job, "
-        "all into the same --out; the last slice to finish leaves the measurements table of all of them",
-    )
-    p.add_argument(
-        "--resume",
-        action="store_true",
-        help="skip images whose outputs in --out are whole (written completely by an earlier run of the same model "
-        "and settings); the measurements table keeps their rows",
-    )
+    _add_inference(p, ("fp32", "bf16"))
+    p.add_argument("--no-overlay", action="store_true", help="write no overlay images")
     p.add_argument(
         "--save-probabilities",
         action="store_true",
         help="also write <name>_prob.png: the calibrated foreground probability at native size, 16-bit (value/65535)",
     )
-    p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--quiet", "-q", action="store_true", help="no per-image table")
+    p.add_argument(
+        "--shard",
+        metavar="I/N",
+        help="segment only slice I of N of the inputs (every N-th from the I-th), e.g. one per worker or cluster job, "
+        "all into the same --out; the folder's tables list every slice's images in the inputs' order",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="skip images whose outputs in --out are whole (in the folder's table, files decodable); the table is "
+        "saved every 30 s, so a killed run redoes at most that",
+    )
+    _add_progress(p)
     p.set_defaults(func=cmd_predict)
 
+
+def _add_export(sub) -> None:
     p = sub.add_parser("export", help="export a shipped model or a checkpoint to ONNX (record alongside)")
     p.add_argument("--onnx", required=True, metavar="OUT.onnx", help="output file; OUT.json gets the record")
-    group = p.add_mutually_exclusive_group(required=True)
-    group.add_argument("--model", help="shipped model tag (skin, polyp)")
-    group.add_argument("--checkpoint", help="checkpoint stem, .json, .safetensors or run folder")
-    p.add_argument("--opset", type=int, default=17)
-    p.add_argument("--exporter", default="auto", choices=("auto", "torchscript", "dynamo"))
+    _add_model(p)
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset of the TorchScript exporter (default: 17)")
+    p.add_argument(
+        "--exporter",
+        default="auto",
+        choices=("auto", "torchscript", "dynamo"),
+        help="torchscript, dynamo (opset >= 18), or auto: TorchScript, then dynamo if it fails (default: auto)",
+    )
     p.set_defaults(func=cmd_export)
 
+
+def _add_serve(sub) -> None:
     p = sub.add_parser(
         "serve",
         help="web page and JSON API over the shipped models (needs the serve extra)",
@@ -740,7 +857,7 @@ def build_parser() -> argparse.ArgumentParser:
         "otherwise; no CORS unless --cors-origin is given.",
     )
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--port", type=int, default=8000, help="port to bind (default: 8000)")
     p.add_argument(
         "--model",
         action="append",
@@ -748,11 +865,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="shipped tag (skin, polyp) or checkpoint to serve; repeatable; the default for a request without a "
         "model is skin when served, else the first (default: every shipped model)",
     )
-    p.add_argument("--workers-threads", type=int, default=2, metavar="N", help="inference threads (default: 2)")
+    p.add_argument(
+        "--workers-threads", type=_positive_int, default=2, metavar="N", help="inference threads (default: 2)"
+    )
     p.add_argument(
         "--queue-size", type=int, default=16, help="requests that may wait for a thread; beyond them 503 (default: 16)"
     )
-    p.add_argument("--device", default="cpu", help="torch device of the models (default: cpu)")
+    _add_device(p, "cpu", "auto (CUDA when present), cpu, cuda or cuda:N: where the models run (default: cpu)")
     p.add_argument(
         "--backend",
         default="auto",
@@ -782,13 +901,20 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="ORIGIN",
         help="allow pages from this origin to call the API (repeatable; default: none)",
     )
-    p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
+    p.add_argument(
+        "--log-level",
+        default="info",
+        choices=("critical", "error", "warning", "info", "debug"),
+        help="uvicorn's log level (default: info)",
+    )
     p.add_argument("--no-access-log", action="store_true", help="do not log every request")
     p.set_defaults(func=cmd_serve)
 
+
+def _add_benchmark(sub) -> None:
     p = sub.add_parser("benchmark", help="train and evaluate several models under one protocol; write the report")
     p.add_argument("--config", "-c", required=True, help="benchmark YAML (configs/benchmark/*.yaml)")
-    p.add_argument("--set", "-s", action="extend", nargs="+", default=[], metavar="KEY=VALUE")
+    _add_set(p, "seeds=[0] results_dir=docs/results/mine")
     p.add_argument("--only", action="append", default=[], metavar="LABEL", help="train only these models (repeatable)")
     p.add_argument(
         "--report-only",
@@ -806,11 +932,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="run only slice I of N (1-based; runs dealt round-robin in config order), e.g. one per cluster job; "
         "slices share --config's results_dir; merge with --report-only",
     )
-    p.add_argument("--jobs", type=int, default=1, metavar="K", help="K single-thread runs at once on this machine")
-    p.add_argument("--device", help="train.device for every run and the evaluation device (default: each config's)")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument(
+        "--jobs", type=_positive_int, default=1, metavar="K", help="K single-thread runs at once on this machine"
+    )
+    _add_device(p, None, "train.device for every run and the evaluation device (default: each config's)")
+    _add_progress(p)
     p.set_defaults(func=cmd_benchmark)
 
+
+def _add_models(sub) -> None:
     p = sub.add_parser("models", help="list registered models with parameters (and MACs with --flops)")
     p.add_argument("pattern", nargs="?", default="*", help="shell-style name pattern")
     p.add_argument("--flops", action="store_true", help="also count multiply-accumulates (what papers call FLOPs)")
@@ -819,18 +949,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cards", action="store_true", help="with --pretrained: print each model card")
     p.set_defaults(func=cmd_models)
 
+
+def _add_data_verb(sub) -> None:
     p = sub.add_parser(
         "data",
         help="check a data root, draw and store a split, or unpack the official archives",
         description="check ROOT | split ROOT | prepare LAYOUT ARCHIVE... --out ROOT (unpack a dataset's official zip "
         "files into the layout the loaders read, then check it)",
     )
-    p.add_argument("action", choices=("check", "split", "prepare"))
+    p.add_argument(
+        "action",
+        choices=("check", "split", "prepare"),
+        help="check: read every case and report bad files; split: draw and store a split; prepare: unpack archives",
+    )
     p.add_argument("root", help="the data root; for prepare: the layout (isic2016, isic2017, isic2018, ph2, ...)")
     p.add_argument(
         "archives", nargs="*", help="prepare: the official archives (e.g. ISIC2018_Task1-2_Training_Input.zip)"
     )
-    p.add_argument("--layout")
+    p.add_argument("--layout", help="check, split: layout of ROOT (default: detected)")
     p.add_argument("--out", default=None, help="split: the split file (default: split.json); prepare: the data root")
     p.add_argument(
         "--group-by",
@@ -840,32 +976,75 @@ def build_parser() -> argparse.ArgumentParser:
         "patient_id) or an id,group CSV file",
     )
     p.add_argument("--overwrite", action="store_true", help="prepare: unpack into dataset folders that hold files")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--test-fraction", type=float, default=0.2)
-    p.add_argument("--val-fraction", type=float, default=0.1)
-    p.add_argument("--stratify", help="case meta field to stratify by (e.g. diagnosis for PH2)")
-    p.add_argument("--name", help="dataset name stored in the split")
+    p.add_argument("--seed", type=int, default=0, help="split: seed of the draw (default: 0)")
+    p.add_argument("--test-fraction", type=float, default=0.2, help="split: fraction held out for test (default: 0.2)")
+    p.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.1,
+        help="split: fraction for validation, taken out of the training part (default: 0.1)",
+    )
+    p.add_argument("--stratify", help="split: case meta field to stratify by (e.g. diagnosis for PH2)")
+    p.add_argument("--name", help="split: dataset name stored in the split (default: ROOT's folder name)")
     p.add_argument("--json", action="store_true", help="check: print the report as JSON")
     p.add_argument(
         "--max-pixels",
         type=int,
         default=None,
-        help="check: largest width x height accepted before decoding (default: the readers' limit)",
+        help="check, prepare: largest width x height accepted before decoding (default: the readers' limit)",
     )
-    p.add_argument("--no-progress", action="store_true", help="check: no progress bar")
+    _add_progress(p, "check, prepare: ")
     p.set_defaults(func=cmd_data)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``lesionseg`` parser: one subparser per verb, each built by its ``_add_<verb>`` function."""
+    parser = _Parser(prog="lesionseg", description="Medical lesion segmentation toolkit.")
+    parser.register("action", "parsers", _Verbs)
+    parser.add_argument("--version", action="version", version=f"lesionseg {__version__}")
+    _add_log_options(parser, top=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (
+        _add_train,
+        _add_evaluate,
+        _add_predict,
+        _add_export,
+        _add_serve,
+        _add_benchmark,
+        _add_models,
+        _add_data_verb,
+    ):
+        add(sub)
     return parser
 
 
+def _fail(message: str, code: int, err: BaseException | None = None, verbose: bool = False) -> int:
+    """The one error line (``lesionseg: error: ...``) on stderr, with the traceback under ``-v``; returns ``code``."""
+    if verbose and err is not None:
+        import traceback
+
+        traceback.print_exception(err, file=sys.stderr)
+    print(f"lesionseg: error: {message}", file=sys.stderr)
+    return code
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one ``lesionseg`` command; returns its exit code (argparse exits with 2 itself on a malformed line)."""
+    from .inference.export import OnnxExportError
+
     _tune_allocator()
     args = build_parser().parse_args(argv)
-    _setup_logging(getattr(args, "verbose", False))
+    _setup_logging(args.verbose, args.quiet)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"lesionseg {args.command}: error: {err}", file=sys.stderr)
-        return 1
+    except UsageError as err:
+        return _fail(str(err), EXIT_USAGE, err, args.verbose)
+    # What a command fails with for reasons the user can fix; ValueError covers every error class of the package
+    # (CheckpointError, BadDataError, UnknownNameError, ...). Anything else is a bug and keeps its traceback.
+    except (ValueError, OSError, ImportError, OnnxExportError) as err:
+        return _fail(str(err) or type(err).__name__, EXIT_FAILED, err, args.verbose)
+    except KeyboardInterrupt:
+        return _fail("interrupted", 130)
 
 
 if __name__ == "__main__":

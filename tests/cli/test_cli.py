@@ -27,7 +27,7 @@ def test_train_refuses_to_overwrite_and_resumes(trained, tiny_config, tmp_path, 
 
 def test_evaluate_prints_both_reductions(trained, capsys, tmp_path):
     out = tmp_path / "eval"
-    assert main(["evaluate", "--checkpoint", str(trained / "best"), "--out", str(out), "--no-progress"]) == 0
+    assert main(["evaluate", "--model", str(trained / "best"), "--out", str(out), "--no-progress"]) == 0
     text = capsys.readouterr().out
     assert "global" in text and "per-image" in text
     assert "2 split test ids + 0 ids not in the split" in text
@@ -42,7 +42,7 @@ def test_evaluate_other_root_counts_unknown_ids(trained, tmp_path, capsys, make_
         p.rename(other / "images" / f"new{i}.png")
     for i, p in enumerate(sorted((other / "masks").iterdir())):
         p.rename(other / "masks" / f"new{i}.png")
-    assert main(["evaluate", "--checkpoint", str(trained), "--data-root", str(other), "--native", "--no-progress"]) == 0
+    assert main(["evaluate", "--model", str(trained), "--data-root", str(other), "--native", "--no-progress"]) == 0
     text = capsys.readouterr().out
     assert "0 split test ids + 3 ids not in the split" in text
     assert "native resolution" in text
@@ -53,7 +53,7 @@ def test_predict_writes_masks_at_image_size(trained, blob_root, tmp_path):
     big = tmp_path / "big.jpg"
     Image.open(image).resize((75, 50)).convert("RGB").save(big)
     out = tmp_path / "pred"
-    assert main(["predict", str(big), str(blob_root / "images"), "--checkpoint", str(trained), "--out", str(out)]) == 0
+    assert main(["predict", str(big), str(blob_root / "images"), "--model", str(trained), "--out", str(out)]) == 0
     mask = np.asarray(Image.open(out / "big_mask.png"))
     assert mask.shape == (50, 75)
     assert set(np.unique(mask)) <= {0, 255}
@@ -62,7 +62,7 @@ def test_predict_writes_masks_at_image_size(trained, blob_root, tmp_path):
 
 
 def test_predict_missing_input(trained, tmp_path, capsys):
-    assert main(["predict", str(tmp_path / "nope.png"), "--checkpoint", str(trained)]) == 2
+    assert main(["predict", str(tmp_path / "nope.png"), "--model", str(trained)]) == 2
     assert "nope.png" in capsys.readouterr().err
 
 
@@ -91,7 +91,7 @@ def test_data_check_and_split(blob_root, tmp_path, capsys):
     again = tmp_path / "again.json"
     assert main(["data", "split", str(blob_root), "--out", str(again), "--seed", "3"]) == 0
     assert json.loads(again.read_text()) == split
-    assert main(["data", "split", str(blob_root), "--out", str(again), "--stratify", "diagnosis"]) == 2
+    assert main(["data", "split", str(blob_root), "--out", str(again), "--stratify", "diagnosis"]) == 1
 
 
 def _ph2_root(root, diagnoses):
@@ -177,11 +177,11 @@ def test_train_refuses_bad_files_or_skips_them(tiny_config, blob_root, tmp_path,
 
 def test_evaluate_refuses_bad_test_files_or_skips_them(trained, blob_root, tmp_path, capsys):
     _corrupt(blob_root / "images" / "case011.png")  # a test id
-    assert main(["evaluate", "--checkpoint", str(trained), "--no-progress"]) == 1
+    assert main(["evaluate", "--model", str(trained), "--no-progress"]) == 1
     err = capsys.readouterr().err
     assert "case011.png" in err and "Traceback" not in err
     out = tmp_path / "eval"
-    assert main(["evaluate", "--checkpoint", str(trained), "--no-progress", "--skip-bad", "--out", str(out)]) == 0
+    assert main(["evaluate", "--model", str(trained), "--no-progress", "--skip-bad", "--out", str(out)]) == 0
     captured = capsys.readouterr()
     assert "1 split test ids + 0 ids not in the split (1 skipped for unusable files)" in captured.out
     assert "case011.png" in captured.err
@@ -190,8 +190,8 @@ def test_evaluate_refuses_bad_test_files_or_skips_them(trained, blob_root, tmp_p
 
 
 def test_evaluate_tta_at_working_size(trained, capsys):
+    from lesionseg.data import select_cases
     from lesionseg.engine import evaluate_checkpoint, load_model
-    from lesionseg.engine.evaluator import select_cases
 
     plain = evaluate_checkpoint(trained, tta=False)
     tta = evaluate_checkpoint(trained, tta=True)

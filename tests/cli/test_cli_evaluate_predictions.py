@@ -27,12 +27,12 @@ def _same_evaluation(a: Path, b: Path) -> None:
 def test_predict_masks_reproduce_evaluate_checkpoint_native(trained: Path, blob_root: Path, tmp_path: Path) -> None:
     masks = tmp_path / "masks"
     common = ["--split", "none"]
-    assert main(["predict", "--model", str(trained / "best"), "--dataset", str(blob_root), *common, "--subset", "all",
+    assert main(["predict", "--model", str(trained / "best"), "--data-root", str(blob_root), *common, "--subset", "all",
                  "--out", str(masks), "--no-progress", "-q"]) == 0  # fmt: skip
     written = sorted(masks.glob("*_mask.png"))
     assert len(written) == 12 and any(read_prediction_mask(p).any() for p in written)  # not all empty
     by_ckpt, by_masks = tmp_path / "ckpt", tmp_path / "pred"
-    assert main(["evaluate", "--checkpoint", str(trained), "--data-root", str(blob_root), "--native", *common,
+    assert main(["evaluate", "--model", str(trained), "--data-root", str(blob_root), "--native", *common,
                  "--out", str(by_ckpt), "--no-progress"]) == 0  # fmt: skip
     assert main(["evaluate", "--predictions", str(masks), "--data-root", str(blob_root), *common,
                  "--out", str(by_masks), "--no-progress"]) == 0  # fmt: skip
@@ -44,9 +44,9 @@ def test_predict_masks_reproduce_evaluate_checkpoint_native(trained: Path, blob_
 def test_skin_model_masks_on_ph2_test_ids_reproduce_evaluate_checkpoint(ph2_root: Path, tmp_path: Path) -> None:
     masks, by_ckpt, by_masks = tmp_path / "masks", tmp_path / "ckpt", tmp_path / "pred"
     split = ["--split", "ph2", "--subset", "test"]
-    assert main(["predict", "--dataset", str(ph2_root), *split, "--out", str(masks), "--no-overlay", "-q",
-                 "--no-progress"]) == 0  # fmt: skip
-    assert main(["evaluate", "--checkpoint", "skin", "--data-root", str(ph2_root), *split, "--native",
+    assert main(["predict", "--data-root", str(ph2_root), *split, "--backend", "torch", "--out", str(masks),
+                 "--no-overlay", "-q", "--no-progress"]) == 0  # fmt: skip
+    assert main(["evaluate", "--model", "skin", "--data-root", str(ph2_root), *split, "--native",
                  "--out", str(by_ckpt), "--no-progress"]) == 0  # fmt: skip
     assert main(["evaluate", "--predictions", str(masks), "--data-root", str(ph2_root), *split,
                  "--out", str(by_masks), "--no-progress"]) == 0  # fmt: skip

@@ -14,7 +14,7 @@ from lesionseg.inference.measure import measure_lesion
 
 def test_evaluate_measurements_and_subgroups(trained, blob_root, tmp_path, capsys):
     out = tmp_path / "eval"
-    args = ["evaluate", "--checkpoint", str(trained), "--native", "--measurements", "--pixel-size", "0.1"]
+    args = ["evaluate", "--model", str(trained), "--native", "--measurements", "--pixel-size", "0.1"]
     assert main([*args, "--out", str(out), "--no-progress"]) == 0
     text = capsys.readouterr().out
     assert "lesion size: small" in text and "lesion size: large" in text
@@ -33,9 +33,9 @@ def test_evaluate_measurements_and_subgroups(trained, blob_root, tmp_path, capsy
 
 
 def test_evaluate_measurements_need_native_resolution(trained, capsys):
-    assert main(["evaluate", "--checkpoint", str(trained), "--measurements", "--no-progress"]) == 1
+    assert main(["evaluate", "--model", str(trained), "--measurements", "--no-progress"]) == 2
     assert "add --native" in capsys.readouterr().err
-    assert main(["evaluate", "--checkpoint", str(trained), "--native", "--pixel-size", "0.1", "--no-progress"]) == 1
+    assert main(["evaluate", "--model", str(trained), "--native", "--pixel-size", "0.1", "--no-progress"]) == 2
     assert "add --measurements" in capsys.readouterr().err
 
 
@@ -48,7 +48,7 @@ def test_bad_pixel_size_is_refused_before_any_image(bad, blob_root, tmp_path, ca
     assert "pixel size must be" in capsys.readouterr().err
     assert not out.exists()  # nothing was segmented or written
     with pytest.raises(SystemExit) as stop:
-        main(["evaluate", "--checkpoint", "skin", "--native", "--measurements", f"--pixel-size={bad}"])
+        main(["evaluate", "--model", "skin", "--native", "--measurements", f"--pixel-size={bad}"])
     assert stop.value.code == 2
 
 

@@ -81,7 +81,7 @@ def test_predict_glob_and_missing_inputs(mixed_folder, tmp_path, capsys):
 
 def test_predict_dataset_scores_against_ground_truth(trained, blob_root, blob_split, tmp_path, capsys):
     out = tmp_path / "pred"
-    args = ["predict", "--dataset", str(blob_root), "--split", str(blob_split), "--model", str(trained)]
+    args = ["predict", "--data-root", str(blob_root), "--split", str(blob_split), "--model", str(trained)]
     assert main([*args, "--out", str(out), "--no-progress"]) == 0
     text = capsys.readouterr().out
     assert "2 cases of" in text and "Dice vs ground truth (2 images" in text
@@ -94,7 +94,7 @@ def test_predict_dataset_scores_against_ground_truth(trained, blob_root, blob_sp
 def test_export_writes_onnx_and_record(trained, tmp_path, capsys):
     pytest.importorskip("onnxruntime")
     out = tmp_path / "model.onnx"
-    assert main(["export", "--onnx", str(out), "--checkpoint", str(trained)]) == 0
+    assert main(["export", "--onnx", str(out), "--model", str(trained)]) == 0
     record = json.loads(out.with_suffix(".json").read_text())
     assert record["model"] == "unet_small" and record["image_size"] == [32, 32] and "state" not in record
     assert out.stat().st_size > 1000

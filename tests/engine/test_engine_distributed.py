@@ -28,9 +28,9 @@ from torch import nn
 
 from lesionseg.engine import Trainer
 from lesionseg.engine.config import config_from_dict
-from lesionseg.engine.distributed import DistContext, resolve_device, wrap_model
-from lesionseg.inference.predictor import autocast_context
+from lesionseg.engine.distributed import DistContext, wrap_model
 from lesionseg.models import create_model
+from lesionseg.runtime import autocast_context, resolve_device
 
 
 class NormFreeTrainer(Trainer):

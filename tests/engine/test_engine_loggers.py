@@ -86,7 +86,7 @@ def test_train_ends_with_a_human_summary_or_json(tiny_config: dict, tmp_path: Pa
     out = capsys.readouterr().out
     run = Path(tiny_config["train"]["out_dir"]) / "tiny"
     assert "best epoch" in out and "val Dice per-image" in out and "global" in out
-    assert f"lesionseg evaluate --checkpoint {run} --native" in out and '"run_dir"' not in out
+    assert f"lesionseg evaluate --model {run} --native" in out and '"run_dir"' not in out
     assert main(["train", "--config", str(path), "--no-progress", "--overwrite", "--json"]) == 0
     out = capsys.readouterr().out
     summary = json.loads(out[out.index("{\n") :])

@@ -45,8 +45,8 @@ def test_sc_unext_paper_recipe_end_to_end(tmp_path, make_blobs, capsys, monkeypa
     overrides += ["train.threads=1", f"train.out_dir={tmp_path / 'runs'}"]
     config = str(REPO / "configs" / "sc_unext_paper.yaml")
     assert main(["train", "--config", config, "--set", *overrides, "--no-progress"]) == 0
-    out = capsys.readouterr().out
-    assert "splits/isic2018_8020_seed0.json did not exist: drew it from 20 cases" in out
+    err = capsys.readouterr().err  # a log record, on stderr like every other
+    assert "splits/isic2018_8020_seed0.json did not exist: drew it from 20 cases" in err
     split = json.loads((tmp_path / "splits/isic2018_8020_seed0.json").read_text())
     assert (len(split["train"]), len(split["val"]), len(split["test"])) == (14, 2, 4)
     assert not {"ISIC_0001020", "ISIC_0001021"} & {i for part in ("train", "val", "test") for i in split[part]}
@@ -55,8 +55,9 @@ def test_sc_unext_paper_recipe_end_to_end(tmp_path, make_blobs, capsys, monkeypa
     assert record["model"] == "sc_unext" and record["config"]["optim"]["scheduler"] == "cosine"
     # the second run reads the stored split back instead of drawing again
     assert main(["train", "--config", config, "--set", *overrides, "--overwrite", "--no-progress"]) == 0
-    assert "did not exist" not in capsys.readouterr().out
-    assert main(["evaluate", "--checkpoint", str(run), "--no-hd95", "--no-progress", "--device", "cpu"]) == 0
+    captured = capsys.readouterr()
+    assert "did not exist" not in captured.out + captured.err
+    assert main(["evaluate", "--model", str(run), "--no-hd95", "--no-progress", "--device", "cpu"]) == 0
     out = capsys.readouterr().out
     assert "sc_unext on 6 cases" in out and "4 split test ids + 2 ids not in the split" in out
 

@@ -10,7 +10,7 @@ import torch
 from lesionseg.data import BadDataError
 from lesionseg.engine import Trainer, load_model
 from lesionseg.engine.config import config_from_dict
-from lesionseg.engine.provenance import lesionseg_commit, machine_description
+from lesionseg.runtime import lesionseg_commit, machine_description
 
 
 def _cfg(d: dict, **train):

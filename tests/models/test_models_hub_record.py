@@ -87,7 +87,8 @@ def test_save_checkpoint_packs_state_and_takes_only_a_record(tmp_path):
     record = _full_record()
     stem = save_checkpoint(tmp_path / "last", model, record, state={"epoch": 3})
     loaded = load_record(stem)
-    assert loaded.state is not None and replace(loaded, state=None) == record
+    assert loaded.state is not None and replace(loaded, state=None, sha256=None) == record
+    assert loaded.sha256 is not None and loaded.sha256.state is not None
     assert load_state(stem, loaded) == {"epoch": 3}
     with pytest.raises(TypeError, match="needs a ModelRecord"):
         save_checkpoint(tmp_path / "x", model, record.to_dict())  # type: ignore[arg-type]

@@ -17,7 +17,7 @@ pytest.importorskip("httpx")
 
 from fastapi.testclient import TestClient  # noqa: E402
 
-from lesionseg.inference import measure_lesion  # noqa: E402
+from lesionseg.inference import apply_postprocessing, measure_lesion  # noqa: E402
 from lesionseg.serve import DEFAULT_BODY_TIMEOUT, DEFAULT_WORK_PIXELS, PROBA_MAX_SIDE, create_app  # noqa: E402
 from lesionseg.serve.app import STATIC_DIR  # noqa: E402
 
@@ -136,6 +136,17 @@ def test_threshold_and_model_fields(client):
     assert low["threshold"] == 0.02 and high["threshold"] == 0.98
     assert low["measurements"]["area"] >= high["measurements"]["area"]
     assert _post(client, data, model="skin").status_code == 200
+
+
+def test_custom_threshold_cuts_the_calibrated_probability(client, predictor):
+    # The API cuts a request's threshold on the T = 1 map (no full-size temperature pass); it must give the mask of
+    # that threshold on the calibrated probability, as cutting predict_proba does.
+    image, _ = blob_image((90, 120), seed=8)
+    prob = predictor.predict_proba([image])[0]
+    for threshold in (0.3, float(np.quantile(prob, 0.6)), 0.7):
+        body = _post(client, encode(image), threshold=threshold).json()
+        want = apply_postprocessing((prob > threshold).astype(np.uint8), predictor.postprocess)
+        np.testing.assert_array_equal(_png_decode(body["mask_png"]) // 255, want)
 
 
 def test_segment_says_how_far_to_trust_the_mask(client, predictor):

@@ -140,5 +140,7 @@ def test_serve_command_refuses_bad_threads(capsys):
     pytest.importorskip("fastapi")
     from lesionseg.cli import main
 
-    assert main(["serve", "--workers-threads", "0"]) == 2
+    with pytest.raises(SystemExit) as stop:  # refused while the arguments are read, before any model loads
+        main(["serve", "--workers-threads", "0"])
+    assert stop.value.code == 2
     assert "--workers-threads" in capsys.readouterr().err

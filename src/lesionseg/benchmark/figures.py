@@ -27,7 +27,7 @@ from .results import FeatureSummary, RunResults, load_case_input, read_run_featu
 
 __all__ = ["draw_figures", "feature_summary", "overlay_case_ids", "predict_overlay_masks"]
 
-logger = logging.getLogger(__name__)
+_logger = logging.getLogger(__name__)
 
 #: Longest side of a stored feature map (the figure shows each panel at about 230 pixels).
 FEATURE_MAX_SIZE = 128
@@ -132,7 +132,7 @@ def draw_figures(
             if drawable:
                 plot_overlay_grid(shown, predictions, results_dir / "overlays.jpg", cell_inches=1.6, dpi=100)
             else:
-                logger.info("overlays.jpg kept as committed: the overlay cases' inputs are not in %s", inputs_dir)
+                _logger.info("overlays.jpg kept as committed: the overlay cases' inputs are not in %s", inputs_dir)
             lines += [
                 f"Test cases {', '.join(cases)}: ground truth (green), then each model's prediction (orange, truth "
                 "outlined in green) from its first finished run, at the evaluation size.",
@@ -141,7 +141,7 @@ def draw_figures(
                 "",
             ]
     elif cases:
-        logger.warning("overlay figure skipped: the inputs of %s are not in %s", cases, inputs_dir)
+        _logger.warning("overlay figure skipped: the inputs of %s are not in %s", cases, inputs_dir)
     if feature_model and runs.get(feature_model):
         for r in runs[feature_model]:
             summary = read_run_features(r.path)

@@ -37,9 +37,9 @@ from typing import Any
 import torch
 
 from ..engine.config import apply_overrides
-from ..engine.provenance import cpu_flags, cpu_name
+from ..runtime import cpu_flags, cpu_name
 
-logger = logging.getLogger(__name__)
+_logger = logging.getLogger(__name__)
 
 #: bf16's steady epoch must be at least this many times faster than fp32's.
 MIN_SPEEDUP = 1.1
@@ -166,7 +166,7 @@ def resolve_precision(
         try:
             return str(json.loads(path.read_text())["precision"])
         except (ValueError, KeyError) as err:
-            logger.warning("unreadable precision record %s (%s); probing again", path, err)
+            _logger.warning("unreadable precision record %s (%s); probing again", path, err)
     decision: dict[str, Any] = {
         "label": label,
         "config": str(config),
@@ -182,7 +182,7 @@ def resolve_precision(
     else:
         # Skip the epoch count and budget of the real run; the trial sets its own.
         keep = [o for o in overrides if not o.startswith(("train.epochs=", "train.time_budget_min=", "train.seed="))]
-        logger.info("probing fp32 vs bf16 for %s (%d epochs each)", label, epochs)
+        _logger.info("probing fp32 vs bf16 for %s (%d epochs each)", label, epochs)
         decision["fp32"] = _trial(Path(config), keep, "fp32", epochs, device, timeout_s)
         # A bf16 trial that takes over twice as long as fp32's cannot be adopted; stop it there (on one model a
         # bf16 kernel without native support made its trial 5x slower).
@@ -195,5 +195,5 @@ def resolve_precision(
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
     tmp.write_text(json.dumps(decision, indent=2, sort_keys=True) + "\n")
     os.replace(tmp, path)
-    logger.info("%s: %s (%s)", label, decision["precision"], decision["reason"])
+    _logger.info("%s: %s (%s)", label, decision["precision"], decision["reason"])
     return str(decision["precision"])

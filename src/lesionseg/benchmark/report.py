@@ -476,13 +476,8 @@ def _precision_section(cfg: BenchmarkConfig) -> list[str]:
     return lines
 
 
-def write_report(cfg: BenchmarkConfig, failures: Sequence[str] = ()) -> Path:
-    """Writes ``report.md``, ``results.csv`` and the figures into ``results_dir`` from its files; returns the
-    report's path."""
-    out = Path(cfg.results_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    runs = collect_runs(cfg)
-    complexity = read_complexity(out)
+def _header(cfg: BenchmarkConfig, failures: Sequence[str]) -> list[str]:
+    """Title, what was run and how, the command that rebuilds the page, and the failures of the last call."""
     p = cfg.protocol
     seeds = ", ".join(map(str, cfg.seeds))
     precisions = sorted({cfg.precision_of(m) for m in cfg.models})
@@ -505,20 +500,11 @@ def write_report(cfg: BenchmarkConfig, failures: Sequence[str] = ()) -> Path:
     ]
     if failures:
         lines += ["**Failed in the last call**:", ""] + [f"- {f}" for f in failures] + [""]
-    scored = {label: rs for label, rs in runs.items() if rs}
-    best = None
-    if scored:
-        means = {label: _mean_of(rs, "per_image", "dice") for label, rs in scored.items()}
-        best = max(means, key=lambda k: means[k])
-    comparisons = _compare(runs, best) if best else []
-    done_runs = {label: {r.run for r in rs} for label, rs in runs.items()}
-    missing = [
-        (m.name, [r for r in range(cfg.num_runs) if r not in done_runs[m.name]])
-        for m in cfg.models
-        if len(done_runs[m.name]) < cfg.num_runs
-    ]
-    lines += ["## What the table says", ""] + _what_the_table_says(cfg, runs, best, comparisons, missing) + [""]
+    return lines
 
+
+def _runs_section(cfg: BenchmarkConfig, runs: dict[str, list[RunResults]], done_runs: dict[str, set[int]]) -> list[str]:
+    """Each model's config, epochs, precision and finished/missing runs."""
     rows = []
     for m in cfg.models:
         rs = runs[m.name]
@@ -533,73 +519,76 @@ def write_report(cfg: BenchmarkConfig, failures: Sequence[str] = ()) -> Path:
                 ", ".join(gone) or "—",
             ]
         )
-    lines += ["## Runs", ""] + _table(rows, ["Model", "Config", "Epochs", "Precision", "Finished", "Missing"], "llrlrl")
-    lines.append("")
-    for reduction in ("per_image", "global"):
-        table = _metric_table({label: [r.results for r in rs] for label, rs in runs.items()}, reduction)
-        lines += [f"## {_REDUCTION_TITLES[reduction]}", ""] + table + [""]
+    return ["## Runs", ""] + _table(rows, ["Model", "Config", "Epochs", "Precision", "Finished", "Missing"], "llrlrl")
 
-    case_dice = {label: _per_case(rs, "dice") for label, rs in scored.items()}
-    if scored:
-        lines += [
-            "## Confidence intervals (percentile bootstrap over test images, "
-            f"{cfg.report.bootstrap} resamples, seed 0)",
-            "",
-            "Per-image Dice: each image's Dice averaged over the model's finished runs; global Dice: each image's "
-            "confusion counts summed over them.",
-            "",
-        ]
-        rows = []
-        for label, rs in scored.items():
-            values = list(case_dice[label].values())
-            counts = _case_counts(rs)
-            lo, hi = bootstrap_ci(per_image=values, resamples=cfg.report.bootstrap)
-            glo, ghi = bootstrap_ci(counts=counts, resamples=cfg.report.bootstrap)
-            rows.append(
-                [
-                    label,
-                    str(len(rs)),
-                    str(len(values)),
-                    f"{100 * np.mean(values):.2f} [{100 * lo:.2f}, {100 * hi:.2f}]",
-                    f"{100 * global_dice(counts):.2f} [{100 * glo:.2f}, {100 * ghi:.2f}]",
-                ]
-            )
-        lines += _table(rows, ["Model", "n", "Test images", "Per-image Dice [95% CI]", "Global Dice [95% CI]"])
-        lines.append("")
-    lines += _subgroup_section(cfg, scored, case_dice)
-    if comparisons:
-        lines += [
-            "## Paired comparison",
-            "",
-            f"Best by mean per-image Dice: **{best}**. Two-sided Wilcoxon signed-rank test of its per-image Dice "
-            "against each other model's over the test images, each image's Dice averaged over the runs both models "
-            f"finished (one pair per image), Holm-adjusted over the comparisons; significant when p (Holm) < {ALPHA}. "
-            "Δ = best minus the other, in Dice points.",
-            "",
-        ]
-        rows = []
-        for c in comparisons:
-            if c.test is None:
-                rows.append([c.label, "—", "0", "—", "—", "—", "—", "not compared"])
-                continue
-            t = c.test
-            verdict = "—" if math.isnan(c.p_holm) else ("significant" if c.p_holm < ALPHA else "not significant")
-            rows.append(
-                [
-                    c.label,
-                    ", ".join(cfg.run_key(r) for r in c.common),
-                    str(t.n),
-                    f"{100 * t.mean_difference:+.2f}",
-                    f"{100 * t.median_difference:+.2f}",
-                    _p(t.p_value),
-                    _p(c.p_holm),
-                    verdict,
-                ]
-            )
-        head = ["Compared with", "Runs", "Images", "Mean Δ", "Median Δ", "p", "p (Holm)", "Verdict"]
-        lines += _table(rows, head, "llrrrrrl") + [""]
 
-    lines += ["## Size and speed", ""]
+def _interval_section(
+    cfg: BenchmarkConfig, scored: dict[str, list[RunResults]], case_dice: dict[str, dict[str, float]]
+) -> list[str]:
+    """Bootstrap confidence intervals of both Dice reductions over the test images."""
+    lines = [
+        f"## Confidence intervals (percentile bootstrap over test images, {cfg.report.bootstrap} resamples, seed 0)",
+        "",
+        "Per-image Dice: each image's Dice averaged over the model's finished runs; global Dice: each image's "
+        "confusion counts summed over them.",
+        "",
+    ]
+    rows = []
+    for label, rs in scored.items():
+        values = list(case_dice[label].values())
+        counts = _case_counts(rs)
+        lo, hi = bootstrap_ci(per_image=values, resamples=cfg.report.bootstrap)
+        glo, ghi = bootstrap_ci(counts=counts, resamples=cfg.report.bootstrap)
+        rows.append(
+            [
+                label,
+                str(len(rs)),
+                str(len(values)),
+                f"{100 * np.mean(values):.2f} [{100 * lo:.2f}, {100 * hi:.2f}]",
+                f"{100 * global_dice(counts):.2f} [{100 * glo:.2f}, {100 * ghi:.2f}]",
+            ]
+        )
+    lines += _table(rows, ["Model", "n", "Test images", "Per-image Dice [95% CI]", "Global Dice [95% CI]"])
+    return lines + [""]
+
+
+def _paired_section(cfg: BenchmarkConfig, best: str, comparisons: list[_Comparison]) -> list[str]:
+    """The best model's Wilcoxon test against every other, Holm-adjusted."""
+    lines = [
+        "## Paired comparison",
+        "",
+        f"Best by mean per-image Dice: **{best}**. Two-sided Wilcoxon signed-rank test of its per-image Dice "
+        "against each other model's over the test images, each image's Dice averaged over the runs both models "
+        f"finished (one pair per image), Holm-adjusted over the comparisons; significant when p (Holm) < {ALPHA}. "
+        "Δ = best minus the other, in Dice points.",
+        "",
+    ]
+    rows = []
+    for c in comparisons:
+        if c.test is None:
+            rows.append([c.label, "—", "0", "—", "—", "—", "—", "not compared"])
+            continue
+        t = c.test
+        verdict = "—" if math.isnan(c.p_holm) else ("significant" if c.p_holm < ALPHA else "not significant")
+        rows.append(
+            [
+                c.label,
+                ", ".join(cfg.run_key(r) for r in c.common),
+                str(t.n),
+                f"{100 * t.mean_difference:+.2f}",
+                f"{100 * t.median_difference:+.2f}",
+                _p(t.p_value),
+                _p(c.p_holm),
+                verdict,
+            ]
+        )
+    head = ["Compared with", "Runs", "Images", "Mean Δ", "Median Δ", "p", "p (Holm)", "Verdict"]
+    return lines + _table(rows, head, "llrrrrrl") + [""]
+
+
+def _size_speed_section(cfg: BenchmarkConfig, complexity: dict[str, dict[str, Any]]) -> list[str]:
+    """Parameters, MACs and CPU latency of each model, and the machines the latency was measured on."""
+    lines = ["## Size and speed", ""]
     rows = []
     for m in cfg.models:
         c = complexity.get(m.name)
@@ -620,8 +609,11 @@ def write_report(cfg: BenchmarkConfig, failures: Sequence[str] = ()) -> Path:
     machines = sorted({str(c["machine"]) for c in complexity.values()})
     if machines:
         lines += ["", f"Latency measured on: {'; '.join(machines)}."]
-    lines.append("")
+    return lines + [""]
 
+
+def _training_section(scored: dict[str, list[RunResults]]) -> list[str]:
+    """Each finished run's epochs, best epoch, precision, threads, minutes, machine and convergence."""
     rows = []
     for label, rs in scored.items():
         for r in rs:
@@ -638,16 +630,17 @@ def write_report(cfg: BenchmarkConfig, failures: Sequence[str] = ()) -> Path:
                     _yes_no(_converged(r.meta)),
                 ]
             )
-    if rows:
-        head = ["Model", "Run", "Epochs", "Best epoch", "Precision", "Threads", "Minutes", "Ran on", "Converged"]
-        lines += ["## Training", ""] + _table(rows, head, "llrrlrrll")
-        lines += ["", "Converged: the best validation epoch comes before the last fifth of the run's epochs."]
-        lines.append("")
+    if not rows:
+        return []
+    head = ["Model", "Run", "Epochs", "Best epoch", "Precision", "Threads", "Minutes", "Ran on", "Converged"]
+    lines = ["## Training", ""] + _table(rows, head, "llrrlrrll")
+    lines += ["", "Converged: the best validation epoch comes before the last fifth of the run's epochs."]
+    return lines + [""]
 
-    lines += _precision_section(cfg)
-    if cfg.audit.test_curve:
-        lines += audit_section(scored, cfg.report.bootstrap, cfg.run_key, cfg.audit.split_note)
 
+def _cross_sections(cfg: BenchmarkConfig, scored: dict[str, list[RunResults]]) -> list[str]:
+    """One section per cross-dataset evaluation (``cross:``), both reductions."""
+    lines: list[str] = []
     for c in cfg.cross:
         cross = {label: [r for r in rs if c.name in r.cross] for label, rs in scored.items()}
         cross = {label: rs for label, rs in cross.items() if rs}
@@ -662,7 +655,46 @@ def write_report(cfg: BenchmarkConfig, failures: Sequence[str] = ()) -> Path:
             lines += [f"{'Per-image mean' if reduction == 'per_image' else 'Global'}:", ""]
             table = {label: [r.cross[c.name][0]["results"] for r in rs] for label, rs in cross.items()}
             lines += _metric_table(table, reduction) + [""]
+    return lines
 
+
+def write_report(cfg: BenchmarkConfig, failures: Sequence[str] = ()) -> Path:
+    """Writes ``report.md``, ``results.csv`` and the figures into ``results_dir`` from its files; returns the
+    report's path."""
+    out = Path(cfg.results_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    runs = collect_runs(cfg)
+    complexity = read_complexity(out)
+    lines = _header(cfg, failures)
+    scored = {label: rs for label, rs in runs.items() if rs}
+    best = None
+    if scored:
+        means = {label: _mean_of(rs, "per_image", "dice") for label, rs in scored.items()}
+        best = max(means, key=lambda k: means[k])
+    comparisons = _compare(runs, best) if best else []
+    done_runs = {label: {r.run for r in rs} for label, rs in runs.items()}
+    missing = [
+        (m.name, [r for r in range(cfg.num_runs) if r not in done_runs[m.name]])
+        for m in cfg.models
+        if len(done_runs[m.name]) < cfg.num_runs
+    ]
+    lines += ["## What the table says", ""] + _what_the_table_says(cfg, runs, best, comparisons, missing) + [""]
+    lines += _runs_section(cfg, runs, done_runs) + [""]
+    for reduction in ("per_image", "global"):
+        table = _metric_table({label: [r.results for r in rs] for label, rs in runs.items()}, reduction)
+        lines += [f"## {_REDUCTION_TITLES[reduction]}", ""] + table + [""]
+    case_dice = {label: _per_case(rs, "dice") for label, rs in scored.items()}
+    if scored:
+        lines += _interval_section(cfg, scored, case_dice)
+    lines += _subgroup_section(cfg, scored, case_dice)
+    if comparisons:
+        lines += _paired_section(cfg, best, comparisons)
+    lines += _size_speed_section(cfg, complexity)
+    lines += _training_section(scored)
+    lines += _precision_section(cfg)
+    if cfg.audit.test_curve:
+        lines += audit_section(scored, cfg.report.bootstrap, cfg.run_key, cfg.audit.split_note)
+    lines += _cross_sections(cfg, scored)
     figures = draw_figures(
         out,
         scored,

@@ -44,13 +44,12 @@ from ..data.base import find_cases, load_case, resize_pair
 from ..data.ph2 import diagnosis_name
 from ..data.splits import load_split, protocol_splits
 from ..engine.config import load_config
-from ..engine.distributed import resolve_device
 from ..engine.evaluator import evaluate_checkpoint
-from ..engine.provenance import lesionseg_commit, machine_description
 from ..engine.trainer import Trainer
 from ..inference.files import parse_shard
 from ..inference.predictor import Predictor
 from ..models.hub import ModelRecord, load_model, load_record
+from ..runtime import lesionseg_commit, machine_description, resolve_device
 from .audit import TestCurveTrainer, export_test_curve
 from .config import BenchmarkConfig, BenchmarkModel
 from .figures import feature_summary, overlay_case_ids, predict_overlay_masks
@@ -81,7 +80,7 @@ __all__ = [
     "worker_pool",
 ]
 
-logger = logging.getLogger(__name__)
+_logger = logging.getLogger(__name__)
 
 _CAUGHT = (ValueError, FileNotFoundError, RuntimeError, KeyError)
 
@@ -103,7 +102,7 @@ def run_dir_of(cfg: BenchmarkConfig, label: str, run: int) -> Path:
     legacy = folder / f"run{run}"
     if not path.exists() and legacy.is_dir() and _trained_run(legacy) == (cfg.seed_of(run), f"run{run}.json"):
         legacy.rename(path)
-        logger.info("run folder %s renamed %s (its seed and split)", legacy, path.name)
+        _logger.info("run folder %s renamed %s (its seed and split)", legacy, path.name)
     return path
 
 
@@ -532,7 +531,7 @@ def _run_jobs(
             if error:
                 failures.append(f"{label} run {run}: {error}")
                 state = f"FAILED ({error})"
-            logger.info("[benchmark] %s run %d: %s", label, run, state)
+            _logger.info("[benchmark] %s run %d: %s", label, run, state)
     return failures
 
 
@@ -577,7 +576,7 @@ def run_benchmark(
     record_case_groups(cfg, splits)
     pairs = shard_runs(cfg, shard, only)
     if shard is not None:
-        logger.info("[benchmark] slice %d/%d: %d run(s)", shard[0], shard[1], len(pairs))
+        _logger.info("[benchmark] slice %d/%d: %d run(s)", shard[0], shard[1], len(pairs))
     failures: list[str] = []
     if jobs == 1:
         for model, run in pairs:
@@ -587,7 +586,7 @@ def run_benchmark(
                 # One broken run (bad config, unreadable file, a folder of another protocol) must not cost the others.
                 failures.append(f"{model.name} run {run}: {type(err).__name__}: {err}")
                 state = f"FAILED ({err})"
-            log = logger.warning if state.startswith("FAILED") else logger.info
+            log = _logger.warning if state.startswith("FAILED") else _logger.info
             log("[benchmark] %s run %d: %s", model.name, run, state)
     else:
         failures += _run_jobs(cfg, pairs, splits, jobs, device, not export_only)

@@ -34,9 +34,12 @@ from .io import DEFAULT_MAX_PIXELS, ImageReadError, decode_image_bytes, decode_m
 from .splits import (
     PROTOCOLS,
     Split,
+    SplitDrawConfig,
     SplitProtocol,
     builtin_splits,
     case_groups,
+    case_strata,
+    ensure_split,
     kfold,
     load_split,
     make_split,
@@ -44,6 +47,8 @@ from .splits import (
     protocol_splits,
     repeated_holdout,
     save_split,
+    select_cases,
+    split_cases,
 )
 from .synthetic import blob_pair, write_blob_dataset
 from .transforms import AugmentConfig, build_train_transform
@@ -65,11 +70,13 @@ __all__ = [
     "ScanResult",
     "SegmentationDataset",
     "Split",
+    "SplitDrawConfig",
     "SplitProtocol",
     "blob_pair",
     "build_train_transform",
     "builtin_splits",
     "case_groups",
+    "case_strata",
     "check_case",
     "check_cases",
     "check_root",
@@ -77,6 +84,7 @@ __all__ = [
     "default_cache_dir",
     "decode_mask_bytes",
     "detect_layout",
+    "ensure_split",
     "find_cases",
     "index_images",
     "kfold",
@@ -99,6 +107,8 @@ __all__ = [
     "save_split",
     "scan_cases",
     "screen_cases",
+    "select_cases",
+    "split_cases",
     "write_blob_dataset",
 ]
 

@@ -34,7 +34,7 @@ from .base import Case
 
 __all__ = ["CACHE_VERSION", "CaseCache", "default_cache_dir", "open_case_cache", "resolve_cache_dir"]
 
-logger = logging.getLogger(__name__)
+_logger = logging.getLogger(__name__)
 
 # Bump when load_case, resize_pair or the readers below them change their output: entries of other versions are
 # then neither read nor overwritten (they live in another folder), and can be deleted.
@@ -151,7 +151,7 @@ class CaseCache:
                 if stored.dtype.kind != "U" or stored.ndim != 0:
                     raise ValueError(f"key of dtype {stored.dtype} and shape {stored.shape}")
                 if str(stored[()]) != key:
-                    logger.debug("%s: stale cache entry (its files changed); recomputing", path)
+                    _logger.debug("%s: stale cache entry (its files changed); recomputing", path)
                     return None
                 image, mask = npz["image"], npz["mask"]
             h, w = int(size[0]), int(size[1])
@@ -163,7 +163,7 @@ class CaseCache:
         except Exception as err:
             # Whatever a damaged file makes numpy or zipfile raise (BadZipFile, EOFError, ValueError for a pickled
             # member, OSError, ...), the entry is rebuilt from the source files.
-            logger.warning("%s: unusable cache entry (%s: %s); recomputing it", path, type(err).__name__, err)
+            _logger.warning("%s: unusable cache entry (%s: %s); recomputing it", path, type(err).__name__, err)
             return None
 
     def load(self, case: Case, size: tuple[int, int], channels: int) -> Arrays | None:
@@ -197,7 +197,7 @@ class CaseCache:
             with contextlib.suppress(OSError):
                 tmp.unlink(missing_ok=True)
             if not self._warned_write:
-                logger.warning("%s: cannot write the case cache (%s); going on without storing", self.directory, err)
+                _logger.warning("%s: cannot write the case cache (%s); going on without storing", self.directory, err)
                 self._warned_write = True
             return False
 

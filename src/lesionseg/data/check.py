@@ -23,7 +23,7 @@ from .io import DEFAULT_MAX_PIXELS, ImageReadError, read_image, read_mask_values
 
 __all__ = ["BadDataError", "CheckReport", "check_case", "check_cases", "check_root", "screen_cases"]
 
-logger = logging.getLogger(__name__)
+_logger = logging.getLogger(__name__)
 
 
 class BadDataError(ValueError):
@@ -214,7 +214,7 @@ def screen_cases(
     cases = [c for c in scan.cases if wanted is None or c.id in wanted]
     to_read = cases if known_readable is None else [c for c in cases if not known_readable(c)]
     if len(to_read) < len(cases):
-        logger.debug("%s: %d of %d case(s) known readable, not read", scan.root, len(cases) - len(to_read), len(cases))
+        _logger.debug("%s: %d of %d case(s) known readable, not read", scan.root, len(cases) - len(to_read), len(cases))
     problems = [p for p in scan.problems if p.severity == "error" and (wanted is None or p.case_id in wanted)] + [
         p for p in check_cases(to_read, channels, max_pixels, progress) if p.severity == "error"
     ]
@@ -222,5 +222,5 @@ def screen_cases(
         raise BadDataError(problems, scan.root, what)
     bad = {p.case_id for p in problems}
     if problems:
-        logger.warning("%s: skipping %d case(s) with unusable files: %s", scan.root, len(bad), sorted(map(str, bad)))
+        _logger.warning("%s: skipping %d case(s) with unusable files: %s", scan.root, len(bad), sorted(map(str, bad)))
     return [c for c in cases if c.id not in bad], problems

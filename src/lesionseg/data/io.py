@@ -65,7 +65,7 @@ _FORMATS = ("PNG", "JPEG", "BMP", "DIB", "TIFF", "GIF", "WEBP")
 
 _T = TypeVar("_T")
 
-logger = logging.getLogger(__name__)
+_logger = logging.getLogger(__name__)
 
 
 class ImageReadError(ValueError):
@@ -173,7 +173,7 @@ def _decode(
                     ImageOps.exif_transpose(img, in_place=True)
                     out = convert(img)
         for w in caught:
-            logger.debug("%s: decoder warning: %s", name, w.message)
+            _logger.debug("%s: decoder warning: %s", name, w.message)
         return out
     except ImageReadError:
         raise

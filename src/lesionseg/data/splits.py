@@ -7,6 +7,10 @@ never selected on the test ids.
 A :class:`SplitProtocol` (``fixed``, ``official``, ``repeated``, ``kfold``) turns a data root into one split per run;
 :func:`protocol_splits` draws them once into a folder and reads them back afterwards (the benchmark's protocols).
 
+Choosing a run's cases: :func:`ensure_split` draws a run's missing split file on first use (``data.draw_split``),
+:func:`split_cases` gives the train/val/test cases of a split, :func:`select_cases` the cases an evaluation scores;
+:func:`case_strata` is the one check that every case has the field a draw is stratified by.
+
 Grouped splits: every drawing function takes ``groups`` (case id -> group, e.g. CVC-ClinicDB's video sequence or an
 ISIC lesion id; :func:`case_groups` reads them from a layout, a case meta field or an ``id,group`` CSV). The drawn units
 are then whole groups, so no group straddles train, val and test; the fractions are met as closely as whole groups
@@ -18,7 +22,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -26,10 +30,16 @@ from typing import Any
 
 import numpy as np
 
-from .base import Case, find_cases, read_groups_csv
+from .base import Case, DataProblem, find_cases, read_groups_csv, scan_cases
+from .check import screen_cases
 
 __all__ = [
+    "SplitDrawConfig",
     "case_groups",
+    "case_strata",
+    "ensure_split",
+    "select_cases",
+    "split_cases",
     "PROTOCOLS",
     "Split",
     "SplitProtocol",
@@ -502,12 +512,7 @@ def protocol_splits(
     else:
         cases = find_cases(root, layout)
         ids = [c.id for c in cases]
-        strata = None
-        if p.stratify:
-            strata = {c.id: c.meta.get(p.stratify) for c in cases}
-            missing = [i for i, v in strata.items() if v is None]
-            if missing:
-                raise ValueError(f"protocol.stratify {p.stratify!r}: {len(missing)} cases lack it, e.g. {missing[0]}")
+        strata = case_strata(cases, p.stratify, "protocol.stratify") if p.stratify else None
         name = Path(root).name
         groups = case_groups(cases, p.group_by) if p.group_by else None
         if p.kind == "repeated":
@@ -526,3 +531,160 @@ def protocol_splits(
             save_split(split, tmp)
             os.replace(tmp, path)
     return paths
+
+
+@dataclass
+class SplitDrawConfig:
+    """How to draw ``data.split`` on first use when that JSON file does not exist yet (then it is stored and read back).
+
+    Attributes:
+        test_fraction: fraction of the drawn ids held out for test.
+        val_fraction: fraction of the drawn ids taken out of the training part for validation.
+        seed: seed of the draw.
+        subsets: draw only among cases of these official subsets (``[train]`` = ISIC 2018's Task 1 training images,
+            as the papers split them; ``[train, val]`` = the ISIC 2017 pool of the VM-UNet family); None = every case
+            with a mask.
+        stratify: case meta field to stratify by (``diagnosis`` for PH2); None = no stratification.
+    """
+
+    test_fraction: float = 0.2
+    val_fraction: float = 0.1
+    seed: int = 0
+    subsets: tuple[str, ...] | None = None
+    stratify: str | None = None
+
+
+def case_strata(cases: Sequence[Case], field: str, option: str = "stratify") -> dict[str, Any]:
+    """Case id -> the case's ``field`` (a meta field, e.g. PH2's ``diagnosis``): the strata of a stratified draw.
+
+    Args:
+        cases: the cases to draw from.
+        field: the meta field to stratify by.
+        option: the option or config key that named ``field``, for the message.
+
+    Raises:
+        ValueError: some cases lack the field (how many, and one of them).
+    """
+    strata = {c.id: c.meta.get(field) for c in cases}
+    lacking = [i for i, v in strata.items() if v is None]
+    if lacking:
+        raise ValueError(f"{option} {field!r}: {len(lacking)} of {len(strata)} cases lack it, e.g. {lacking[0]}")
+    return strata
+
+
+def ensure_split(
+    split: str | Path,
+    cases: Sequence[Case],
+    draw: SplitDrawConfig | None,
+    root: str | Path,
+    layout: str | None = None,
+) -> str | None:
+    """Draw and store ``split`` when it names a JSON file that does not exist and ``draw`` says how (a run's
+    ``data.split`` and ``data.draw_split``).
+
+    Args:
+        split: a shipped split name or a JSON path.
+        cases: the cases of ``root`` to draw from (those with a mask, of ``draw.subsets`` when given).
+        draw: how to draw; None = a missing file is an error.
+        root: the data root (named in the messages and in the split's ``drawn_from``).
+        layout: the layout of ``root`` (named in the ``lesionseg data split`` command of the error).
+
+    Returns:
+        A message describing the draw, or None when the split already exists (or is a shipped name).
+
+    Raises:
+        FileNotFoundError: the split file is missing and ``draw`` is None; the message names the
+            ``lesionseg data split`` command that draws it.
+        ValueError: nothing to draw from, or cases lacking the ``draw.stratify`` field.
+    """
+    path = Path(split)
+    if path.suffix != ".json" or path.is_file():
+        return None
+    if draw is None:
+        raise FileNotFoundError(
+            f"{path}: no such split file. Draw and store it once with\n  lesionseg data split {root} "
+            f"{'--layout ' + layout + ' ' if layout else ''}--seed 0 --out {path}\n"
+            "(or give the config a data.draw_split section, which draws it on first use)"
+        )
+    pool = [c for c in cases if c.mask is not None]
+    where = f"{root}" + (f" (subsets {', '.join(draw.subsets)})" if draw.subsets else "")
+    if draw.subsets is not None:
+        pool = [c for c in pool if c.meta.get("subset") in draw.subsets]
+    if not pool:
+        raise ValueError(f"{where}: no labelled cases to draw {path} from (data.draw_split.subsets)")
+    strata = case_strata(pool, draw.stratify, "data.draw_split.stratify") if draw.stratify else None
+    drawn = make_split(
+        [c.id for c in pool], draw.test_fraction, draw.val_fraction, draw.seed, strata, name=Path(root).name
+    )
+    drawn.info["drawn_from"] = where
+    save_split(drawn, path)
+    return (
+        f"split {path} did not exist: drew it from {len(pool)} cases of {where}: train {len(drawn.train)}, "
+        f"val {len(drawn.val)}, test {len(drawn.test)} (seed {draw.seed}), and stored it; later runs read it back"
+    )
+
+
+def split_cases(cases: Sequence[Case], split: Split) -> dict[str, list[Case]]:
+    """Train/val/test cases of a split; ids the split lists but the root lacks are an error."""
+    by_id = {c.id: c for c in cases}
+    out = {}
+    for part in ("train", "val", "test"):
+        ids = split.subset(part)
+        missing = [i for i in ids if i not in by_id]
+        if missing and part != "test":
+            raise ValueError(f"split {part} ids missing from the data root, e.g. {missing[:3]}")
+        out[part] = [by_id[i] for i in ids if i in by_id]
+    return out
+
+
+def select_cases(
+    root: str | Path,
+    layout: str | None = None,
+    split: str | Split | None = None,
+    subset: str = "test",
+    skip_bad: bool = False,
+    channels: int = 3,
+    progress: bool = False,
+    skipped: list[DataProblem] | None = None,
+    known_readable: Callable[[Case], bool] | None = None,
+) -> tuple[list[Case], str]:
+    """Cases of ``root`` to evaluate, and a description of the choice.
+
+    With a split and ``subset="test"``: the split's test ids found under ``root`` plus every id the split does not
+    list at all (cases unseen in training, e.g. another copy of the dataset); ids used for training or validation are
+    left out. ``subset="train"``/``"val"``: exactly those ids. ``subset="all"`` or no split: every case.
+
+    Every chosen case is read once first: cases with unusable files (unreadable, no mask, sizes differ, ...) raise
+    :class:`~lesionseg.data.BadDataError` naming all of them, or with ``skip_bad`` are left out and their problems
+    appended to ``skipped``. Cases for which ``known_readable`` returns True (a valid disk-cache entry) are not read.
+    """
+    scan = scan_cases(root, layout)
+    ids = sorted({c.id for c in scan.cases if c.mask is not None} | {p.case_id for p in scan.problems if p.case_id})
+    sp = None if split is None or subset == "all" else (split if isinstance(split, Split) else load_split(split))
+    if sp is None:
+        chosen = ids
+    elif subset == "test":
+        seen = set(sp.train) | set(sp.val)
+        chosen = [i for i in ids if i not in seen]
+    else:
+        wanted = set(sp.subset(subset))
+        chosen = [i for i in ids if i in wanted]
+    cases, bad = screen_cases(
+        scan, chosen, skip_bad=skip_bad, channels=channels, progress=progress, known_readable=known_readable
+    )
+    cases = [c for c in cases if c.mask is not None]
+    if skipped is not None:
+        skipped.extend(bad)
+    note = f" ({len({p.case_id for p in bad})} skipped for unusable files)" if bad else ""
+    if sp is None:
+        desc = f"all {len(cases)} cases of {root}{note}"
+    elif subset == "test":
+        n_test = sum(c.id in set(sp.test) for c in cases)
+        desc = (
+            f"{len(cases)} cases of {root}: {n_test} split test ids + {len(cases) - n_test} ids not in the split{note}"
+        )
+    else:
+        desc = f"{len(cases)} {subset} ids of {root}{note}"
+    if not cases:
+        raise ValueError(f"{root}: no cases left to evaluate for subset {subset!r}")
+    return cases, desc

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from ..data.splits import select_cases  # public here before it moved to data.splits
 from ..models.hub import CheckpointError, ModelRecord, load_model, load_record, save_checkpoint
+from ..runtime import resolve_device
 from .config import RunConfig, load_config, save_config
-from .distributed import DistContext, cleanup_distributed, init_distributed, resolve_device
-from .evaluator import Evaluation, evaluate_checkpoint, evaluate_dataset, evaluate_predictions, select_cases
+from .distributed import DistContext, cleanup_distributed, init_distributed
+from .evaluator import Evaluation, evaluate_checkpoint, evaluate_dataset, evaluate_predictions
 from .measurements import MeasurementAgreement
 from .optim import build_optimizer, list_optimizers, list_schedulers, register_optimizer, register_scheduler
 from .trainer import Trainer, seed_everything

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -11,7 +12,11 @@ from typing import Any
 
 import yaml
 
+from ..data.splits import SplitDrawConfig
 from ..data.transforms import AugmentConfig
+from ..models import check_model_options
+from ..registry import suggest
+from ..runtime import PRECISIONS
 from .optim import check_scheduler_kwargs, list_optimizers
 
 __all__ = [
@@ -28,27 +33,6 @@ __all__ = [
     "config_to_dict",
     "save_config",
 ]
-
-
-@dataclass
-class SplitDrawConfig:
-    """How to draw ``data.split`` on first use when that JSON file does not exist yet (then it is stored and read back).
-
-    Attributes:
-        test_fraction: fraction of the drawn ids held out for test.
-        val_fraction: fraction of the drawn ids taken out of the training part for validation.
-        seed: seed of the draw.
-        subsets: draw only among cases of these official subsets (``[train]`` = ISIC 2018's Task 1 training images,
-            as the papers split them; ``[train, val]`` = the ISIC 2017 pool of the VM-UNet family); None = every case
-            with a mask.
-        stratify: case meta field to stratify by (``diagnosis`` for PH2); None = no stratification.
-    """
-
-    test_fraction: float = 0.2
-    val_fraction: float = 0.1
-    seed: int = 0
-    subsets: tuple[str, ...] | None = None
-    stratify: str | None = None
 
 
 @dataclass
@@ -201,9 +185,6 @@ class TrainConfig:
     log_images_every: int = 0
 
 
-PRECISIONS = ("fp32", "bf16", "fp16")
-
-
 @dataclass
 class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
@@ -213,6 +194,7 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
+        _check_ranges(self)
         if self.train.precision not in PRECISIONS:
             raise ValueError(f"train.precision must be one of {', '.join(PRECISIONS)}, got {self.train.precision!r}")
         device = self.train.device.strip().lower()
@@ -234,8 +216,99 @@ class RunConfig:
             )
         if self.train.log_images_every < 0:
             raise ValueError(f"train.log_images_every must be >= 0 (0 = never), got {self.train.log_images_every}")
-        if self.data.batch_size < 1 or self.train.epochs < 1:
-            raise ValueError("data.batch_size and train.epochs must be >= 1")
+
+
+#: Largest working side a config may ask for (the checkpoint record's limit, so that what trains also loads).
+MAX_IMAGE_SIDE = 4096
+
+
+def _check(ok: bool, key: str, rule: str, value: Any) -> None:
+    if not ok:
+        raise ValueError(f"{key} must be {rule}, got {value!r}")
+
+
+def _finite(value: float) -> bool:
+    return math.isfinite(value)
+
+
+def _check_ranges(cfg: RunConfig) -> None:
+    """Every numeric field in its range, the model known and its options its constructor's: checked when the config
+    is loaded, before any data is read, with the key named.
+
+    Raises:
+        ValueError: the first field out of range (``data.image_size must be ...``).
+    """
+    d, o, t, a = cfg.data, cfg.optim, cfg.train, cfg.data.augment
+    _check(
+        len(d.image_size) == 2 and all(16 <= s <= MAX_IMAGE_SIDE for s in d.image_size),
+        "data.image_size",
+        f"two sizes (H, W) between 16 and {MAX_IMAGE_SIDE}",
+        list(d.image_size),
+    )
+    _check(d.in_channels in (1, 3), "data.in_channels", "1 (grayscale) or 3 (RGB)", d.in_channels)
+    for name in ("mean", "std"):
+        values = getattr(d, name)
+        _check(
+            len(values) == d.in_channels or (d.in_channels == 1 and len(values) > 0),
+            f"data.{name}",
+            f"{d.in_channels} value(s), one per input channel",
+            list(values),
+        )
+        _check(all(_finite(v) for v in values), f"data.{name}", "finite numbers", list(values))
+    _check(all(v > 0 for v in d.std), "data.std", "positive (it divides the image)", list(d.std))
+    _check(d.batch_size >= 1, "data.batch_size", ">= 1", d.batch_size)
+    if d.draw_split is not None:
+        s = d.draw_split
+        _check(0 < s.test_fraction < 1, "data.draw_split.test_fraction", "in (0, 1)", s.test_fraction)
+        _check(0 <= s.val_fraction < 1, "data.draw_split.val_fraction", "in [0, 1)", s.val_fraction)
+        total = s.test_fraction + s.val_fraction
+        _check(total < 1, "data.draw_split.test_fraction + val_fraction", "< 1 (some ids must train)", total)
+    for name in ("hflip", "vflip", "rotate90", "affine", "color"):
+        _check(0 <= getattr(a, name) <= 1, f"data.augment.{name}", "a probability in [0, 1]", getattr(a, name))
+    _check(0 <= a.degrees <= 180, "data.augment.degrees", "in [0, 180]", a.degrees)
+    _check(
+        0 < a.scale[0] <= a.scale[1] and all(_finite(v) for v in a.scale),
+        "data.augment.scale",
+        "(low, high) with 0 < low <= high",
+        list(a.scale),
+    )
+    for name in ("brightness", "contrast", "saturation"):
+        _check(0 <= getattr(a, name) <= 1, f"data.augment.{name}", "in [0, 1]", getattr(a, name))
+    _check(0 <= a.hue <= 0.5, "data.augment.hue", "in [0, 0.5]", a.hue)
+    if cfg.loss.deep_supervision is not None:
+        w = cfg.loss.deep_supervision
+        _check(
+            len(w) > 0 and all(_finite(v) and v >= 0 for v in w) and w[0] > 0,
+            "loss.deep_supervision",
+            "weights >= 0, the main output's (first) > 0",
+            list(w),
+        )
+    _check(_finite(o.lr) and o.lr > 0, "optim.lr", "a positive number", o.lr)
+    _check(_finite(o.min_lr) and 0 <= o.min_lr <= o.lr, "optim.min_lr", f"in [0, optim.lr={o.lr}]", o.min_lr)
+    _check(_finite(o.weight_decay) and o.weight_decay >= 0, "optim.weight_decay", ">= 0", o.weight_decay)
+    _check(all(0 <= b < 1 for b in o.betas), "optim.betas", "two numbers in [0, 1)", list(o.betas))
+    _check(0 <= o.momentum < 1, "optim.momentum", "in [0, 1)", o.momentum)
+    _check(_finite(o.warmup_epochs) and o.warmup_epochs >= 0, "optim.warmup_epochs", ">= 0", o.warmup_epochs)
+    _check(_finite(o.grad_clip) and o.grad_clip >= 0, "optim.grad_clip", ">= 0 (0 = no clipping)", o.grad_clip)
+    _check(t.epochs >= 1, "train.epochs", ">= 1", t.epochs)
+    if t.time_budget_min is not None:
+        _check(
+            _finite(t.time_budget_min) and t.time_budget_min > 0,
+            "train.time_budget_min",
+            "a positive number of minutes (or null for none)",
+            t.time_budget_min,
+        )
+    _check(t.seed >= 0, "train.seed", ">= 0", t.seed)
+    _check(t.threads >= 0, "train.threads", ">= 0 (0 = torch's default)", t.threads)
+    _check(t.val_every >= 1, "train.val_every", ">= 1", t.val_every)
+    _check(t.checkpoint_every >= 1, "train.checkpoint_every", ">= 1", t.checkpoint_every)
+    _check(0 < t.threshold < 1, "train.threshold", "in (0, 1)", t.threshold)
+    try:
+        problem = check_model_options(cfg.model.name, cfg.model.kwargs)
+    except ValueError as err:
+        raise ValueError(f"model.name: {err}") from None
+    if problem:
+        raise ValueError(f"model.kwargs: {problem}")
 
 
 def _convert(tp: Any, value: Any, where: str) -> Any:
@@ -296,12 +369,42 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
     return value
 
 
+def _section_type(tp: Any) -> type | None:
+    """The dataclass a field's type names (``X`` or ``X | None``), None for a plain value."""
+    if dataclasses.is_dataclass(tp):
+        return tp
+    for arg in typing.get_args(tp):
+        if dataclasses.is_dataclass(arg):
+            return arg
+    return None
+
+
+def _unknown_key(where: str, key: str, value: Any, hints: dict[str, Any]) -> str:
+    """``unknown key 'trian.epochs' (did you mean 'train.epochs'?)``: the key as the user wrote it (down to the value
+    of a one-key section, as ``--set a.b=v`` makes), the closest known key in the same form."""
+    full = f"{where}.{key}" if where else key
+    close = suggest(key, sorted(hints), n=1)
+    if not close:
+        return f"unknown key {full!r}"
+    guess = f"{where}.{close[0]}" if where else close[0]
+    section = _section_type(hints[close[0]])
+    if section is not None and isinstance(value, dict) and len(value) == 1:
+        (sub,) = value
+        full += f".{sub}"
+        sub_close = suggest(str(sub), [f.name for f in dataclasses.fields(section)], n=1)
+        if sub_close:
+            guess += f".{sub_close[0]}"
+    return f"unknown key {full!r} (did you mean {guess!r}?)"
+
+
 def _from_dict(cls: type, data: dict[str, Any], where: str) -> Any:
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = set(data) - names
     if unknown:
-        raise ValueError(f"{where or 'config'}: unknown key(s) {sorted(unknown)}; known: {sorted(names)}")
+        known = {k: v for k, v in hints.items() if k in names}
+        problems = "; ".join(_unknown_key(where, k, data[k], known) for k in sorted(unknown))
+        raise ValueError(f"{where or 'config'}: {problems}; known: {sorted(names)}")
     kwargs = {k: _convert(hints[k], v, f"{where}.{k}" if where else k) for k, v in data.items()}
     return cls(**kwargs)
 

@@ -1,4 +1,4 @@
-"""Device, precision and DistributedDataParallel plumbing: the one place the engine decides where a run computes.
+"""Process-group and DistributedDataParallel plumbing (the device itself is resolved by :mod:`lesionseg.runtime`).
 
 Under ``torchrun`` every process reads ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT``
 from its environment; :func:`init_distributed` joins the process group from them (``nccl`` on CUDA, ``gloo`` on CPU).
@@ -18,6 +18,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from ..runtime import env_world_size, resolve_device
+
 __all__ = [
     "DistContext",
     "all_gather_objects",
@@ -26,31 +28,16 @@ __all__ = [
     "barrier",
     "cleanup_distributed",
     "configure_backends",
-    "env_world_size",
     "get_rank",
     "get_world_size",
     "init_distributed",
     "is_distributed",
     "is_main_process",
-    "local_rank",
-    "resolve_device",
     "unwrap_model",
     "wrap_model",
 ]
 
 _logger = logging.getLogger(__name__)
-
-DEVICE_CHOICES = ("auto", "cpu", "cuda", "cuda:N")
-
-
-def env_world_size() -> int:
-    """World size announced by the launcher (``WORLD_SIZE``; 1 when not launched by torchrun)."""
-    return int(os.environ.get("WORLD_SIZE", "1"))
-
-
-def local_rank() -> int:
-    """This process's index on its node (``LOCAL_RANK``; 0 when not launched by torchrun)."""
-    return int(os.environ.get("LOCAL_RANK", "0"))
 
 
 def is_distributed() -> bool:
@@ -69,43 +56,6 @@ def get_world_size() -> int:
 def is_main_process() -> bool:
     """Rank 0 (or the only process): the one that writes files and logs."""
     return get_rank() == 0
-
-
-def resolve_device(spec: str = "auto") -> torch.device:
-    """The torch device a spec names.
-
-    Args:
-        spec: ``auto`` (CUDA when present, else CPU), ``cpu``, ``cuda`` or ``cuda:N``. Under torchrun ``auto`` and
-            ``cuda`` take the GPU of the process's ``LOCAL_RANK``, one GPU per process.
-
-    Raises:
-        ValueError: an unknown spec, CUDA requested where torch sees none, or a GPU index past the last GPU.
-    """
-    spec = str(spec).strip().lower()
-    if spec == "cpu":
-        return torch.device("cpu")
-    if spec == "auto":
-        if not torch.cuda.is_available():
-            return torch.device("cpu")
-        spec = "cuda"
-    if spec == "cuda" or spec.startswith("cuda:"):
-        if not torch.cuda.is_available():
-            raise ValueError(
-                f"device {spec!r} requested but torch sees no CUDA device (torch {torch.__version__}, "
-                f"built with CUDA {torch.version.cuda or 'none'}); use device cpu or auto"
-            )
-        count = torch.cuda.device_count()
-        if spec == "cuda":
-            index = local_rank() if env_world_size() > 1 else torch.cuda.current_device()
-        else:
-            try:
-                index = int(spec.split(":", 1)[1])
-            except ValueError:
-                raise ValueError(f"device {spec!r}: expected cuda:N with an integer N") from None
-        if not 0 <= index < count:
-            raise ValueError(f"device {spec!r}: GPU index {index} out of range; {count} CUDA device(s) visible")
-        return torch.device("cuda", index)
-    raise ValueError(f"unknown device {spec!r}; use one of {', '.join(DEVICE_CHOICES)}")
 
 
 def configure_backends(device: torch.device, deterministic: bool = False) -> None:

@@ -13,19 +13,19 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..data.base import Case, DataProblem, load_case_mask, scan_cases
+from ..data.base import DataProblem, load_case_mask
 from ..data.cache import open_case_cache
-from ..data.check import screen_cases
 from ..data.dataset import SegmentationDataset
 from ..data.io import ImageReadError, read_mask_values
 from ..data.ph2 import diagnosis_name, diagnosis_order
-from ..data.splits import Split, load_split
+from ..data.splits import Split, select_cases
+from ..inference.postprocess import check_postprocess_steps
 from ..inference.predictor import Predictor
 from ..inference.trust_fit import TrustEvaluation, evaluate_trust
 from ..metrics import SegmentationMetrics, format_table
 from ..metrics.stats import SIZE_TERTILES, Subgroup, size_tertiles, subgroup_means
 from ..models.hub import load_model, resolve_checkpoint
-from .distributed import resolve_device
+from ..runtime import resolve_device
 from .measurements import MeasurementAgreement
 
 __all__ = [
@@ -37,7 +37,6 @@ __all__ = [
     "evaluate_predictions",
     "match_predictions",
     "read_prediction_mask",
-    "select_cases",
 ]
 
 #: Mask files ``evaluate --predictions`` reads (lossless ones must hold two values; JPEG is thresholded at 127).
@@ -71,59 +70,6 @@ def evaluate_dataset(
                 on_case(case_id, pred[i, 0].numpy(), target[i, 0].numpy())
         metrics.update(pred, target, ids=ids)
     return metrics
-
-
-def select_cases(
-    root: str | Path,
-    layout: str | None = None,
-    split: str | Split | None = None,
-    subset: str = "test",
-    skip_bad: bool = False,
-    channels: int = 3,
-    progress: bool = False,
-    skipped: list[DataProblem] | None = None,
-    known_readable: Callable[[Case], bool] | None = None,
-) -> tuple[list[Case], str]:
-    """Cases of ``root`` to evaluate, and a description of the choice.
-
-    With a split and ``subset="test"``: the split's test ids found under ``root`` plus every id the split does not
-    list at all (cases unseen in training, e.g. another copy of the dataset); ids used for training or validation are
-    left out. ``subset="train"``/``"val"``: exactly those ids. ``subset="all"`` or no split: every case.
-
-    Every chosen case is read once first: cases with unusable files (unreadable, no mask, sizes differ, ...) raise
-    :class:`~lesionseg.data.BadDataError` naming all of them, or with ``skip_bad`` are left out and their problems
-    appended to ``skipped``. Cases for which ``known_readable`` returns True (a valid disk-cache entry) are not read.
-    """
-    scan = scan_cases(root, layout)
-    ids = sorted({c.id for c in scan.cases if c.mask is not None} | {p.case_id for p in scan.problems if p.case_id})
-    sp = None if split is None or subset == "all" else (split if isinstance(split, Split) else load_split(split))
-    if sp is None:
-        chosen = ids
-    elif subset == "test":
-        seen = set(sp.train) | set(sp.val)
-        chosen = [i for i in ids if i not in seen]
-    else:
-        wanted = set(sp.subset(subset))
-        chosen = [i for i in ids if i in wanted]
-    cases, bad = screen_cases(
-        scan, chosen, skip_bad=skip_bad, channels=channels, progress=progress, known_readable=known_readable
-    )
-    cases = [c for c in cases if c.mask is not None]
-    if skipped is not None:
-        skipped.extend(bad)
-    note = f" ({len({p.case_id for p in bad})} skipped for unusable files)" if bad else ""
-    if sp is None:
-        desc = f"all {len(cases)} cases of {root}{note}"
-    elif subset == "test":
-        n_test = sum(c.id in set(sp.test) for c in cases)
-        desc = (
-            f"{len(cases)} cases of {root}: {n_test} split test ids + {len(cases) - n_test} ids not in the split{note}"
-        )
-    else:
-        desc = f"{len(cases)} {subset} ids of {root}{note}"
-    if not cases:
-        raise ValueError(f"{root}: no cases left to evaluate for subset {subset!r}")
-    return cases, desc
 
 
 @dataclass
@@ -287,7 +233,8 @@ def evaluate_checkpoint(
         checkpoint: checkpoint stem, ``.json``/``.safetensors`` file or run folder (its ``best``).
         data_root: data root; None = the one the checkpoint was trained on.
         layout: dataset layout; None = the checkpoint's (for its own root) or detected (for another root).
-        split: split name, JSON path or :class:`Split`; ``"checkpoint"`` = the checkpoint's; None = no split.
+        split: split name, JSON path or :class:`Split`; ``"checkpoint"`` = the checkpoint's (refused when the record
+            names none, unless ``subset="all"``: its training ids could not be left out); None = no split.
         subset: which cases (see :func:`select_cases`).
         native: score at each image's own resolution instead of the working size.
         threshold: probability threshold; None = the checkpoint's.
@@ -313,7 +260,10 @@ def evaluate_checkpoint(
         raise ValueError("a pixel size is only used by the measurements: add --measurements")
     agreement = MeasurementAgreement(pixel_size) if measurements else None
     torch_device = resolve_device(device)
-    model, record = load_model(resolve_checkpoint(checkpoint))
+    stem = resolve_checkpoint(checkpoint)
+    model, record = load_model(stem)
+    if record.postprocess:
+        check_postprocess_steps(record.postprocess.steps, f"{stem}.json: postprocess.steps")
     steps = record.postprocess.steps if postprocess and record.postprocess else ()
     trained = record.dataset
     root = data_root or (trained.root if trained else None)
@@ -323,6 +273,13 @@ def evaluate_checkpoint(
         layout = trained.layout
     if isinstance(split, str) and split == "checkpoint":
         split = trained.split if trained else None
+        if split is None and subset != "all":
+            # Without the training split every case would be scored, training ids included: refuse unless asked.
+            raise ValueError(
+                f"{checkpoint}: the record names no training split, so its training ids cannot be told apart from "
+                f"test ids in {root}; give the split it was trained with (--split NAME|JSON), or score every case "
+                "knowingly with --split none (or --subset all)"
+            )
     trained_data = (record.config or {}).get("data", {})
     if skip_bad is None:
         skip_bad = bool(trained_data.get("skip_bad", False))

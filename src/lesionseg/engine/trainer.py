@@ -18,38 +18,39 @@ state.safetensors}`` (resumable, written every ``checkpoint_every`` epochs, so a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import os
 import random
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 from tqdm.auto import tqdm
 
-from ..data.base import Case, DataProblem, scan_cases
+from ..data.base import DataProblem, scan_cases
 from ..data.cache import open_case_cache
 from ..data.check import screen_cases
 from ..data.dataset import SegmentationDataset
-from ..data.splits import Split, load_split, make_split, save_split
+from ..data.splits import ensure_split, load_split, split_cases
 from ..data.transforms import build_train_transform
 from ..inference.postprocess import select_postprocessing
-from ..inference.predictor import Predictor, autocast_context
+from ..inference.predictor import Predictor
 from ..inference.trust_fit import fit_trust
 from ..losses import DeepSupervisionLoss, build_loss
 from ..metrics import TRAINING_METRICS, training_csv_columns
 from ..metrics.confusion import ConfusionStats, get_stats
 from ..models import ModelOutput, create_model
 from ..models.hub import (
+    CheckpointError,
     DataSource,
     ModelRecord,
     PostProcessing,
@@ -57,8 +58,10 @@ from ..models.hub import (
     load_model,
     load_record,
     load_state,
+    load_weights,
     save_checkpoint,
 )
+from ..runtime import autocast_context, lesionseg_commit, machine_description
 from .config import RunConfig, config_to_dict, load_config, save_config
 from .distributed import (
     all_gather_objects,
@@ -72,13 +75,10 @@ from .distributed import (
 )
 from .loggers import RunLogger, build_loggers
 from .optim import ScheduleState, build_optimizer, scheduled_lr
-from .provenance import lesionseg_commit, machine_description
 
-__all__ = ["Trainer", "ensure_split", "seed_everything", "split_cases"]
+__all__ = ["Trainer", "seed_everything"]
 
 _logger = logging.getLogger(__name__)
-
-logger = logging.getLogger(__name__)
 
 # The validation columns come from the metric registry (val_dice_per_image, val_dice_global, val_iou_...).
 _CSV_FIELDS = ("epoch", "step", "lr", "train_loss", *training_csv_columns(), "epoch_seconds", "elapsed_seconds")
@@ -88,64 +88,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def split_cases(cases: list[Case], split: Split) -> dict[str, list[Case]]:
-    """Train/val/test cases of a split; ids the split lists but the root lacks are an error."""
-    by_id = {c.id: c for c in cases}
-    out = {}
-    for part in ("train", "val", "test"):
-        ids = split.subset(part)
-        missing = [i for i in ids if i not in by_id]
-        if missing and part != "test":
-            raise ValueError(f"split {part} ids missing from the data root, e.g. {missing[:3]}")
-        out[part] = [by_id[i] for i in ids if i in by_id]
-    return out
-
-
-def ensure_split(cfg: RunConfig, cases: list[Case]) -> str | None:
-    """Draw and store ``data.split`` when it names a JSON file that does not exist and ``data.draw_split`` says how.
-
-    Returns a message describing the draw, or None when the split already exists (or is a shipped name).
-
-    Raises:
-        FileNotFoundError: the split file is missing and the config gives no ``data.draw_split``; the message
-            names the ``lesionseg data split`` command that draws it.
-    """
-    d = cfg.data
-    path = Path(d.split)
-    if path.suffix != ".json" or path.is_file():
-        return None
-    draw = d.draw_split
-    if draw is None:
-        raise FileNotFoundError(
-            f"{path}: no such split file. Draw and store it once with\n  lesionseg data split {d.root} "
-            f"{'--layout ' + d.layout + ' ' if d.layout else ''}--seed 0 --out {path}\n"
-            "(or give the config a data.draw_split section, which draws it on first use)"
-        )
-    pool = [c for c in cases if c.mask is not None]
-    where = f"{d.root}" + (f" (subsets {', '.join(draw.subsets)})" if draw.subsets else "")
-    if draw.subsets is not None:
-        pool = [c for c in pool if c.meta.get("subset") in draw.subsets]
-    if not pool:
-        raise ValueError(f"{where}: no labelled cases to draw {path} from (data.draw_split.subsets)")
-    strata = None
-    if draw.stratify:
-        strata = {c.id: c.meta.get(draw.stratify) for c in pool}
-        lacking = [i for i, v in strata.items() if v is None]
-        if lacking:
-            raise ValueError(
-                f"data.draw_split.stratify {draw.stratify!r}: {len(lacking)} cases lack it, e.g. {lacking[0]}"
-            )
-    split = make_split(
-        [c.id for c in pool], draw.test_fraction, draw.val_fraction, draw.seed, strata, name=Path(d.root).name
-    )
-    split.info["drawn_from"] = where
-    save_split(split, path)
-    return (
-        f"split {path} did not exist: drew it from {len(pool)} cases of {where}: train {len(split.train)}, "
-        f"val {len(split.val)}, test {len(split.test)} (seed {draw.seed}), and stored it; later runs read it back"
-    )
 
 
 def _per_process_batch(batch_size: int, world_size: int) -> int:
@@ -232,7 +174,10 @@ class Trainer:
     # ----------------------------------------------------------------------------------------------------- building
     def _build_model(self) -> nn.Module:
         cfg = self.cfg
-        return create_model(cfg.model.name, cfg.data.in_channels, 1, **cfg.model.kwargs)
+        try:
+            return create_model(cfg.model.name, cfg.data.in_channels, 1, **cfg.model.kwargs)
+        except (TypeError, ValueError) as err:  # options of the right names but values the constructor refuses
+            raise ValueError(f"model.kwargs: {cfg.model.name} refuses {cfg.model.kwargs}: {err}") from err
 
     def _build_network(self) -> nn.Module:
         """The model on the run's device, channels-last if asked, DDP-wrapped (and SyncBN) under torchrun."""
@@ -261,10 +206,9 @@ class Trainer:
             )
         scan = scan_cases(d.root, d.layout)
         if self.is_main:
-            message = ensure_split(self.cfg, scan.cases)
+            message = ensure_split(d.split, scan.cases, d.draw_split, d.root, d.layout)
             if message:
                 _logger.warning(message)
-                tqdm.write(message)
         barrier()  # the other ranks read the split rank 0 may just have drawn
         split = load_split(d.split)
         disk_cache = open_case_cache(d.cache_dir, d.root)
@@ -496,7 +440,8 @@ class Trainer:
         if score > self.best_score:
             self.best_score, self.best_epoch = score, self.epoch
             if self.is_main:
-                save_checkpoint(self.run_dir / "best", self.model, self.record({"val": self._row}))
+                with self._named_write_errors():
+                    save_checkpoint(self.run_dir / "best", self.model, self.record({"val": self._row}))
 
     def on_epoch_end(self) -> None:
         """Time the epoch (slowest rank), append the CSV row and redraw the curves, checkpoint ``last``, log."""
@@ -509,15 +454,16 @@ class Trainer:
         checkpoint = self.epoch % t.checkpoint_every == 0 or self.finished()
         rng = all_gather_objects(self._rng_state()) if checkpoint else []
         if self.is_main:
-            for run_logger in self.loggers:
-                run_logger.log_epoch(row)
-            every = t.log_images_every
-            if every and self.loggers and (self.epoch % every == 0 or self.finished()):
-                figure = self.overlay_figure()
+            with self._named_write_errors():
                 for run_logger in self.loggers:
-                    run_logger.log_image("val/overlays", figure, self.epoch)
-            if checkpoint:
-                self.save_last(rng)
+                    run_logger.log_epoch(row)
+                every = t.log_images_every
+                if every and self.loggers and (self.epoch % every == 0 or self.finished()):
+                    figure = self.overlay_figure()
+                    for run_logger in self.loggers:
+                        run_logger.log_image("val/overlays", figure, self.epoch)
+                if checkpoint:
+                    self.save_last(rng)
             self._log(row)
         self._epochs_this_call += 1
 
@@ -570,8 +516,11 @@ class Trainer:
             choice = select_postprocessing(preds, gts, reduction=reduction)
             chosen = PostProcessing(steps=tuple(choice.steps), reduction=choice.reduction, val_dice=dict(choice.scores))
             record = replace(record, postprocess=chosen)
-            tqdm.write(
-                f"post-processing chosen on {len(preds)} validation ids: {choice.steps or 'none'} ({choice.scores})"
+            _logger.info(
+                "post-processing chosen on %d validation ids: %s (%s)",
+                len(preds),
+                choice.steps or "none",
+                choice.scores,
             )
         if fit_trust_now:
             # The predictor as it will predict (with the chosen post-processing), at T = 1.
@@ -580,10 +529,11 @@ class Trainer:
             )
             fit = fit_trust(predictor, self.train_set.cases, self.val_set.cases)
             record = fit.apply_to(record)
-            tqdm.write(
+            _logger.info(
                 f"trust fitted on {len(self.val_set)} validation ids: temperature {fit.temperature:.3f} (ECE "
                 f"{fit.validation['ece_before']:.4f} -> {fit.validation['ece_after']:.4f}), quality cut "
-                f"{fit.quality.low_confidence_below:.3f} ({fit.quality.rule}), out-of-distribution threshold "
+                f"{fit.quality['single'].low_confidence_below:.3f} (one pass) / "
+                f"{fit.quality['flip'].low_confidence_below:.3f} (flip TTA), out-of-distribution threshold "
                 f"{fit.description.threshold:.2f}"
             )
         save_checkpoint(best, model.cpu(), record)
@@ -689,10 +639,13 @@ class Trainer:
         its own RNG state back when the process count is unchanged; with another count the ranks are reseeded.
         """
         stem = self.run_dir / "last"
-        record = load_record(stem)
-        state = load_state(stem, record)
-        # Into this trainer's own model (a subclass may build it differently from the registry's factory).
-        self.model.load_state_dict(load_file(str(stem.with_name(stem.name + ".safetensors"))))
+        try:
+            record = load_record(stem)
+            state = load_state(stem, record)
+            # Into this trainer's own model (a subclass may build it differently from the registry's factory).
+            load_weights(stem, record, self.model)
+        except CheckpointError as err:
+            raise CheckpointError(f"{err}\n{self._recovery_hint()}") from err
         self.optimizer.load_state_dict(state["optimizer"])
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
@@ -710,6 +663,28 @@ class Trainer:
             _logger.warning("resuming %d-process state on %d processes: reseeding", len(rng), self.dist.world_size)
             seed_everything(self.cfg.train.seed + 1_000_003 * self.dist.rank + self.epoch)
 
+    @contextlib.contextmanager
+    def _named_write_errors(self) -> Iterator[None]:
+        """A file of the run that cannot be written (a full disk) ends the run with the file named and how to go on:
+        checkpoints are written whole or not at all, so ``last`` on disk is the last complete one."""
+        try:
+            yield
+        except OSError as err:
+            last = self.run_dir / "last.json"
+            where = f"the last complete checkpoint is {last}" if last.is_file() else "no checkpoint was completed"
+            raise OSError(
+                f"{err}\n{where}; free some space, then continue with: lesionseg train --resume {self.run_dir}"
+            ) from err
+
+    def _recovery_hint(self) -> str:
+        """What to do when ``last`` cannot be resumed: the run's best weights, or the same run again."""
+        run = self.run_dir
+        lines = ["cannot resume from this checkpoint."]
+        if (run / "best.json").is_file():
+            lines.append(f"  its best weights so far: lesionseg evaluate --checkpoint {run / 'best'}")
+        lines.append(f"  start the run over:      lesionseg train --config {run / 'config.yaml'} --overwrite")
+        return "\n".join(lines)
+
     def _log(self, row: dict[str, Any]) -> None:
         parts = [
             f"epoch {row['epoch']}/{self.cfg.train.epochs}",
@@ -719,7 +694,7 @@ class Trainer:
         if "val_dice_per_image" in row:
             parts.append(f"val Dice per-image {row['val_dice_per_image']:.4f} global {row['val_dice_global']:.4f}")
         parts.append(f"{row['epoch_seconds']:.1f}s (elapsed {row['elapsed_seconds'] / 60:.1f} min, {self.eta_text()})")
-        logger.info(" | ".join(parts))
+        _logger.info(" | ".join(parts))
 
     def eta_seconds(self) -> float:
         """Seconds the whole run still needs: the remaining epochs at the mean epoch time so far (validation and

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from .measure import LesionMeasurements, check_pixel_size, lesion_perimeter, measure_lesion
 from .postprocess import apply_postprocessing, select_postprocessing
-from .predictor import BACKENDS, Predictor, autocast_context
+from .predictor import BACKENDS, Predictor
 
 __all__ = [
     "BACKENDS",
     "LesionMeasurements",
     "Predictor",
     "apply_postprocessing",
-    "autocast_context",
     "check_pixel_size",
     "lesion_perimeter",
     "measure_lesion",

@@ -124,8 +124,8 @@ def export_onnx(
         tmp.unlink(missing_ok=True)
         raise OnnxExportError(f"{type(model).__name__} could not be exported to ONNX ({'; '.join(reasons)})")
     os.replace(tmp, path)
-    # The record without its training state, then how to feed the file.
-    meta = replace(record, state=None).to_dict() if record is not None else {}
+    # The record without its training state and the checksums of the checkpoint files, then how to feed the file.
+    meta = replace(record, state=None, sha256=None).to_dict() if record is not None else {}
     meta["onnx"] = {
         "file": path.name,
         "input": INPUT_NAME,

@@ -5,17 +5,30 @@ This is what ``lesionseg predict`` runs. Each image's row also says how far to t
 :mod:`lesionseg.inference.trust`). Every input is processed on its own: a file that cannot be read (empty,
 truncated, not an image, a decompression bomb, ...) becomes a failure with its name and the reason, and every other
 file is still segmented. ``PredictSummary`` says what was written and what failed.
+
+Every output is written under a temporary name in the output folder and renamed when whole, so a full disk leaves no
+partial mask, overlay or table, only the failure naming the file. A second run into the same folder adds its images
+to the tables, keeping the rows of the earlier runs' images (their masks are still there): the tables always describe
+the folder. A folder holding another model's or another pixel size's predictions is refused unless ``overwrite``.
+
+Large archives: ``shard=(I, N)`` segments every N-th input from the I-th, so N workers (or cluster jobs) share one
+input list and one output folder; ``resume`` skips images whose outputs are whole (their row is in the folder's table
+and their files decode). The table is rewritten at most every ``table_every`` seconds during a run (a killed run
+redoes only the images since), each time under a lock and merged with the rows other slices wrote meanwhile, in the
+order of the inputs: N slices leave the table one call would.
 """
 
 from __future__ import annotations
 
 import csv
 import glob
+import io
 import json
 import logging
 import math
 import os
 import re
+import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -32,10 +45,6 @@ from .trust import TRUST_FIELDS
 
 __all__ = ["collect_inputs", "parse_shard", "segment_files", "PredictSummary", "InputProblem", "write_png"]
 
-#: Hidden folder of ``--out`` holding one small JSON per segmented image (its table row, written after its files):
-#: what ``--resume`` trusts and what the measurements table of the folder is rebuilt from, whatever call wrote it.
-ROWS_DIR = ".predict_rows"
-
 _logger = logging.getLogger(__name__)
 
 
@@ -46,8 +55,10 @@ def write_png(path: Path, image: np.ndarray, mask: bool = False) -> None:
     (``perf/predict_latency.py``, section 4). ``mask`` (values 0 and 255) adds the run-length strategy, which packs a
     mask's long runs about 4x smaller at the same speed (as the web API's masks).
 
+    The file is written whole or not at all: under a temporary name in the same folder, then renamed.
+
     Raises:
-        OSError: the file cannot be written.
+        OSError: the file cannot be written (full disk); the message names it and no partial file is left.
     """
     params = [cv2.IMWRITE_PNG_COMPRESSION, 1]
     if mask:
@@ -56,10 +67,7 @@ def write_png(path: Path, image: np.ndarray, mask: bool = False) -> None:
     ok, buf = cv2.imencode(".png", pixels, params)
     if not ok:
         raise OSError(f"{path}: PNG encoding failed")
-    # A temporary file renamed over ``path``: a killed run never leaves half a PNG behind (what --resume relies on).
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(buf.tobytes())
-    os.replace(tmp, path)
+    _write_whole(path, buf.tobytes())
 
 
 @dataclass(frozen=True)
@@ -105,15 +113,27 @@ def collect_inputs(inputs: Iterable[str | Path]) -> tuple[list[Path], list[Input
     return unique, problems
 
 
-def _output_names(paths: Sequence[Path]) -> list[str]:
-    """File stems, made unique (``a``, ``a-2``, ...) when two inputs share one."""
-    counts: dict[str, int] = {}
+def _output_names(paths: Sequence[Path], taken: Mapping[str, str] | None = None) -> list[str]:
+    """File stems, made unique (``a``, ``a-2``, ...) when two inputs share one.
+
+    ``taken`` maps names an earlier run used to its image: the same image gets its name back (its outputs are
+    replaced), another image with that stem the next free name.
+    """
+    taken = dict(taken or {})
     names = []
     for p in paths:
-        n = counts.get(p.stem, 0) + 1
-        counts[p.stem] = n
-        names.append(p.stem if n == 1 else f"{p.stem}-{n}")
+        image = _image_key(p)
+        n, name = 1, p.stem
+        while name in taken and taken[name] != image:
+            n += 1
+            name = f"{p.stem}-{n}"
+        taken[name] = image
+        names.append(name)
     return names
+
+
+def _image_key(path: str | Path) -> str:
+    return str(Path(path).resolve())
 
 
 def _dice(pred: np.ndarray, truth: np.ndarray) -> tuple[float, int, int]:
@@ -133,6 +153,8 @@ class PredictSummary:
         out_dir: output folder.
         model: what predicted (the record's model name and, for a shipped model, its tag).
         dice_global: one Dice over every pixel of the images with ground truth (None without).
+        kept: rows of earlier runs into the same folder that the tables still hold (their images not redone).
+        write_error: why the tables could not be written (a full disk), else None.
     """
 
     rows: list[dict[str, Any]] = field(default_factory=list)
@@ -140,8 +162,9 @@ class PredictSummary:
     out_dir: Path = Path(".")
     model: dict[str, Any] = field(default_factory=dict)
     dice_global: float | None = None
+    kept: list[dict[str, Any]] = field(default_factory=list)
+    write_error: str | None = None
     resumed: int = 0
-    table_rows: int = 0
     shard: tuple[int, int] | None = None
 
     @property
@@ -161,10 +184,19 @@ class PredictSummary:
             )
         return line
 
-    def to_dict(self) -> dict[str, Any]:
+    def table(self, order: Mapping[str, int] | None = None) -> list[dict[str, Any]]:
+        """Every row of the folder's tables: earlier runs' first, then this run's; with ``order`` (image -> position
+        in the inputs) sorted by it, images not among the inputs first."""
+        rows = self.kept + self.rows
+        if order is None:
+            return rows
+        return sorted(rows, key=lambda r: order.get(_image_key(r["image"]), -1))
+
+    def to_dict(self, order: Mapping[str, int] | None = None) -> dict[str, Any]:
+        """The ``measurements.json`` payload: every image of the folder (earlier runs' first), this run's failures."""
         return {
             "model": self.model,
-            "images": self.rows,
+            "images": self.table(order),
             "failures": [{"path": f.path, "reason": f.reason} for f in self.failures],
             "dice_per_image": self.dice_per_image,
             "dice_global": self.dice_global,
@@ -181,9 +213,11 @@ def segment_files(
     truths: Mapping[Path, tuple[Path, int]] | None = None,
     progress: bool = False,
     failures: Sequence[InputProblem] = (),
+    overwrite: bool = False,
     save_probabilities: bool = False,
     shard: tuple[int, int] | None = None,
     resume: bool = False,
+    table_every: float = 30.0,
 ) -> PredictSummary:
     """Segment each file; write ``<name>_mask.png`` ({0, 255}, native size), ``<name>_overlay.png`` and
     ``measurements.csv`` / ``measurements.json`` for all of them into ``out_dir``.
@@ -199,16 +233,18 @@ def segment_files(
             Dice.
         progress: show a progress bar (stderr).
         failures: problems found while collecting the inputs, reported with the rest.
+        overwrite: remove an earlier run's outputs from ``out_dir`` first, even of another model or pixel size.
         save_probabilities: also write ``<name>_prob.png``, the (temperature-scaled) foreground probability at the
             image's own size as a 16-bit PNG (value / 65535), as nnU-Net's ``--save_probabilities``.
-        shard: ``(I, N)``: segment only slice I of N of ``paths`` (every N-th, from the I-th; output names are made
-            over all of ``paths``, so N slices, in any order or at once, write what one call would).
-        resume: skip images whose outputs are whole (their row, mask, overlay and probabilities written completely
-            by an earlier call of the same model and settings), as nnU-Net's ``--continue_prediction``.
+        shard: ``(I, N)``: segment only slice I of N of ``paths`` (every N-th from the I-th; output names are made
+            over all of ``paths``, so N slices, one after another or at once, write what one call would).
+        resume: skip images whose outputs are whole (their row in the folder's table, their mask, overlay and
+            probabilities decodable), as nnU-Net's ``--continue_prediction``.
+        table_every: seconds between rewrites of the folder's table during the run (and once at its end).
 
-    Every file is written atomically, then the image's row (``ROWS_DIR/<name>.json``); at the end the folder's
-    ``measurements.csv``/``.json`` are rebuilt from the rows of every image of this model in ``out_dir``, whichever
-    call or slice made them, so the last slice to finish leaves the table of the whole run.
+    Raises:
+        ValueError: ``out_dir`` holds predictions of another model or pixel size (and not ``overwrite``); raised
+            before any image is read.
     """
     from ..viz.overlay import overlay_mask
 
@@ -228,29 +264,34 @@ def segment_files(
         "quality_estimate": predictor.quality is not None,
         "out_of_distribution_check": predictor.description is not None,
     }
-    names = _output_names(paths)
-    jobs = list(zip(paths, names))
+    earlier = _earlier_rows(out, summary.model, pixel_size, overwrite)
+    done = {_image_key(r["image"]): r for r in earlier} if resume else {}
+    jobs: Iterable[tuple[Path, str]] = list(zip(paths, _output_names(paths, _taken_names(earlier))))
     if shard is not None:
         i, n = shard
         jobs = [job for k, job in enumerate(jobs) if k % n == i - 1]
         summary.shard = shard
-    store = _RowStore(out, summary.model)
-    if resume:
-        store.check_model()
+    redone = {_image_key(p) for p, _ in jobs}
+    summary.kept = [r for r in earlier if _image_key(r["image"]) not in redone]
+    order = {_image_key(p): k for k, p in enumerate(paths)}
     inter_sum = total_sum = 0
+    last_table = time.monotonic()
     if progress:  # tqdm.auto is imported only for a bar: it costs a one-image run 30-80 ms
         from tqdm.auto import tqdm
 
         jobs = tqdm(jobs, desc="predict", unit="img", leave=False)
     for path, name in jobs:
-        if resume:
-            row = store.whole(name, overlay=overlay, probabilities=save_probabilities, pixel_size=pixel_size)
-            if row is not None:
-                summary.rows.append(_public(row))
-                summary.resumed += 1
-                if "dice" in row:
-                    inter_sum, total_sum = inter_sum + row["_dice_counts"][0], total_sum + row["_dice_counts"][1]
-                continue
+        if time.monotonic() - last_table > table_every:
+            _save_table(summary, out, pixel_size, order)
+            last_table = time.monotonic()
+        row = done.get(_image_key(path))
+        if row is not None and _outputs_whole(row, overlay, save_probabilities):
+            summary.rows.append(row)
+            summary.resumed += 1
+            if truths and path in truths and "dice" in row:  # the counts are not in the table: from the files
+                _, inter, total = _dice(read_mask_values(row["mask"]) > 0, read_mask(*truths[path]) != 0)
+                inter_sum, total_sum = inter_sum + inter, total_sum + total
+            continue
         try:
             image = read_image(path, predictor.in_channels)
             prediction = predictor.predict([image])[0]
@@ -280,25 +321,25 @@ def segment_files(
             if truth is not None:
                 dice, inter, total = _dice(mask.astype(bool), truth)
                 row["dice"] = round(dice, 6)
-                row["_dice_counts"] = [inter, total]
                 inter_sum += inter
                 total_sum += total
-            store.put(name, row, pixel_size)  # last: its presence says the image's files are whole
-            summary.rows.append(_public(row))
+            summary.rows.append(row)
         except ImageReadError as err:
             summary.failures.append(InputProblem(str(path), _strip_path(str(err), path)))
-            store.drop(name)
+            _discard_outputs(out, name)
+        except OSError as err:  # an output that could not be written (full disk): named, nothing partial left
+            summary.failures.append(InputProblem(str(path), str(err)))
+            _discard_outputs(out, name)
         except Exception as err:  # one file must never end the run; the reason is kept for the report
             _logger.debug("predict failed on %s", path, exc_info=True)
             summary.failures.append(InputProblem(str(path), f"{type(err).__name__}: {_strip_path(str(err), path)}"))
-            store.drop(name)
+            _discard_outputs(out, name)
     if total_sum:
         summary.dice_global = inter_sum / total_sum
-    with store.locked():
-        table = store.table(names)
-        summary.table_rows = len(table.rows)
-        table.failures = summary.failures
-        _write_tables(table, out, pixel_size)
+    try:
+        _save_table(summary, out, pixel_size, order)
+    except OSError as err:
+        summary.write_error = str(err)
     return summary
 
 
@@ -319,110 +360,135 @@ def parse_shard(spec: str | None) -> tuple[int, int] | None:
     return i, n
 
 
-def _public(row: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in row.items() if not k.startswith("_")}
+def _taken_names(rows: Sequence[Mapping[str, Any]]) -> dict[str, str]:
+    return {Path(r["mask"]).name[: -len("_mask.png")]: _image_key(r["image"]) for r in rows}
 
 
-class _RowStore:
-    """The per-image rows of an output folder (``ROWS_DIR/<name>.json``), shared by every call and slice."""
+def _outputs_whole(row: Mapping[str, Any], overlay: bool, probabilities: bool) -> bool:
+    """``--resume``: the image's mask (and overlay, probabilities when asked) exist and decode."""
+    wanted = [row.get("mask")] + [row.get("overlay")] * overlay + [row.get("probability")] * probabilities
+    if not all(wanted):
+        return False
+    try:
+        for path in wanted:
+            read_image(path) if path == row.get("overlay") else read_mask_values(path)
+    except ImageReadError:
+        return False
+    return True
 
-    def __init__(self, out: Path, model: Mapping[str, Any]) -> None:
-        self.folder = out / ROWS_DIR
-        self.folder.mkdir(exist_ok=True)
-        self.model = dict(model)
 
-    def _path(self, name: str) -> Path:
-        return self.folder / f"{name}.json"
-
-    def put(self, name: str, row: Mapping[str, Any], pixel_size: float | None) -> None:
-        payload = {"model": self.model, "pixel_size": pixel_size, "row": dict(row)}
-        tmp = self.folder / f".{name}.{os.getpid()}.tmp"
-        tmp.write_text(json.dumps(payload, default=_jsonable))
-        os.replace(tmp, self._path(name))
-
-    def drop(self, name: str) -> None:
-        self._path(name).unlink(missing_ok=True)
-
-    def _read(self, path: Path) -> dict[str, Any] | None:
+@contextmanager
+def _locked(out: Path) -> Iterator[None]:
+    """An exclusive lock on the folder's tables while they are merged and rewritten (slices may write at once)."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: slices into one folder should not end at the same instant there
+        yield
+        return
+    with open(out / ".measurements.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
         try:
-            payload = json.loads(path.read_text())
-            return payload if isinstance(payload, dict) and isinstance(payload.get("row"), dict) else None
-        except (OSError, ValueError):
-            return None
-
-    def check_model(self) -> None:
-        """``--resume`` keeps only masks of the very same model and settings; another's would be mixed in."""
-        for path in sorted(self.folder.glob("*.json")):
-            payload = self._read(path)
-            if payload is not None and payload.get("model") != self.model:
-                raise ValueError(
-                    f"{self.folder.parent}: holds masks made by {payload.get('model')}, not by this model and these "
-                    f"settings ({self.model}); --resume would mix them: give another --out, or predict without --resume"
-                )
-
-    def whole(self, name: str, overlay: bool, probabilities: bool, pixel_size: float | None) -> dict[str, Any] | None:
-        """The stored row of ``name`` when its mask (and overlay, probabilities if asked) exist and decode; else None.
-
-        Measurements in another pixel size are recomputed from the mask (cheap); the rest of the row is kept.
-        """
-        payload = self._read(self._path(name))
-        if payload is None or payload.get("model") != self.model:
-            return None
-        row = payload["row"]
-        wanted = (
-            [row.get("mask")]
-            + ([row.get("overlay")] if overlay else [])
-            + ([row.get("probability")] if probabilities else [])
-        )
-        if any(not p for p in wanted):
-            return None
-        try:
-            for p in wanted:
-                read_image(p) if p == row.get("overlay") else read_mask_values(p)
-            if payload.get("pixel_size") != pixel_size:
-                mask = (read_mask_values(row["mask"]) > 0).astype(np.uint8)
-                for key in MEASUREMENT_FIELDS:
-                    row.pop(key, None)
-                row.update(measure_lesion(mask).to_dict(pixel_size))
-                self.put(name, row, pixel_size)
-        except ImageReadError:
-            return None
-        if not overlay:
-            row["overlay"] = None
-        return row
-
-    @contextmanager
-    def locked(self) -> Iterator[None]:
-        """An exclusive lock on the folder's table while it is rebuilt (slices may finish at the same moment)."""
-        try:
-            import fcntl
-        except ImportError:  # not POSIX: slices should not end at the same instant there
             yield
-            return
-        with open(self.folder / "lock", "w") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
-    def table(self, names: Sequence[str]) -> PredictSummary:
-        """Every stored row of this model whose mask is still there, in the inputs' order (``names``) and then by
-        name: the folder's measurements table, the same whichever call or slice writes it."""
-        order = {n: k for k, n in enumerate(names)}
-        stored = []
-        for path in self.folder.glob("*.json"):
-            payload = self._read(path)
-            if payload is None or payload.get("model") != self.model or not Path(payload["row"]["mask"]).is_file():
-                continue
-            stored.append((order.get(path.stem, len(order)), path.stem, payload["row"]))
-        stored.sort(key=lambda t: (t[0], t[1]))
-        table = PredictSummary(out_dir=self.folder.parent, model=self.model)
-        table.rows = [_public(r) for _, _, r in stored]
-        counts = [r["_dice_counts"] for _, _, r in stored if "_dice_counts" in r]
-        if counts and sum(c[1] for c in counts):
-            table.dice_global = sum(c[0] for c in counts) / sum(c[1] for c in counts)
-        return table
+
+def _save_table(summary: PredictSummary, out: Path, pixel_size: float | None, order: Mapping[str, int]) -> None:
+    """Rewrite the folder's tables with this call's rows and every row another call or slice wrote meanwhile, in
+    the inputs' order (images of earlier, other inputs first)."""
+    with _locked(out):
+        mine = {_image_key(r["image"]) for r in summary.rows} | {_image_key(r["image"]) for r in summary.kept}
+        others = [r for r in _table_rows(out) if _image_key(r["image"]) not in mine and Path(r["mask"]).is_file()]
+        table = PredictSummary(
+            rows=summary.rows,
+            failures=summary.failures,
+            out_dir=out,
+            model=summary.model,
+            dice_global=summary.dice_global,
+            kept=summary.kept + others,
+            resumed=summary.resumed,
+            shard=summary.shard,
+        )
+        _write_tables(table, out, pixel_size, order)
+
+
+def _table_rows(out: Path) -> list[dict[str, Any]]:
+    """The rows of the folder's ``measurements.json`` as they are now (empty when absent or unreadable)."""
+    try:
+        data = json.loads((out / "measurements.json").read_text())
+        return [r for r in data["images"] if isinstance(r, dict) and {"image", "mask"} <= set(r)]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+
+
+def _earlier_rows(
+    out: Path, model: Mapping[str, Any], pixel_size: float | None, overwrite: bool
+) -> list[dict[str, Any]]:
+    """The rows of an earlier run's ``measurements.json`` in ``out`` whose masks still exist; with ``overwrite`` the
+    earlier run's outputs are removed and nothing is kept.
+
+    Raises:
+        ValueError: the earlier run used another model or pixel size (without ``overwrite``).
+    """
+    path = out / "measurements.json"
+    if not path.is_file():
+        return []
+    try:
+        data = json.loads(path.read_text())
+        rows = [r for r in data["images"] if isinstance(r, dict) and {"image", "mask"} <= set(r)]
+        before = data["model"]
+        earlier_pixel = data.get("pixel_size_mm")
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        if not overwrite:
+            raise ValueError(
+                f"{path}: unreadable table of an earlier run ({err}); use another --out, or --overwrite to replace it"
+            ) from err
+        rows, before, earlier_pixel = [], {}, None
+    if overwrite:
+        for row in rows:
+            for key in ("mask", "overlay", "probability"):
+                if row.get(key) and Path(row[key]).parent.resolve() == out.resolve():
+                    Path(row[key]).unlink(missing_ok=True)
+        for name in ("measurements.csv", "measurements.json"):
+            (out / name).unlink(missing_ok=True)
+        return []
+    same = ("model", "pretrained", "threshold", "postprocess", "temperature")
+    differ = [k for k in same if before.get(k) != model.get(k)]
+    if earlier_pixel != pixel_size:
+        differ.append("pixel size")
+    if differ:
+        raise ValueError(
+            f"{out}: holds predictions of another run (its {', '.join(differ)} differ from this one's); its tables "
+            "would mix them. Write into another --out, or add --overwrite to replace them"
+        )
+    return [r for r in rows if Path(r["mask"]).is_file()]
+
+
+def _discard_outputs(out: Path, name: str) -> None:
+    """Remove the files of an image that failed: no mask without its row in the tables."""
+    for kind in ("mask", "overlay", "prob"):
+        (out / f"{name}_{kind}.png").unlink(missing_ok=True)
+
+
+def _write_whole(path: Path, data: bytes) -> None:
+    """``data`` written whole or not at all: to a temporary name in the same folder, renamed when complete.
+
+    Raises:
+        OSError: the file could not be written (full disk); the message names it and no partial file is left.
+    """
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise OSError(f"{path}: could not write ({err.strerror or err})") from err
+
+
+def _write_text(path: Path, text: str) -> None:
+    """A text file written whole or not at all (see :func:`_write_whole`)."""
+    _write_whole(path, text.encode())
 
 
 def _strip_path(message: str, path: Path) -> str:
@@ -431,26 +497,26 @@ def _strip_path(message: str, path: Path) -> str:
     return message[len(prefix) :] if message.startswith(prefix) else message
 
 
-def _write_tables(summary: PredictSummary, out: Path, pixel_size: float | None) -> None:
+def _write_tables(
+    summary: PredictSummary, out: Path, pixel_size: float | None, order: Mapping[str, int] | None = None
+) -> None:
     fields = ["image", "mask", "overlay", "width", "height"] + [
         f for f in MEASUREMENT_FIELDS if pixel_size is not None or not (f.endswith("_mm") or f == "area_mm2")
     ]
-    if any("probability" in r for r in summary.rows):
+    rows = summary.table(order)
+    if any("probability" in r for r in rows):
         fields.insert(3, "probability")
     fields += list(TRUST_FIELDS)
-    if any("dice" in r for r in summary.rows):
+    if any("dice" in r for r in rows):
         fields.append("dice")
-    tmp = out / f".measurements.csv.{os.getpid()}.tmp"
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(summary.rows)
-    os.replace(tmp, out / "measurements.csv")
-    data = summary.to_dict()
+    table = io.StringIO()
+    writer = csv.DictWriter(table, fieldnames=fields, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    data = summary.to_dict(order)
     data["pixel_size_mm"] = pixel_size
-    tmp = out / f".measurements.json.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(data, indent=1, allow_nan=False, default=_jsonable) + "\n")
-    os.replace(tmp, out / "measurements.json")
+    _write_text(out / "measurements.csv", table.getvalue())
+    _write_text(out / "measurements.json", json.dumps(data, indent=1, allow_nan=False, default=_jsonable) + "\n")
 
 
 def _jsonable(value: Any) -> Any:

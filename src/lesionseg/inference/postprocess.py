@@ -19,6 +19,7 @@ __all__ = [
     "POSTPROCESS_STEPS",
     "PostprocessChoice",
     "apply_postprocessing",
+    "check_postprocess_steps",
     "fill_holes",
     "keep_largest_component",
     "select_postprocessing",
@@ -75,6 +76,17 @@ POSTPROCESS_STEPS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "largest_component": keep_largest_component,
     "fill_holes": fill_holes,
 }
+
+
+def check_postprocess_steps(steps: Sequence[str], source: str = "post-processing") -> None:
+    """Refuse unknown step names, naming ``source`` (e.g. a checkpoint record's file and field).
+
+    Raises:
+        ValueError: the first unknown step, with the known ones.
+    """
+    for step in steps:
+        if step not in POSTPROCESS_STEPS:
+            raise ValueError(f"{source}: unknown post-processing step {step!r}; known: {sorted(POSTPROCESS_STEPS)}")
 
 
 def apply_postprocessing(mask: np.ndarray, steps: Sequence[str]) -> np.ndarray:

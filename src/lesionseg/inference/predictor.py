@@ -12,11 +12,10 @@ when the torch backend is chosen, and by :meth:`Predictor.predict_dataset` (whic
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
-import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,7 +25,8 @@ import numpy as np
 from ..data.base import channel_stats, load_case, normalize_image, resize_pair
 from ..data.io import read_image
 from ..models.hub import ModelRecord, load_model, load_record, resolve_checkpoint
-from .postprocess import apply_postprocessing
+from ..runtime import PRECISIONS, autocast_context, cuda_possible, resolve_device
+from .postprocess import apply_postprocessing, check_postprocess_steps
 from .trust import (
     ImageDescription,
     QualityEstimator,
@@ -41,51 +41,9 @@ if TYPE_CHECKING:
 
     from ..data.dataset import SegmentationDataset
 
-__all__ = [
-    "BACKENDS",
-    "PRECISIONS",
-    "Prediction",
-    "Predictor",
-    "autocast_context",
-    "choose_backend",
-    "cuda_possible",
-]
+__all__ = ["BACKENDS", "Prediction", "Predictor", "choose_backend"]
 
 BACKENDS = ("torch", "onnxruntime")
-PRECISIONS = ("fp32", "bf16", "fp16")
-
-
-def autocast_context(precision: str, device: torch.device | str = "cpu"):
-    """The autocast context of a precision on a device.
-
-    ``fp32``: no autocast. ``bf16``: bfloat16 autocast on CPU or CUDA. ``fp16``: float16 autocast, CUDA only (float16
-    training also needs a gradient scaler, which the trainer adds; CPU runs use ``bf16``).
-
-    Raises:
-        ValueError: an unknown precision, or ``fp16`` on a non-CUDA device.
-    """
-    import torch
-
-    kind = torch.device(device).type
-    if precision == "bf16":
-        return torch.autocast(device_type=kind, dtype=torch.bfloat16)
-    if precision == "fp16":
-        if kind != "cuda":
-            raise ValueError(f"precision fp16 needs a CUDA device, got {kind}; use bf16 on CPU")
-        return torch.autocast(device_type="cuda", dtype=torch.float16)
-    if precision != "fp32":
-        raise ValueError(f"precision must be fp32, bf16 or fp16, got {precision!r}")
-    return contextlib.nullcontext()
-
-
-def cuda_possible() -> bool:
-    """Whether a CUDA device may be present, answered without importing torch where it cannot be: a machine without
-    a loaded NVIDIA driver has none. Where a driver is loaded, torch is asked."""
-    if not os.path.exists("/proc/driver/nvidia/version") and not os.path.exists("/dev/nvidiactl"):
-        return False
-    import torch
-
-    return torch.cuda.is_available()
 
 
 def choose_backend(
@@ -123,15 +81,36 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 class Prediction:
     """One image's prediction at its own size.
 
+    The mask is cut from the probability at ``T = 1`` (``raw_prob``), where the model's threshold is defined; the
+    calibrated probability, a second pass over every pixel, is computed only when :attr:`prob` or
+    :meth:`small_prob` is read.
+
     Attributes:
-        prob: foreground probability float32 (H, W), temperature-scaled when the model carries a temperature.
         mask: binary mask uint8 {0, 1} (H, W), post-processed as configured.
         trust: what the prediction says about itself (:class:`~lesionseg.inference.trust.TrustAssessment`).
+        raw_prob: foreground probability float32 (H, W) at ``T = 1`` (the model's own sigmoid, resized).
+        temperature: the calibration temperature of :attr:`prob`.
     """
 
-    prob: np.ndarray
     mask: np.ndarray
     trust: TrustAssessment
+    raw_prob: np.ndarray
+    temperature: float = 1.0
+
+    @cached_property
+    def prob(self) -> np.ndarray:
+        """Foreground probability float32 (H, W), temperature-scaled when the model carries a temperature."""
+        return apply_temperature(self.raw_prob, self.temperature)
+
+    def small_prob(self, max_side: int) -> np.ndarray:
+        """:attr:`prob` reduced (area-averaged at ``T = 1``, then calibrated) so that its longest side is at most
+        ``max_side``; the full-size map is not computed."""
+        h, w = self.raw_prob.shape
+        scale = min(1.0, max_side / max(h, w))
+        if scale >= 1.0:
+            return self.prob
+        size = (max(1, round(w * scale)), max(1, round(h * scale)))
+        return apply_temperature(cv2.resize(self.raw_prob, size, interpolation=cv2.INTER_AREA), self.temperature)
 
 
 class Predictor:
@@ -148,7 +127,8 @@ class Predictor:
         in_channels: 3 (RGB) or 1 (grayscale).
         precision: ``fp32``, ``bf16`` or (CUDA) ``fp16`` (torch backend; onnxruntime runs ``fp32``).
         tta: average over horizontal and vertical flips.
-        device: torch device (torch backend; onnxruntime runs on the CPU).
+        device: ``auto`` (CUDA when present), ``cpu``, ``cuda``, ``cuda:N`` or a torch device (torch backend;
+            onnxruntime runs on the CPU).
         postprocess: mask post-processing steps (see :mod:`lesionseg.inference.postprocess`), usually the ones the
             checkpoint record chose on validation data.
         backend: ``torch`` (eager) or ``onnxruntime``.
@@ -158,9 +138,11 @@ class Predictor:
         threads: intra-op threads of the onnxruntime session (None: torch's count when torch is loaded, else
             ``OMP_NUM_THREADS``, else the CPUs); the torch backend uses ``torch.set_num_threads``, which is global.
         temperature: logits are divided by it before the sigmoid (calibrated probabilities). ``threshold`` keeps
-            its meaning at ``T = 1``: masks are the same at any temperature.
-        quality: the per-image quality estimator fitted on validation ids; None = no ``predicted_dice``. With one,
-            :meth:`predict` runs the plain and two flipped passes whatever ``tta`` says.
+            its meaning at ``T = 1``: masks are the same at any temperature (they are cut at ``T = 1``).
+        quality: the per-image quality estimator fitted on validation ids for this predictor's mode (``single``
+            without ``tta``, ``flip`` with it; :meth:`from_record` chooses); None = no ``predicted_dice``. A
+            ``flip`` estimator (a record from before the modes) makes :meth:`predict` run the two flipped passes
+            even without ``tta``.
         description: the training images' description for out-of-distribution checks; None = no check.
     """
 
@@ -213,7 +195,7 @@ class Predictor:
         self.session = None
         self.model: nn.Module | None = None
         self.record: ModelRecord | None = None  # the checkpoint record, when built from one
-        self._device = device
+        self._device = "cpu"  # onnxruntime's; the torch backend resolves its own below
         if backend == "onnxruntime":
             from .export import onnx_session
 
@@ -234,7 +216,7 @@ class Predictor:
 
             if not isinstance(model, torch.nn.Module):
                 raise TypeError("the torch backend needs an nn.Module; an .onnx file needs backend='onnxruntime'")
-            self._device = torch.device(device)
+            self._device = resolve_device(device)
             autocast_context(precision, self._device)  # fp16 only on CUDA
             self.channels_last = self._device.type == "cpu" if channels_last is None else bool(channels_last)
             memory = torch.channels_last if self.channels_last else torch.contiguous_format
@@ -258,7 +240,17 @@ class Predictor:
         ``overrides`` replace record values (``threshold``, ``postprocess``, ``temperature``, ...) or set the rest
         (``precision``, ``tta``, ``device``, ...); None values are ignored, so ``threshold=None`` means the record's
         and ``threshold=0.0`` is refused as out of range rather than replaced.
+
+        The quality curve is the record's one for the mode the predictor runs in (``flip`` with ``tta``, else
+        ``single``); a record holding only the other mode's curve gives that one (it then reads its own passes).
         """
+        quality = None
+        if record.quality is not None:
+            wanted = "flip" if overrides.get("tta") else "single"
+            mode = wanted if record.quality.curve(wanted) is not None else ("single", "flip")[wanted == "single"]
+            curve = record.quality.curve(mode)
+            assert curve is not None
+            quality = QualityEstimator.from_dict(curve.to_dict(), mode=mode)
         kwargs: dict[str, Any] = {
             "image_size": record.image_size,
             "mean": record.mean,
@@ -267,7 +259,7 @@ class Predictor:
             "in_channels": record.in_channels,
             "postprocess": record.postprocess.steps if record.postprocess else (),
             "temperature": 1.0 if record.temperature is None else record.temperature,
-            "quality": QualityEstimator.from_dict(record.quality.to_dict()) if record.quality else None,
+            "quality": quality,
             "description": (
                 ImageDescription.from_dict(record.image_description.to_dict()) if record.image_description else None
             ),
@@ -287,6 +279,8 @@ class Predictor:
         """
         stem = resolve_checkpoint(path)
         record = load_record(stem)
+        if record.postprocess:
+            check_postprocess_steps(record.postprocess.steps, f"{stem}.json: postprocess.steps")
         if backend == "auto":
             from .export import cached_onnx_path, shipped_onnx_path
 
@@ -313,11 +307,16 @@ class Predictor:
         return cls.from_checkpoint(pretrained_stem(tag), backend=backend, **overrides)
 
     # ------------------------------------------------------------------------------------------------ prediction
-    def _to_batch(self, images: Sequence[np.ndarray]) -> np.ndarray:
+    def working_image(self, image: np.ndarray) -> np.ndarray:
+        """The uint8 image (h, w, C) at the working size, as the network sees it before normalisation (also what
+        the out-of-distribution statistics read)."""
+        return resize_pair(image, None, self.image_size)[0]
+
+    def _to_batch(self, images: Sequence[np.ndarray], working: bool = False) -> np.ndarray:
         """Normalised float32 (N, C, h, w), C-contiguous, at the working size; one code path with the training
-        dataset."""
+        dataset (``working``: the images are at the working size already)."""
         return np.stack(
-            [normalize_image(resize_pair(im, None, self.image_size)[0], self.mean, self.std) for im in images]
+            [normalize_image(im if working else self.working_image(im), self.mean, self.std) for im in images]
         )
 
     def _run(self, x: np.ndarray) -> np.ndarray:
@@ -361,22 +360,30 @@ class Predictor:
 
         return torch.from_numpy(np.ascontiguousarray(self._logits(np.ascontiguousarray(x.cpu().numpy()))))
 
-    def _native_proba(self, logits: np.ndarray, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+    @staticmethod
+    def _native(probs: np.ndarray, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Working-size maps (N, h, w) resized to each image's own size, bilinear with half-pixel centres (as
+        F.interpolate(align_corners=False), at a fraction of its cost)."""
         out = []
-        for p, im in zip(_sigmoid(logits[:, 0]), images):
+        for p, im in zip(probs, images):
             h, w = im.shape[:2]
-            # Bilinear with half-pixel centres, as F.interpolate(align_corners=False), at a fraction of its cost.
-            p = p if p.shape == (h, w) else cv2.resize(p, (w, h), interpolation=cv2.INTER_LINEAR)
-            # The temperature after resizing, pointwise: the mask cut at prob_threshold is the T = 1 mask.
-            out.append(apply_temperature(p, self.temperature))
+            out.append(p if p.shape == (h, w) else cv2.resize(p, (w, h), interpolation=cv2.INTER_LINEAR))
         return out
+
+    def _cut(self, raw_prob: np.ndarray, postprocess: bool = True) -> np.ndarray:
+        """The mask of a ``T = 1`` probability map: ``threshold`` as the model defines it, then post-processing."""
+        mask = (raw_prob > self.threshold).view(np.uint8)
+        return apply_postprocessing(mask, self.postprocess) if postprocess else mask
 
     def predict_proba(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Foreground probabilities float32 (H, W) at each image's own size, for uint8 (H, W, C) images.
 
-        Temperature-scaled when the predictor has a temperature (cut them with :meth:`mask_from_proba`).
+        Temperature-scaled when the predictor has a temperature (cut them with :meth:`mask_from_proba`). The
+        temperature is applied after resizing, pointwise, so the mask cut at ``prob_threshold`` is the ``T = 1``
+        mask.
         """
-        return self._native_proba(self._logits(self._to_batch(images)), images)
+        raw = self._native(_sigmoid(self._logits(self._to_batch(images))[:, 0]), images)
+        return [apply_temperature(p, self.temperature) for p in raw]
 
     def mask_from_proba(self, prob: np.ndarray, postprocess: bool = True) -> np.ndarray:
         """Threshold a probability map of :meth:`predict_proba` and apply the post-processing steps (unless
@@ -384,35 +391,49 @@ class Predictor:
         mask = (prob > self.prob_threshold).view(np.uint8)
         return apply_postprocessing(mask, self.postprocess) if postprocess else mask
 
-    def predict(self, images: Sequence[np.ndarray], postprocess: bool = True) -> list[Prediction]:
-        """Probability, mask and trust assessment of each uint8 (H, W, C) image, at its own size.
+    def quality_inputs(self, passes: np.ndarray) -> list[np.ndarray]:
+        """The logits (h, w) the quality estimate reads, from one image's passes (P, h, w) as :meth:`_passes`
+        gives them: every pass for a ``flip`` estimator, else the one map the mask is cut from (flip-averaged with
+        ``tta``)."""
+        if self.quality is not None and self.quality.mode == "flip":
+            return list(passes)
+        return [passes.mean(0) if self.tta else passes[0]]
 
-        The quality estimate is computed at the working size, where it was fitted: the expected Dice of the working
-        size mask under each pass's probabilities (:meth:`QualityEstimator.signal`). The out-of-distribution score
-        reads the image itself.
+    def predict(self, images: Sequence[np.ndarray], postprocess: bool = True) -> list[Prediction]:
+        """Mask, probability and trust assessment of each uint8 (H, W, C) image, at its own size.
+
+        Only the passes the mode needs run: the plain pass, or with ``tta`` the plain and two flipped passes. The
+        quality estimate is computed at the working size, where it was fitted: the expected Dice of the working
+        size mask under those passes' probabilities (:meth:`QualityEstimator.signal`). The out-of-distribution
+        score reads the working-size image. The calibrated probability at the image's size is left to
+        :attr:`Prediction.prob`, which computes it when read.
         """
-        passes = self._passes(self._to_batch(images), flips=self.tta or self.quality is not None)
+        work = [self.working_image(im) for im in images]
+        flips = self.tta or (self.quality is not None and self.quality.mode == "flip")
+        passes = self._passes(self._to_batch(work, working=True), flips=flips)
         logits = passes.mean(0) if self.tta else passes[0]
+        small_probs = _sigmoid(logits[:, 0])
         results = []
-        for i, (image, prob) in enumerate(zip(images, self._native_proba(logits, images))):
-            mask = self.mask_from_proba(prob, postprocess)
+        for i, raw in enumerate(self._native(small_probs, images)):
+            mask = self._cut(raw, postprocess)
             predicted_dice = low = score = ood = None
             if self.quality is not None:
-                small = (_sigmoid(logits[i, 0]) > self.threshold).view(np.uint8)
-                small = apply_postprocessing(small, self.postprocess) if postprocess else small
-                signal = self.quality.signal([p[i, 0] for p in passes], small)
+                small = self._cut(small_probs[i], postprocess)
+                signal = self.quality.signal(self.quality_inputs(passes[:, i, 0]), small)
                 predicted_dice = float(self.quality.predict(signal))
                 low = self.quality.is_low_confidence(predicted_dice)
             if self.description is not None:
-                score = self.description.score_image(image)
+                score = self.description.score_image(work[i])
                 ood = self.description.is_out_of_distribution(score)
             trust = TrustAssessment(bool(mask.any()), predicted_dice, low, score, ood)
-            results.append(Prediction(prob, mask, trust))
+            results.append(Prediction(mask, trust, raw, self.temperature))
         return results
 
     def predict_mask(self, images: Sequence[np.ndarray], postprocess: bool = True) -> list[np.ndarray]:
-        """Binary masks uint8 {0, 1} (H, W) at each image's own size, post-processed as configured."""
-        return [self.mask_from_proba(p, postprocess) for p in self.predict_proba(images)]
+        """Binary masks uint8 {0, 1} (H, W) at each image's own size, post-processed as configured (cut at
+        ``T = 1``, without the calibrated probabilities)."""
+        raw = self._native(_sigmoid(self._logits(self._to_batch(images))[:, 0]), images)
+        return [self._cut(p, postprocess) for p in raw]
 
     def predict_dataset(
         self, dataset: SegmentationDataset, native: bool = False, batch_size: int = 16, progress: bool = False

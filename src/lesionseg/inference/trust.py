@@ -12,9 +12,11 @@ in ``log T``, so a bounded golden-section search over ``log T`` finds the optimu
 
 **Quality estimate.** A model with calibrated probabilities ``p`` already says how good it expects its mask ``m``
 to be: under ``p`` the expected Dice of ``m`` is about ``2 sum(p m) / (sum(p) + sum(m))`` (the soft Dice of the mask
-against the model's own beliefs; for an empty mask, the probability that nothing is there, ``prod(1 - p)``). Where
-flip passes exist (the predictor always runs the plain, horizontally and vertically flipped passes when it has a
-quality estimator), the expected Dice is averaged over the passes, so that disagreement between them lowers it. The
+against the model's own beliefs; for an empty mask, the probability that nothing is there, ``prod(1 - p)``). The
+signal uses the passes the prediction runs anyway, so that it costs no extra network call: in the ``single`` mode
+(the default) the one plain pass, in the ``flip`` mode (``tta``) the plain, horizontally and vertically flipped
+passes, over which the expected Dice of the flip-averaged mask is averaged, so that disagreement between them lowers
+it. The two signals differ, so each mode has its own curve and its own cut, fitted on the validation ids. The
 probabilities are read at one "signal temperature" chosen on the validation ids from a short grid (0.5, 0.75, 1 and
 the calibration temperature) by the Spearman correlation with the true Dice: the pixel-NLL temperature spreads
 probability over the whole background, which dilutes the per-image signal, and on both shipped models the
@@ -30,7 +32,9 @@ is fitted to predict).
 
 **Unlike the training images.** The training images are described by 14 model-agnostic colour and texture
 statistics (:data:`IMAGE_FEATURES`: CIELAB means and spreads, chroma, gradient and Laplacian energy, dark and
-specular fractions, centre-surround contrast) at a fixed 128x128 size. A new image's score is its Mahalanobis
+specular fractions, centre-surround contrast) at a fixed 128x128 size, read from the working-size image the network
+sees (so their cost is fixed and small whatever the image's own size; the CIELAB conversion is numpy's, without the
+tables OpenCV builds on its first call in a process). A new image's score is its Mahalanobis
 distance to the training images under a Ledoit-Wolf shrinkage covariance (105 training images for 14 features
 would make the raw covariance noisy), flagged above a threshold set on the validation ids: the 99th percentile of a
 log-normal fitted to their distances. Why image statistics rather than the network's bottleneck features: they
@@ -54,6 +58,7 @@ import numpy as np
 __all__ = [
     "IMAGE_FEATURES",
     "ImageDescription",
+    "QUALITY_MODES",
     "QualityEstimator",
     "TRUST_FIELDS",
     "TrustAssessment",
@@ -65,6 +70,7 @@ __all__ = [
     "image_features",
     "ledoit_wolf",
     "quality_signal",
+    "rgb_to_lab",
     "spearman",
 ]
 
@@ -215,9 +221,18 @@ def auroc(scores: Sequence[float], positives: Sequence[bool]) -> float:
     return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
+#: The prediction modes a quality curve is fitted for: the plain pass alone, or the plain and two flipped passes.
+QUALITY_MODES = ("single", "flip")
+_CURVE_FIELDS = ("a", "b", "low_confidence_below", "rule", "n_fit", "dice_cut", "signal_temperature")
+
+
 @dataclass(frozen=True)
 class QualityEstimator:
     """Maps the quality signal to a predicted Dice, ``sigmoid(a + b logit(signal))``, and flags low confidence.
+
+    One estimator is one mode's curve: ``mode`` says which passes its signal reads (``single``: the probability map
+    the mask was cut from; ``flip``: the plain and two flipped passes, which a predictor then runs even without
+    ``tta``).
 
     Attributes:
         a: intercept in logit space.
@@ -227,6 +242,7 @@ class QualityEstimator:
         n_fit: validation images the curve was fitted on.
         dice_cut: the true Dice below which an image counts as poor (0.8).
         signal_temperature: the temperature the quality signal reads the logits at (see the module docstring).
+        mode: the prediction mode it was fitted for (:data:`QUALITY_MODES`).
     """
 
     a: float = 0.0
@@ -236,8 +252,11 @@ class QualityEstimator:
     n_fit: int = 0
     dice_cut: float = 0.8
     signal_temperature: float = 1.0
+    mode: str = "flip"
 
     def __post_init__(self) -> None:
+        if self.mode not in QUALITY_MODES:
+            raise ValueError(f"quality estimator mode must be one of {QUALITY_MODES}, got {self.mode!r}")
         if not (math.isfinite(self.a) and math.isfinite(self.b) and self.b > 0):
             raise ValueError(f"quality estimator needs finite a and b > 0, got a={self.a}, b={self.b}")
         if not 0 < self.low_confidence_below < 1:
@@ -261,6 +280,7 @@ class QualityEstimator:
         prior_weight: float = 5.0,
         dice_cut: float = 0.8,
         signal_temperature: float = 1.0,
+        mode: str = "flip",
     ) -> QualityEstimator:
         """Fit the curve and the cut on validation images.
 
@@ -271,6 +291,7 @@ class QualityEstimator:
                 images the data move the curve only as far as they agree.
             dice_cut: the true Dice below which an image is poor.
             signal_temperature: the temperature the signals were computed at (kept for prediction).
+            mode: the prediction mode the signals are of (:data:`QUALITY_MODES`).
         """
         x, y = _logit(signals), _logit(dice)
         if x.size != y.size or x.size == 0:
@@ -283,7 +304,7 @@ class QualityEstimator:
         if b < 0.05:  # a flat or falling fit means the data say nothing about the order; keep it increasing
             b = 0.05
             a = float((prior_weight * 0.0 + np.sum(y - b * x)) / (prior_weight + x.size))
-        est = cls(a=a, b=b, n_fit=int(x.size), dice_cut=dice_cut, signal_temperature=signal_temperature)
+        est = cls(a=a, b=b, n_fit=int(x.size), dice_cut=dice_cut, signal_temperature=signal_temperature, mode=mode)
         predicted = est.predict(np.asarray(signals, dtype=np.float64))
         poor = np.asarray(dice) < dice_cut
         cut, rule = dice_cut, f"dice_{dice_cut:g}"
@@ -297,15 +318,17 @@ class QualityEstimator:
             n_fit=int(x.size),
             dice_cut=dice_cut,
             signal_temperature=signal_temperature,
+            mode=mode,
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: round(v, 6) if isinstance(v, float) else v for k, v in asdict(self).items()}
+        """The curve's fields (the record stores it under its mode's key, so ``mode`` is left out)."""
+        return {k: round(v, 6) if isinstance(v, float) else v for k, v in asdict(self).items() if k != "mode"}
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> QualityEstimator:
-        names = ("a", "b", "low_confidence_below", "rule", "n_fit", "dice_cut", "signal_temperature")
-        return cls(**{k: data[k] for k in names if k in data})
+    def from_dict(cls, data: Mapping[str, Any], mode: str = "flip") -> QualityEstimator:
+        """Rebuild one mode's curve from :meth:`to_dict` (a curve without a mode is a ``flip`` curve)."""
+        return cls(**{k: data[k] for k in _CURVE_FIELDS if k in data}, mode=mode)
 
     def signal(self, pass_logits: Sequence[np.ndarray], mask: np.ndarray) -> float:
         """The quality signal of ``mask`` from the logits of each pass (working size), at the signal temperature."""
@@ -391,10 +414,34 @@ IMAGE_FEATURES = (
 _FEATURE_SIZE = (128, 128)
 
 
+def rgb_to_lab(rgb: np.ndarray) -> np.ndarray:
+    """CIELAB (D65 white, L in [0, 100]) of float RGB in [0, 1] (..., 3), sRGB companding, float32.
+
+    The CIE formulas as OpenCV's float ``COLOR_RGB2LAB`` documents them, in numpy: OpenCV's first conversion in a
+    process builds its tables (about 0.15 s), which would land on the first prediction.
+    """
+    c = np.asarray(rgb, dtype=np.float32)
+    lin = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4).astype(np.float32)
+    xyz = lin @ _RGB_TO_XYZ.T
+    t = xyz / _D65
+    f = np.where(t > 0.008856, np.cbrt(t), 7.787 * t + 16.0 / 116.0)
+    y = t[..., 1]
+    lum = np.where(y > 0.008856, 116.0 * f[..., 1] - 16.0, 903.3 * y)
+    return np.stack([lum, 500.0 * (f[..., 0] - f[..., 1]), 200.0 * (f[..., 1] - f[..., 2])], axis=-1).astype(np.float32)
+
+
+_RGB_TO_XYZ = np.array(
+    [[0.412453, 0.357580, 0.180423], [0.212671, 0.715160, 0.072169], [0.019334, 0.119193, 0.950227]], np.float32
+)
+_D65 = np.array([0.950456, 1.0, 1.088754], np.float32)
+
+
 def image_features(image: np.ndarray) -> np.ndarray:
     """The :data:`IMAGE_FEATURES` of a uint8 image (H, W, 3) or (H, W[, 1]), computed at 128x128.
 
-    A grayscale image is read as RGB with three equal channels (its CIELAB a and b are then zero, which no colour
+    The predictor passes the working-size image its network sees (:meth:`~lesionseg.inference.Predictor.
+    working_image`), and the description is fitted on the same, so the statistics cost the same for every image. A
+    grayscale image is read as RGB with three equal channels (its CIELAB a and b are then zero, which no colour
     training set looks like).
     """
     image = np.asarray(image)
@@ -406,7 +453,7 @@ def image_features(image: np.ndarray) -> np.ndarray:
         raise ValueError(f"image_features needs a uint8 (H, W, 3) or (H, W) image, got {image.dtype} {image.shape}")
     h, w = _FEATURE_SIZE
     small = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
-    lab = cv2.cvtColor(small.astype(np.float32) / 255.0, cv2.COLOR_RGB2LAB)  # L in [0, 100], a and b about +-100
+    lab = rgb_to_lab(small.astype(np.float32) / 255.0)  # L in [0, 100], a and b about +-100
     lum, ca, cb = lab[..., 0], lab[..., 1], lab[..., 2]
     gx = cv2.Sobel(lum, cv2.CV_32F, 1, 0, ksize=3)
     gy = cv2.Sobel(lum, cv2.CV_32F, 0, 1, ksize=3)
@@ -520,7 +567,8 @@ class ImageDescription:
         return float(d) if d.ndim == 0 else d
 
     def score_image(self, image: np.ndarray) -> float:
-        """Mahalanobis distance of an image (uint8) from the training images."""
+        """Mahalanobis distance of an image (uint8, at the model's working size as the description was fitted)
+        from the training images."""
         return float(self.score(image_features(image)))
 
     def is_out_of_distribution(self, score: float) -> bool:

@@ -21,10 +21,11 @@ from tqdm.auto import tqdm
 
 from ..data.base import Case, load_case, resize_pair
 from ..metrics.calibration import CalibrationStats, ReliabilityDiagram
-from ..models.hub import ModelRecord, QualityFit, TrainingImages
+from ..models.hub import ModelRecord, QualityCurve, QualityFit, TrainingImages
 from .postprocess import apply_postprocessing
 from .predictor import Predictor
 from .trust import (
+    QUALITY_MODES,
     ImageDescription,
     QualityEstimator,
     apply_temperature,
@@ -34,7 +35,7 @@ from .trust import (
     spearman,
 )
 
-__all__ = ["SIGNAL_TEMPERATURES", "TrustEvaluation", "TrustFit", "evaluate_trust", "fit_trust"]
+__all__ = ["SIGNAL_TEMPERATURES", "TrustEvaluation", "TrustFit", "case_features", "evaluate_trust", "fit_trust"]
 
 #: Signal temperatures tried on the validation ids (the calibration temperature is added to them).
 SIGNAL_TEMPERATURES = (0.5, 0.75, 1.0)
@@ -51,15 +52,16 @@ def _dice(pred: np.ndarray, truth: np.ndarray) -> float:
 
 
 def _case_at_working_size(predictor: Predictor, case: Case) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(native image, pass logits (P, h, w) float32, truth (h, w) uint8) of one case."""
+    """(working-size image, pass logits (P, h, w) float32 of the plain and two flipped passes, truth (h, w)
+    uint8) of one case."""
     image, mask = load_case(case, predictor.in_channels)
     if mask is None:
         raise ValueError(f"case {case.id} ({case.image}) has no mask")
-    _, truth = resize_pair(image, mask, predictor.image_size)
+    work, truth = resize_pair(image, mask, predictor.image_size)
     assert truth is not None
-    x = torch.from_numpy(predictor._to_batch([image]))
+    x = torch.from_numpy(predictor._to_batch([work], working=True))
     logits = predictor.pass_logits(x, flips=True)[:, 0, 0].numpy().astype(np.float32)
-    return image, logits, truth
+    return work, logits, truth
 
 
 def _mask(predictor: Predictor, logits: np.ndarray) -> np.ndarray:
@@ -67,10 +69,52 @@ def _mask(predictor: Predictor, logits: np.ndarray) -> np.ndarray:
     return apply_postprocessing((_sigmoid(logits) > predictor.threshold).astype(np.uint8), predictor.postprocess)
 
 
-def _features(cases: Sequence[Case], channels: int, progress: bool, desc: str) -> np.ndarray:
+def case_features(predictor: Predictor, cases: Sequence[Case], progress: bool = False, desc: str = "") -> np.ndarray:
+    """The out-of-distribution statistics (n, k) of cases' images at the predictor's working size, as
+    :meth:`Predictor.predict` computes them."""
     return np.array(
-        [image_features(load_case(c, channels)[0]) for c in tqdm(cases, desc=desc, disable=not progress, leave=False)]
+        [
+            image_features(predictor.working_image(load_case(c, predictor.in_channels)[0]))
+            for c in tqdm(cases, desc=desc, disable=not progress, leave=False)
+        ]
     )
+
+
+def _mode_logits(z: np.ndarray, mode: str) -> tuple[np.ndarray, list[np.ndarray]]:
+    """For one image's passes (3, h, w): the logits its mask is cut from and those its quality signal reads, in
+    ``mode`` (``single``: the plain pass; ``flip``: the flip average, and every pass)."""
+    return (z[0], [z[0]]) if mode == "single" else (z.mean(0), list(z))
+
+
+def _fit_quality(
+    predictor: Predictor, z_all: np.ndarray, y_all: np.ndarray, temperature: float, mode: str
+) -> tuple[QualityEstimator, dict[str, Any]]:
+    """One mode's quality curve from the validation passes (N, 3, h, w) and truths, with its validation figures."""
+    cut = [_mode_logits(z, mode) for z in z_all]
+    masks = [_mask(predictor, mask_logits) for mask_logits, _ in cut]
+    dice = np.array([_dice(m, y) for m, y in zip(masks, y_all)])
+    candidates = sorted({*SIGNAL_TEMPERATURES, round(temperature, 6)})
+    rho: dict[str, float | None] = {}
+    best_t, best_rho, best_signals = 1.0, -np.inf, None
+    for t in candidates:
+        probe = QualityEstimator(signal_temperature=t, mode=mode)
+        signals = np.array([probe.signal(inputs, m) for (_, inputs), m in zip(cut, masks)])
+        r = spearman(signals, dice)
+        rho[f"{t:g}"] = None if np.isnan(r) else round(r, 4)
+        # Ties (and an undefined correlation) keep the earlier, i.e. t = 1 before larger ones after sorting.
+        if np.isfinite(r) and (r > best_rho + 1e-9 or (abs(r - best_rho) <= 1e-9 and t == 1.0)):
+            best_t, best_rho, best_signals = t, r, signals
+    if best_signals is None:
+        best_t = 1.0
+        best_signals = np.array([QualityEstimator(mode=mode).signal(inputs, m) for (_, inputs), m in zip(cut, masks)])
+    quality = QualityEstimator.fit(best_signals, dice, signal_temperature=best_t, mode=mode)
+    figures = {
+        "signal_temperature_spearman": rho,
+        "quality_spearman": None if not np.isfinite(best_rho) else round(float(best_rho), 4),
+        "n_dice_below_cut": int((dice < quality.dice_cut).sum()),
+        "low_confidence_below": round(quality.low_confidence_below, 6),
+    }
+    return quality, figures
 
 
 @dataclass
@@ -79,22 +123,29 @@ class TrustFit:
 
     Attributes:
         temperature: the calibration temperature.
-        quality: the quality estimator.
+        quality: the quality estimator of each mode (:data:`~lesionseg.inference.trust.QUALITY_MODES`).
         description: the training images' description with its threshold.
-        validation: validation figures (ECE before/after, the signal temperatures' Spearman, flag rate).
+        validation: validation figures (ECE before/after, per mode the signal temperatures' Spearman, flag rate).
     """
 
     temperature: float
-    quality: QualityEstimator
+    quality: dict[str, QualityEstimator]
     description: ImageDescription
     validation: dict[str, Any] = field(default_factory=dict)
 
+    def quality_for(self, tta: bool) -> QualityEstimator:
+        """The estimator of the mode a predictor with or without ``tta`` runs in."""
+        return self.quality["flip" if tta else "single"]
+
     def apply_to(self, record: ModelRecord) -> ModelRecord:
-        """``record`` with this fit's temperature, quality estimator, image description and validation figures."""
+        """``record`` with this fit's temperature, quality curves, image description and validation figures."""
+        curves = {
+            m: QualityCurve.from_dict(q.to_dict(), "quality fit", f"quality.{m}") for m, q in self.quality.items()
+        }
         return replace(
             record,
             temperature=round(self.temperature, 6),
-            quality=QualityFit.from_dict(self.quality.to_dict(), "quality fit"),
+            quality=QualityFit(**curves),
             image_description=TrainingImages.from_dict(self.description.to_dict(), "image description"),
             trust_validation=self.validation,
         )
@@ -106,7 +157,7 @@ def fit_trust(
     val_cases: Sequence[Case],
     progress: bool = False,
 ) -> TrustFit:
-    """Fit temperature, quality estimator and image description (training ids for the description only).
+    """Fit temperature, one quality curve per mode and image description (training ids for the description only).
 
     Args:
         predictor: the model as it predicts (threshold, post-processing); its own temperature is ignored.
@@ -118,10 +169,10 @@ def fit_trust(
         raise ValueError(f"need at least 3 validation cases to fit the trust parts, got {len(val_cases)}")
     logits, truths, val_features = [], [], []
     for case in tqdm(val_cases, desc="trust (validation)", disable=not progress, leave=False):
-        image, z, truth = _case_at_working_size(predictor, case)
+        work, z, truth = _case_at_working_size(predictor, case)
         logits.append(z)
         truths.append(truth)
-        val_features.append(image_features(image))
+        val_features.append(image_features(work))
     z_all = np.stack(logits)  # (N, 3, h, w)
     y_all = np.stack(truths)
     # The temperature of what predict outputs by default: the plain pass.
@@ -130,25 +181,11 @@ def fit_trust(
     before.update(_sigmoid(z_all[:, 0]), y_all)
     after.update(_sigmoid(z_all[:, 0] / temperature), y_all)
 
-    masks = [_mask(predictor, z[0]) for z in z_all]
-    dice = np.array([_dice(m, y) for m, y in zip(masks, y_all)])
-    candidates = sorted({*SIGNAL_TEMPERATURES, round(temperature, 6)})
-    rho: dict[str, float] = {}
-    best_t, best_rho, best_signals = 1.0, -np.inf, None
-    for t in candidates:
-        probe = QualityEstimator(signal_temperature=t)
-        signals = np.array([probe.signal(list(z), m) for z, m in zip(z_all, masks)])
-        r = spearman(signals, dice)
-        rho[f"{t:g}"] = None if np.isnan(r) else round(r, 4)  # type: ignore[assignment]
-        # Ties (and an undefined correlation) keep the earlier, i.e. t = 1 before larger ones after sorting.
-        if np.isfinite(r) and (r > best_rho + 1e-9 or (abs(r - best_rho) <= 1e-9 and t == 1.0)):
-            best_t, best_rho, best_signals = t, r, signals
-    if best_signals is None:
-        best_t = 1.0
-        best_signals = np.array([QualityEstimator().signal(list(z), m) for z, m in zip(z_all, masks)])
-    quality = QualityEstimator.fit(best_signals, dice, signal_temperature=best_t)
+    quality, per_mode = {}, {}
+    for mode in QUALITY_MODES:
+        quality[mode], per_mode[mode] = _fit_quality(predictor, z_all, y_all, temperature, mode)
 
-    train_features = _features(train_cases, predictor.in_channels, progress, "trust (training images)")
+    train_features = case_features(predictor, train_cases, progress, "trust (training images)")
     description = ImageDescription.fit(train_features).with_threshold(np.stack(val_features))
     val_scores = np.atleast_1d(description.score(np.stack(val_features)))
     validation = {
@@ -156,9 +193,7 @@ def fit_trust(
         "n_train": len(train_cases),
         "ece_before": round(before.aggregate().ece, 6),
         "ece_after": round(after.aggregate().ece, 6),
-        "signal_temperature_spearman": rho,
-        "quality_spearman": None if not np.isfinite(best_rho) else round(float(best_rho), 4),
-        "n_dice_below_cut": int((dice < quality.dice_cut).sum()),
+        "quality": per_mode,
         "ood_flagged": round(float(np.mean(val_scores > description.threshold)), 4),
     }
     return TrustFit(temperature, quality, description, validation)
@@ -274,15 +309,16 @@ def evaluate_trust(
 ) -> TrustEvaluation:
     """ECE before/after the predictor's temperature, and its quality and out-of-distribution calls, on ``cases``.
 
-    Everything at the working size, where the temperature and the estimator were fitted; the probabilities and the
-    mask are those of the predictor's configuration (flip-averaged with ``tta``).
+    Everything at the working size, where the temperature and the estimator were fitted; the probabilities, the
+    mask and the quality signal are those of the predictor's configuration (flip-averaged with ``tta``, whose
+    quality curve is the ``flip`` one).
     """
     if not cases:
         raise ValueError("no cases to evaluate the trust parts on")
     before, after = CalibrationStats(), CalibrationStats()
     rows = []
     for case in tqdm(cases, desc="trust", disable=not progress, leave=False):
-        image, passes, truth = _case_at_working_size(predictor, case)
+        work, passes, truth = _case_at_working_size(predictor, case)
         z = passes.mean(0) if predictor.tta else passes[0]
         prob = _sigmoid(z)
         before.update(prob, truth)
@@ -290,11 +326,12 @@ def evaluate_trust(
         mask = _mask(predictor, z)
         row: dict[str, Any] = {"id": case.id, "dice": _dice(mask, truth)}
         if predictor.quality is not None:
-            predicted = float(predictor.quality.predict(predictor.quality.signal(list(passes), mask)))
+            signal = predictor.quality.signal(predictor.quality_inputs(passes), mask)
+            predicted = float(predictor.quality.predict(signal))
             row["predicted_dice"] = predicted
             row["low_confidence"] = predictor.quality.is_low_confidence(predicted)
         if predictor.description is not None:
-            score = predictor.description.score_image(image)
+            score = predictor.description.score_image(work)
             row["ood_score"] = score
             row["out_of_distribution"] = predictor.description.is_out_of_distribution(score)
         rows.append(row)

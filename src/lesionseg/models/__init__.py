@@ -15,10 +15,12 @@ __all__ = [
     "SegmentationModel",
     "UNet",
     "build_model",
+    "check_model_options",
     "create_model",
     "is_model",
     "list_models",
     "model_entrypoint",
+    "model_options",
     "model_tags",
     "register_model",
 ]
@@ -26,6 +28,8 @@ __all__ = [
 _WHERE = {
     "MODELS": "._registry",
     "build_model": "._registry",
+    "check_model_options": "._registry",
+    "model_options": "._registry",
     "is_model": "._registry",
     "list_models": "._registry",
     "model_entrypoint": "._registry",

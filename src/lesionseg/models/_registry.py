@@ -8,7 +8,10 @@ torch.
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
+import inspect
+import typing
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +23,9 @@ if TYPE_CHECKING:
 __all__ = [
     "MODELS",
     "build_model",
+    "check_model_options",
     "is_model",
+    "model_options",
     "list_models",
     "load_zoo",
     "model_entrypoint",
@@ -128,3 +133,63 @@ def build_model(name: str, in_channels: int = 3, num_classes: int = 1, **kwargs:
         ValueError: for an unknown name (the message lists the known ones).
     """
     return model_entrypoint(name)(in_channels=in_channels, num_classes=num_classes, **kwargs)
+
+
+_NAMED = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+
+
+def model_options(name: str) -> frozenset[str] | None:
+    """The keyword options model ``name`` accepts besides ``in_channels`` and ``num_classes``.
+
+    A factory that forwards ``**kwargs`` is followed to the class it returns (its annotation), and a constructor that
+    forwards them to its base class's; None when the chain cannot be followed (then any option may be valid).
+
+    Raises:
+        ValueError: unknown model name.
+    """
+    from torch import nn
+
+    fn = model_entrypoint(name)
+    names: set[str] = set()
+    params = inspect.signature(fn).parameters.values()
+    names |= {p.name for p in params if p.kind in _NAMED}
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return frozenset(names - {"in_channels", "num_classes"})
+    try:
+        cls = typing.get_type_hints(fn).get("return")
+    except Exception:  # an annotation that cannot be resolved: the options cannot be told
+        return None
+    if not isinstance(cls, type) or not issubclass(cls, nn.Module):
+        return None
+    for base in cls.__mro__:
+        if base is nn.Module:
+            break
+        if "__init__" not in vars(base):
+            continue
+        params = inspect.signature(vars(base)["__init__"]).parameters.values()
+        names |= {p.name for p in params if p.kind in _NAMED}
+        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+            return frozenset(names - {"self", "in_channels", "num_classes"})
+    return None
+
+
+def check_model_options(name: str, kwargs: Mapping[str, Any]) -> str | None:
+    """What is wrong with ``kwargs`` as options of model ``name`` (unknown names), or None when nothing is.
+
+    Raises:
+        ValueError: unknown model name (the message lists the known ones).
+    """
+    known = model_options(name)
+    if known is None:
+        return None
+    reserved = sorted(k for k in kwargs if k in ("in_channels", "num_classes"))
+    if reserved:
+        return f"{', '.join(reserved)} set apart from the model's options, not among them"
+    unknown = sorted(k for k in kwargs if k not in known)
+    if not unknown:
+        return None
+    hints = []
+    for key in unknown:
+        close = difflib.get_close_matches(key, sorted(known), n=1)
+        hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    return f"unknown option(s) {', '.join(hints)} for model {name!r}; it takes {', '.join(sorted(known)) or 'none'}"

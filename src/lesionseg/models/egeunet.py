@@ -28,7 +28,10 @@ resolutions, deepest first (1/32, 1/16, 1/8, 1/4, 1/2), so the configs' ``loss.d
 have ``num_classes`` channels (1 in the paper), and so has the mask input of each bridge. Switches for the paper's
 ablation study: ``use_ghpa`` (off: a 3x3 convolution), ``use_gab`` (off: plain additive skips),
 ``use_mask_guidance`` (off: no side heads, no aux outputs, bridges without the mask channel; the public code cannot
-run that way). Input H and W must be multiples of 32 (2**(levels - 1)).
+run that way). Input H and W must be multiples of 32 (2**(levels - 1)). Under CPU bf16 autocast the bridges' dilated
+depthwise convolutions, the GroupNorms and the LayerNorms compute in float32 (as in MALUNet; the first had non-finite
+bf16 weight gradients from the first step, and crashed oneDNN on channels-last inputs); on CPU every level computes
+channels-last.
 """
 
 from __future__ import annotations
@@ -39,14 +42,15 @@ from torch import Tensor, nn
 
 from ._registry import register_model
 from .base import ModelOutput, SegmentationModel
-from .blocks import LayerNorm2d, UStage, check_widths, init_token_weights
+from .blocks import DepthwiseConv2d, LayerNorm2d, UStage, check_widths, init_token_weights
 
 __all__ = ["EGEUNet", "GroupAggregationBridge", "GroupedHadamardAttention", "egeunet"]
 
 
 def _depthwise(channels: int, dim: int = 2, dilation: int = 1) -> nn.Module:
-    conv = nn.Conv2d if dim == 2 else nn.Conv1d
-    return conv(channels, channels, 3, padding=dilation, dilation=dilation, groups=channels)
+    if dim == 2:
+        return DepthwiseConv2d(channels, 3, dilation=dilation)
+    return nn.Conv1d(channels, channels, 3, padding=dilation, dilation=dilation, groups=channels)
 
 
 class GroupedHadamardAttention(nn.Module):

@@ -8,14 +8,21 @@ provenance, metrics). The resumable training state adds ``<stem>.state.safetenso
 whose non-tensor structure lives in the record. The record is read and written here only: every other module uses its
 typed fields.
 
+Every file is written under a temporary name and renamed when whole, the record last; the record names the sha256 of
+the weights (and state) it belongs to, so that a checkpoint whose files come from two different saves (a run killed
+while writing) or a damaged file is refused by name instead of loaded. Loading validates every record field, the
+model name and its options against the model's constructor, and the weights (finite, floating where the model's are).
+
 The record, its reading and the shipped models' listing need neither torch nor safetensors' torch bindings (the
 onnxruntime predictor reads records without them); the functions that touch weights import torch when called.
 """
 
 from __future__ import annotations
 
-import difflib
+import hashlib
 import json
+import logging
+import math
 import os
 import types
 import typing
@@ -24,7 +31,8 @@ from dataclasses import MISSING, Field, dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from ._registry import build_model
+from ..registry import suggest
+from ._registry import build_model, check_model_options
 
 if TYPE_CHECKING:
     import torch
@@ -34,8 +42,11 @@ __all__ = [
     "FORMAT_VERSION",
     "CheckpointError",
     "DataSource",
+    "FileChecksums",
+    "MAX_IMAGE_SIDE",
     "ModelRecord",
     "PostProcessing",
+    "QualityCurve",
     "QualityFit",
     "ShippedInfo",
     "TrainingImages",
@@ -48,15 +59,24 @@ __all__ = [
     "model_card",
     "resolve_checkpoint",
     "save_checkpoint",
+    "build_recorded_model",
+    "check_weights",
     "load_record",
     "load_model",
     "load_state",
+    "load_weights",
     "checkpoint_stem",
     "pack_state",
     "unpack_state",
+    "file_sha256",
 ]
 
 FORMAT_VERSION = 1
+
+#: Largest working side a record may name: beyond it a single image would take gigabytes before the model runs.
+MAX_IMAGE_SIDE = 4096
+
+_logger = logging.getLogger(__name__)
 
 
 class CheckpointError(ValueError):
@@ -109,7 +129,7 @@ class _RecordPart:
         keys = cls._keys()
         problems = []
         for key in sorted(set(data) - set(keys) - set(cls._meta_keys)):
-            close = difflib.get_close_matches(key, list(keys), n=1)
+            close = suggest(key, list(keys), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             problems.append(f"unknown key {key!r}{hint}")
         missing = [
@@ -223,9 +243,9 @@ class PostProcessing(_RecordPart):
 
 
 @dataclass(frozen=True, kw_only=True)
-class QualityFit(_RecordPart):
-    """The per-image quality estimator fitted on the validation ids (``quality`` in the JSON; see
-    :class:`lesionseg.inference.trust.QualityEstimator`, which reads it).
+class QualityCurve(_RecordPart):
+    """One fitted curve of the per-image quality estimator (see :class:`lesionseg.inference.trust.QualityEstimator`,
+    which reads it), for one prediction mode.
 
     Attributes:
         a: intercept of ``logit(dice) = a + b logit(signal)``.
@@ -247,11 +267,46 @@ class QualityFit(_RecordPart):
 
     def __post_init__(self) -> None:
         if not self.b > 0:
-            raise ValueError(f"quality.b: must be positive, got {self.b}")
+            raise ValueError(f"b: must be positive, got {self.b}")
         if not 0 < self.low_confidence_below < 1:
-            raise ValueError(f"quality.low_confidence_below: must be in (0, 1), got {self.low_confidence_below}")
+            raise ValueError(f"low_confidence_below: must be in (0, 1), got {self.low_confidence_below}")
         if not self.signal_temperature > 0:
-            raise ValueError(f"quality.signal_temperature: must be positive, got {self.signal_temperature}")
+            raise ValueError(f"signal_temperature: must be positive, got {self.signal_temperature}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class QualityFit(_RecordPart):
+    """The per-image quality estimator fitted on the validation ids (``quality`` in the JSON), one curve per
+    prediction mode: ``single`` for the plain pass alone (the default), ``flip`` for the plain and two flipped passes
+    (``tta``). Each is fitted on the signal of its own mode, with its own ``low_confidence`` cut.
+
+    A record written before the modes existed holds one curve at the top level of ``quality``; it was fitted on the
+    three passes and reads as the ``flip`` curve.
+
+    Attributes:
+        single: the curve of one-pass predictions (None: not fitted).
+        flip: the curve of flip-averaged predictions (None: not fitted).
+    """
+
+    single: QualityCurve | None = None
+    flip: QualityCurve | None = None
+
+    def __post_init__(self) -> None:
+        if self.single is None and self.flip is None:
+            raise ValueError("quality: no curve (expected 'single', 'flip' or both)")
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "record", where: str | None = None) -> QualityFit:
+        """Read ``quality``; an object with the curve's keys at its top level is a one-curve record (``flip``)."""
+        if isinstance(data, Mapping) and "a" in data:
+            return cls(flip=QualityCurve.from_dict(data, source, where))
+        return super().from_dict(data, source, where)
+
+    def curve(self, mode: str) -> QualityCurve | None:
+        """The curve of ``mode`` (``single`` or ``flip``), None when it was not fitted."""
+        if mode not in ("single", "flip"):
+            raise ValueError(f"quality mode must be 'single' or 'flip', got {mode!r}")
+        return self.single if mode == "single" else self.flip
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -321,6 +376,28 @@ class ShippedInfo(_RecordPart):
 
 
 @dataclass(frozen=True, kw_only=True)
+class FileChecksums(_RecordPart):
+    """The sha256 (hex) of the files a record belongs to (``sha256`` in the JSON), written by :func:`save_checkpoint`.
+
+    Keyed by role, not by file name, so that a checkpoint copied under another stem still checks. Records written
+    before checksums existed have none and load as before.
+
+    Attributes:
+        weights: sha256 of ``<stem>.safetensors``.
+        state: sha256 of ``<stem>.state.safetensors`` (resumable checkpoints only).
+    """
+
+    weights: str
+    state: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("weights", "state"):
+            value = getattr(self, name)
+            if value is not None and (len(value) != 64 or any(c not in "0123456789abcdef" for c in value)):
+                raise ValueError(f"{name}: not a sha256 hex digest: {value!r}")
+
+
+@dataclass(frozen=True, kw_only=True)
 class ModelRecord(_RecordPart):
     """Everything known about a trained model besides its weights: how to build it, feed it and read its output,
     and where it came from (as timm's ``PretrainedCfg`` describes a pretrained model).
@@ -353,6 +430,7 @@ class ModelRecord(_RecordPart):
         image_description: the training images' description and threshold (None: no out-of-distribution check).
         trust_validation: the validation figures of that fit (ECE before/after, Spearman, flag rate).
         pretrained: what shipping added (shipped models only).
+        sha256: checksums of the weights and state files this record belongs to (None in older records).
     """
 
     model: str
@@ -378,10 +456,11 @@ class ModelRecord(_RecordPart):
     image_description: TrainingImages | None = None
     trust_validation: dict[str, Any] | None = None
     pretrained: ShippedInfo | None = None
+    sha256: FileChecksums | None = None
 
     _meta_keys: ClassVar[tuple[str, ...]] = ("format_version",)
     # ``format_version`` goes where save_checkpoint has always put it: before what is added to a saved record.
-    _VERSION_BEFORE: ClassVar[tuple[str, ...]] = ("state", "postprocess", "pretrained")
+    _VERSION_BEFORE: ClassVar[tuple[str, ...]] = ("state", "postprocess", "pretrained", "sha256")
 
     def __post_init__(self) -> None:
         # Sequences given as lists (a config's values) are kept as tuples: the record is immutable.
@@ -389,20 +468,31 @@ class ModelRecord(_RecordPart):
             object.__setattr__(self, name, tuple(getattr(self, name)))
         if not self.model:
             raise ValueError("model: empty model name")
-        for name in ("in_channels", "num_classes"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}: must be at least 1, got {getattr(self, name)}")
-        if len(self.image_size) != 2 or any(s < 1 for s in self.image_size):
-            raise ValueError(f"image_size: expected two positive sizes (H, W), got {list(self.image_size)}")
+        if self.in_channels not in (1, 3):
+            raise ValueError(f"in_channels: must be 1 (grayscale) or 3 (RGB), got {self.in_channels}")
+        if self.num_classes < 1:
+            raise ValueError(f"num_classes: must be at least 1, got {self.num_classes}")
+        if len(self.image_size) != 2 or any(not 8 <= s <= MAX_IMAGE_SIDE for s in self.image_size):
+            raise ValueError(
+                f"image_size: expected two sizes (H, W) between 8 and {MAX_IMAGE_SIDE}, got {list(self.image_size)}"
+            )
         for name in ("mean", "std"):
             values = getattr(self, name)
             if len(values) != self.in_channels and not (self.in_channels == 1 and values):
                 raise ValueError(f"{name}: {len(values)} values for {self.in_channels} input channels")
+            if not all(math.isfinite(v) for v in values):
+                raise ValueError(f"{name}: must be finite numbers, got {list(values)}")
         if any(s <= 0 for s in self.std):
-            raise ValueError(f"std: must be positive, got {list(self.std)}")
+            raise ValueError(f"std: must be positive (it divides the image), got {list(self.std)}")
         if not 0 < self.threshold < 1:
             raise ValueError(f"threshold: must be in (0, 1), got {self.threshold}")
-        if self.temperature is not None and not self.temperature > 0:
+        for name in ("epoch", "step"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ValueError(f"{name}: must be >= 0, got {value}")
+        if self.elapsed_seconds is not None and not (math.isfinite(self.elapsed_seconds) and self.elapsed_seconds >= 0):
+            raise ValueError(f"elapsed_seconds: must be a finite number >= 0, got {self.elapsed_seconds}")
+        if self.temperature is not None and not (math.isfinite(self.temperature) and self.temperature > 0):
             raise ValueError(f"temperature: must be positive, got {self.temperature}")
 
     def to_dict(self) -> dict[str, Any]:
@@ -457,10 +547,30 @@ def checkpoint_stem(path: str | Path) -> Path:
     return path
 
 
-def _atomic_write(path: Path, write) -> None:
+def file_sha256(path: str | Path) -> str:
+    """The sha256 (hex) of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _write_tmp(path: Path, write) -> Path:
+    """``write`` to a temporary name beside ``path`` (same folder, so the rename is atomic); the temporary file is
+    removed if writing fails (a full disk), and the error names ``path``.
+
+    Raises:
+        OSError: the file could not be written; nothing partial is left.
+    """
     tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)
+    try:
+        write(tmp)
+    except Exception as err:
+        tmp.unlink(missing_ok=True)
+        reason = str(err).strip() or type(err).__name__
+        raise OSError(f"{path}: could not write ({reason}); nothing partial was left") from err
+    return tmp
 
 
 def pack_state(obj: Any, prefix: str, tensors: dict[str, torch.Tensor]) -> Any:
@@ -503,14 +613,22 @@ def save_checkpoint(
 ) -> Path:
     """Write ``<stem>.safetensors`` + ``<stem>.json`` (+ ``<stem>.state.safetensors`` when ``state`` is given).
 
+    Each file is written under a temporary name and renamed when whole; the record goes last and names the sha256 of
+    the weights (and state) it was written with, so that files of two saves (a kill between two renames) are told
+    apart on load.
+
     Args:
         stem: path without suffix.
         model: the model whose ``state_dict`` is saved.
-        record: the model's record (its ``state`` is replaced by the packed ``state``).
+        record: the model's record (its ``state`` is replaced by the packed ``state``, its ``sha256`` by the new
+            files' checksums).
         state: resumable training state (optimiser state dict, counters, RNG), tensors allowed anywhere.
 
     Returns:
         The stem.
+
+    Raises:
+        OSError: a file could not be written (a full disk); the message names it and no temporary file is left.
     """
     from safetensors.torch import save_file
 
@@ -519,14 +637,31 @@ def save_checkpoint(
     stem = Path(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
     weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    if state is not None:
-        tensors: dict[str, torch.Tensor] = {}
-        record = replace(record, state=pack_state(state, "state", tensors))
-        _atomic_write(stem.with_name(stem.name + ".state.safetensors"), lambda p: save_file(tensors, str(p)))
-    _atomic_write(stem.with_name(stem.name + ".safetensors"), lambda p: save_file(weights, str(p)))
-    # The record goes last: a record on disk means its weights are complete.
-    text = record.to_json()
-    _atomic_write(stem.with_name(stem.name + ".json"), lambda p: p.write_text(text))
+    written: list[tuple[Path, Path]] = []
+    try:
+        state_sha = None
+        if state is not None:
+            tensors: dict[str, torch.Tensor] = {}
+            record = replace(record, state=pack_state(state, "state", tensors))
+            path = stem.with_name(stem.name + ".state.safetensors")
+            tmp = _write_tmp(path, lambda p: save_file(tensors, str(p)))
+            written.append((tmp, path))
+            state_sha = file_sha256(tmp)
+        path = stem.with_name(stem.name + ".safetensors")
+        tmp = _write_tmp(path, lambda p: save_file(weights, str(p)))
+        written.append((tmp, path))
+        record = replace(record, sha256=FileChecksums(weights=file_sha256(tmp), state=state_sha))
+        text = record.to_json()
+        path = stem.with_name(stem.name + ".json")
+        written.append((_write_tmp(path, lambda p: p.write_text(text)), path))
+    except BaseException:
+        for tmp, _ in written:
+            tmp.unlink(missing_ok=True)
+        raise
+    # Every file is whole on disk: rename, the record last. A kill in between leaves a record whose checksums do
+    # not match the renamed files, which loading refuses.
+    for tmp, path in written:
+        os.replace(tmp, path)
     return stem
 
 
@@ -540,41 +675,125 @@ def load_record(path: str | Path) -> ModelRecord:
     rec_path = stem.with_name(stem.name + ".json")
     if not rec_path.is_file():
         raise CheckpointError(f"{rec_path}: no checkpoint record (expected <stem>.json beside <stem>.safetensors)")
-    return ModelRecord.from_json(rec_path.read_text(), str(rec_path))
+    try:
+        text = rec_path.read_text()
+    except (OSError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{rec_path}: unreadable checkpoint record ({err})") from err
+    return ModelRecord.from_json(text, str(rec_path))
+
+
+def _read_tensors(path: Path, expected_sha: str | None, record_path: Path, device: str = "cpu") -> dict[str, Any]:
+    """The tensors of a safetensors file, refused by name when missing, damaged or not the record's."""
+    from safetensors.torch import load_file
+
+    if not path.is_file():
+        raise CheckpointError(f"{path}: file missing (the record {record_path.name} needs it)")
+    if expected_sha is not None:
+        actual = file_sha256(path)
+        if actual != expected_sha:
+            raise CheckpointError(
+                f"{path}: does not belong to {record_path.name} (sha256 {actual[:12]}..., the record names "
+                f"{expected_sha[:12]}...): the file was changed or damaged, or comes from another save (a run killed "
+                "while writing its checkpoint)"
+            )
+    try:
+        return load_file(str(path), device=device)
+    except Exception as err:  # safetensors raises its own error type for every malformed file
+        reason = str(err).strip() or type(err).__name__
+        raise CheckpointError(f"{path}: damaged or not a safetensors file ({reason})") from err
 
 
 def load_state(path: str | Path, record: ModelRecord) -> dict[str, Any]:
-    """The resumable training state of a checkpoint written with ``state``."""
-    from safetensors.torch import load_file
+    """The resumable training state of a checkpoint written with ``state``.
 
+    Raises:
+        CheckpointError: no state, a missing or damaged state file, or one that is not the record's (checksum).
+    """
     stem = checkpoint_stem(path)
     state_path = stem.with_name(stem.name + ".state.safetensors")
+    rec_path = stem.with_name(stem.name + ".json")
     if record.state is None or not state_path.is_file():
         raise CheckpointError(f"{stem}: no training state to resume from")
-    return unpack_state(record.state, load_file(str(state_path)))
+    tensors = _read_tensors(state_path, record.sha256.state if record.sha256 else None, rec_path)
+    try:
+        return unpack_state(record.state, tensors)
+    except (KeyError, TypeError, ValueError) as err:
+        raise CheckpointError(f"{rec_path}: state: does not match {state_path.name} ({err!r})") from err
+
+
+def check_weights(weights: Mapping[str, torch.Tensor], model: nn.Module, source: str | Path) -> None:
+    """Refuse weights that would load but predict nonsense: non-floating tensors where the model's are floating
+    (integer-cast weights), and NaN or infinite values.
+
+    Raises:
+        CheckpointError: the message names ``source`` and the first bad tensor.
+    """
+    import torch
+
+    expected = model.state_dict()
+    for key, value in weights.items():
+        want = expected.get(key)
+        if want is None or not want.is_floating_point():
+            continue
+        if not value.is_floating_point():
+            raise CheckpointError(f"{source}: tensor {key!r} is {value.dtype}, the model's is {want.dtype}")
+        if not bool(torch.isfinite(value).all()):
+            raise CheckpointError(f"{source}: tensor {key!r} holds NaN or infinite values")
+
+
+def build_recorded_model(record: ModelRecord, source: str | Path = "record") -> nn.Module:
+    """The (untrained) model a record describes; an unknown model or option is refused naming ``source``.
+
+    Raises:
+        CheckpointError: unknown model name, unknown option, or options the constructor refuses.
+    """
+    try:
+        problem = check_model_options(record.model, record.model_kwargs)
+    except ValueError as err:
+        raise CheckpointError(f"{source}: model: {err}") from err
+    if problem:
+        raise CheckpointError(f"{source}: model_kwargs: {problem}")
+    try:
+        return build_model(
+            record.model, in_channels=record.in_channels, num_classes=record.num_classes, **record.model_kwargs
+        )
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise CheckpointError(f"{source}: model_kwargs: model {record.model!r} refuses them ({err})") from err
 
 
 def load_model(path: str | Path, map_location: str = "cpu") -> tuple[nn.Module, ModelRecord]:
     """Rebuild the model of a checkpoint from its record and load its weights (eval mode).
 
     Raises:
-        CheckpointError: a file is missing, the record is invalid, or the weights do not fit the recorded model.
+        CheckpointError: a file is missing, damaged or not the record's (checksum), the record is invalid (unknown
+            model or options), or the weights do not fit the recorded model or are not finite floating tensors.
     """
-    from safetensors.torch import load_file
-
     stem = checkpoint_stem(path)
     record = load_record(stem)
     weights_path = stem.with_name(stem.name + ".safetensors")
     if not weights_path.is_file():
         raise CheckpointError(f"{weights_path}: weights file missing")
-    model = build_model(
-        record.model, in_channels=record.in_channels, num_classes=record.num_classes, **record.model_kwargs
-    )
+    model = build_recorded_model(record, stem.with_name(stem.name + ".json"))
+    load_weights(stem, record, model, map_location)
+    return model.eval(), record
+
+
+def load_weights(path: str | Path, record: ModelRecord, model: nn.Module, map_location: str = "cpu") -> None:
+    """Load a checkpoint's weights into ``model``, checked against the record's checksum and the model.
+
+    Raises:
+        CheckpointError: the weights file is missing, damaged, not the record's, not finite floating tensors, or
+            does not fit ``model``.
+    """
+    stem = checkpoint_stem(path)
+    rec_path = stem.with_name(stem.name + ".json")
+    weights_path = stem.with_name(stem.name + ".safetensors")
+    weights = _read_tensors(weights_path, record.sha256.weights if record.sha256 else None, rec_path, map_location)
+    check_weights(weights, model, weights_path)
     try:
-        model.load_state_dict(load_file(str(weights_path), device=map_location))
+        model.load_state_dict(weights)
     except RuntimeError as err:
         raise CheckpointError(f"{weights_path}: weights do not match model {record.model!r}: {err}") from err
-    return model.eval(), record
 
 
 # ------------------------------------------------------------------------------------------------ shipped weights
@@ -681,17 +900,38 @@ def model_card(tag: str) -> str:
     return path.read_text() if path.is_file() else f"(no model card for {tag!r})\n"
 
 
+def _complete_checkpoint(stem: Path) -> bool:
+    return stem.with_name(stem.name + ".json").is_file() and stem.with_name(stem.name + ".safetensors").is_file()
+
+
 def resolve_checkpoint(name: str | Path) -> Path:
     """Checkpoint stem of a shipped tag (``skin``) or of a checkpoint path (stem, file or run folder).
 
-    A path that exists wins over a tag of the same name.
+    A bare tag always means the shipped model, whatever the working folder holds: ``lesionseg export --onnx
+    skin.onnx --model skin`` leaves a ``skin.json`` there, and the same command must mean the same model in every
+    folder. A local checkpoint of that name is used when written as a path (``./skin``, ``skin.json``); when one
+    exists, a warning names both.
     """
+    tag = str(name)
+    shipped = list_pretrained()
+    if tag in shipped:
+        local = Path(tag)
+        if _complete_checkpoint(local) or (local.is_dir() and _complete_checkpoint(local / "best")):
+            _logger.warning(
+                "%r is the shipped model %s; the checkpoint %s in this folder is not used (write ./%s to use it)",
+                tag,
+                shipped[tag].stem,
+                local,
+                tag,
+            )
+        return shipped[tag].stem
     path = Path(name)
     if path.exists() or path.with_name(path.name + ".json").exists():
         return checkpoint_stem(path)
-    if str(name) in list_pretrained():
-        return pretrained_stem(str(name))
+    names = sorted(shipped)
+    close = suggest(tag, names)
+    hint = f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""
     raise ValueError(
-        f"{name}: neither a checkpoint (stem, .json, .safetensors or run folder) nor a shipped model "
-        f"({', '.join(sorted(list_pretrained())) or 'none shipped'})"
+        f"{name}: neither a checkpoint (stem, .json, .safetensors or run folder) nor a shipped model{hint}; shipped: "
+        f"{', '.join(names) or 'none'}"
     )

@@ -25,6 +25,9 @@ whose two memories are initialised independently (the code starts the second as 
 is :class:`~lesionseg.models.blocks.attention.SpatialAttention` (7x7, dilation 3; without the code's one bias).
 Switches for the paper's ablation study: ``use_dga`` (off: a 3x3 convolution), ``use_iea`` (off: identity),
 ``use_sab``, ``use_cab`` (off: the skip passes unchanged). Input H and W must be multiples of 32 (2**(levels - 1)).
+Under CPU bf16 autocast the dilated depthwise convolutions and the GroupNorms compute in float32
+(:class:`~lesionseg.models.blocks.conv.DepthwiseConv2d`, :class:`~lesionseg.models.blocks.norm.GroupNorm32`): the
+first had non-finite bf16 weight gradients from the first step; on CPU every level computes channels-last.
 """
 
 from __future__ import annotations
@@ -35,7 +38,15 @@ from torch import Tensor, nn
 
 from ._registry import register_model
 from .base import ModelOutput, SegmentationModel
-from .blocks import ExternalAttention, SpatialAttention, UStage, check_widths, group_norm4, init_token_weights
+from .blocks import (
+    DepthwiseConv2d,
+    ExternalAttention,
+    SpatialAttention,
+    UStage,
+    check_widths,
+    group_norm4,
+    init_token_weights,
+)
 
 __all__ = [
     "ChannelAttentionBridge",
@@ -117,9 +128,7 @@ class DilatedGatedAttention(nn.Module):
         if any(d < 1 for d in dilations):
             raise ValueError(f"dilations must be >= 1, got {dilations!r}")
         group = in_channels // len(dilations)
-        self.group_convs = nn.ModuleList(
-            nn.Conv2d(group, group, 3, padding=d, dilation=d, groups=group) for d in dilations
-        )
+        self.group_convs = nn.ModuleList(DepthwiseConv2d(group, 3, dilation=d) for d in dilations)
         self.norm = group_norm4(in_channels)
         self.mix = nn.Conv2d(in_channels, in_channels, 1)
         self.gau = GatedAttentionUnit(in_channels, out_channels)

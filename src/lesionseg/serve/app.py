@@ -36,6 +36,7 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..inference import LesionMeasurements, Predictor, apply_postprocessing, measure_lesion
+from ..inference.trust import calibrated_threshold
 from .decode import ACCEPTED_CONTENT_TYPES, UploadError, decode_upload
 from .models import describe_model, load_models
 
@@ -268,11 +269,7 @@ def _b64_png(array: np.ndarray, runs: bool = False) -> str:
     return base64.b64encode(buf.tobytes()).decode("ascii")
 
 
-def _small_proba(prob: np.ndarray, max_side: int) -> np.ndarray:
-    h, w = prob.shape
-    scale = min(1.0, max_side / max(h, w))
-    if scale < 1.0:
-        prob = cv2.resize(prob, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+def _to_uint8(prob: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(prob * 255.0), 0, 255).astype(np.uint8)
 
 
@@ -304,9 +301,13 @@ def _segment_sync(
     h, w = image.shape[:2]
     t1 = time.perf_counter()
     prediction = predictor.predict([image])[0]
-    prob = prediction.prob
     t2 = time.perf_counter()
-    mask = apply_postprocessing((prob > threshold).astype(np.uint8), predictor.postprocess)
+    if threshold == predictor.prob_threshold:
+        mask = prediction.mask.copy()  # the model's own threshold: the predictor's mask, cut at T = 1
+    else:
+        # The same cut on the calibrated probability, made on the T = 1 map (no full-size temperature pass).
+        raw_threshold = calibrated_threshold(threshold, 1.0 / predictor.temperature)
+        mask = apply_postprocessing((prediction.raw_prob > raw_threshold).astype(np.uint8), predictor.postprocess)
     # The one estimator `lesionseg predict` and `measure_lesion` use; its perimeter is measured at a scale relative to
     # the lesion, so measuring at the work size and scaling to the image's pixels gives the image's measurements.
     measured = measure_lesion(mask)
@@ -316,7 +317,7 @@ def _segment_sync(
     trust["lesion_found"] = bool(mask.any())  # of the mask returned, whatever its threshold
     trust["notes"] = "; ".join(dataclasses.replace(prediction.trust, lesion_found=trust["lesion_found"]).notes())
     t3 = time.perf_counter()
-    small = _small_proba(prob, PROBA_MAX_SIDE)
+    small = _to_uint8(prediction.small_prob(PROBA_MAX_SIDE))
     mask *= np.uint8(255)
     if decoded.reduced:
         mask = cv2.resize(mask, (decoded.width, decoded.height), interpolation=cv2.INTER_NEAREST)
@@ -393,17 +394,7 @@ def create_app(
     Raises:
         ValueError: a bad limit or no model to serve.
     """
-    for label, value, low in (
-        ("max_upload_bytes", max_upload_bytes, 1),
-        ("max_pixels", max_pixels, 1),
-        ("work_pixels", work_pixels, 1),
-        ("threads", threads, 1),
-        ("queue_size", queue_size, 0),
-    ):
-        if int(value) != value or value < low:
-            raise ValueError(f"{label} must be an integer >= {low}, got {value!r}")
-    if not (isinstance(body_timeout, int | float) and math.isfinite(body_timeout) and body_timeout > 0):
-        raise ValueError(f"body_timeout must be a number of seconds > 0, got {body_timeout!r}")
+    _check_limits(max_upload_bytes, max_pixels, work_pixels, threads, queue_size, body_timeout)
     if models is None or not isinstance(models, Mapping):
         # Each pool thread runs its own model call: the cores are split between them rather than oversubscribed.
         models = load_models(models, device=device, backend=backend, threads=max(1, (os.cpu_count() or 1) // threads))
@@ -425,6 +416,41 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.lesionseg = state
+    _add_error_handlers(app)
+    app.add_middleware(_SecurityHeaders)
+    if cors_origins:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(
+            CORSMiddleware, allow_origins=list(cors_origins), allow_methods=["GET", "POST"], allow_headers=["*"]
+        )
+    # Added last, so it runs first: a refused request never reaches the form parser.
+    app.add_middleware(_UploadGuard, state=state)
+    _add_info_routes(app, state)
+    _add_segment_route(app, state)
+    return app
+
+
+def _check_limits(
+    max_upload_bytes: int, max_pixels: int, work_pixels: int, threads: int, queue_size: int, body_timeout: float
+) -> None:
+    """Refuse a limit of :func:`create_app` that is not a whole number in range (or a body timeout <= 0)."""
+    for label, value, low in (
+        ("max_upload_bytes", max_upload_bytes, 1),
+        ("max_pixels", max_pixels, 1),
+        ("work_pixels", work_pixels, 1),
+        ("threads", threads, 1),
+        ("queue_size", queue_size, 0),
+    ):
+        if int(value) != value or value < low:
+            raise ValueError(f"{label} must be an integer >= {low}, got {value!r}")
+    if not (isinstance(body_timeout, int | float) and math.isfinite(body_timeout) and body_timeout > 0):
+        raise ValueError(f"body_timeout must be a number of seconds > 0, got {body_timeout!r}")
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    """Every error as JSON ``{"error", "message", "status"}``: HTTP errors, invalid fields, and anything unexpected
+    (logged, answered 500, the server going on)."""
 
     @app.exception_handler(HTTPException)
     async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
@@ -443,15 +469,9 @@ def create_app(
         _logger.exception("unexpected error on %s %s", request.method, request.url.path)
         return _error(500, f"internal error ({type(exc).__name__}); the server is still running")
 
-    app.add_middleware(_SecurityHeaders)
-    if cors_origins:
-        from fastapi.middleware.cors import CORSMiddleware
 
-        app.add_middleware(
-            CORSMiddleware, allow_origins=list(cors_origins), allow_methods=["GET", "POST"], allow_headers=["*"]
-        )
-    # Added last, so it runs first: a refused request never reaches the form parser.
-    app.add_middleware(_UploadGuard, state=state)
+def _add_info_routes(app: FastAPI, state: _ServerState) -> None:
+    """The page and its static files, ``/healthz`` (liveness and load) and ``/api/models``."""
 
     @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
     async def page() -> FileResponse:
@@ -485,6 +505,46 @@ def create_app(
                 "body_timeout_s": state.body_timeout,
             },
         }
+
+
+async def _run_job(
+    request: Request, state: _ServerState, args: tuple[Any, ...], name: str
+) -> dict[str, Any] | JSONResponse:
+    """``_segment_sync(*args)`` in the pool, holding one place until it is done; dropped if the client leaves first.
+
+    Returns the result, or the error response (the client gone, a refused image, a failure).
+    """
+    loop = asyncio.get_running_loop()
+    state.busy += 1
+    job = state.executor.submit(_segment_sync, *args, time.perf_counter())
+    # The place is held until the job is done or dropped, so the pool's queue stays bounded by the capacity.
+    job.add_done_callback(lambda _: loop.call_soon_threadsafe(state.release))
+    waiting = asyncio.wrap_future(job)
+    # A job still running when its client leaves finishes unobserved: read its outcome so nothing is logged.
+    waiting.add_done_callback(lambda f: f.cancelled() or f.exception())
+    gone = asyncio.ensure_future(_client_gone(request))
+    dropped = False
+    try:
+        await asyncio.wait((waiting, gone), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+        if not waiting.done():  # the client left (or the server stops): a queued job never starts
+            dropped = job.cancel()
+            state.dropped += dropped
+    if not waiting.done():
+        what = "its queued image was dropped" if dropped else "its image was being segmented"
+        return _error(499, f"{name}: the client closed the connection; {what}")
+    try:
+        return waiting.result()
+    except UploadError as err:
+        return _error(err.status, err.message)
+    except Exception as err:
+        _logger.exception("segmentation of %s failed", name)
+        return _error(500, f"{name}: segmentation failed ({type(err).__name__}: {err})")
+
+
+def _add_segment_route(app: FastAPI, state: _ServerState) -> None:
+    """``POST /api/segment``: check the fields, take a place in the bounded pool (or 503), segment, answer."""
 
     @app.post(
         SEGMENT_PATH,
@@ -534,10 +594,7 @@ def create_app(
                 f"server busy: {state.busy} images queued or being segmented (limit {state.capacity}); retry shortly",
                 {"Retry-After": "1"},
             )
-        loop = asyncio.get_running_loop()
-        state.busy += 1
-        job = state.executor.submit(
-            _segment_sync,
+        job = (
             predictor,
             data,
             name,
@@ -546,35 +603,11 @@ def create_app(
             predictor.prob_threshold if threshold is None else float(threshold),
             pixel_size,
             include_image,
-            time.perf_counter(),
         )
-        # The place is held until the job is done or dropped, so the pool's queue stays bounded by the capacity.
-        job.add_done_callback(lambda _: loop.call_soon_threadsafe(state.release))
-        waiting = asyncio.wrap_future(job)
-        # A job still running when its client leaves finishes unobserved: read its outcome so nothing is logged.
-        waiting.add_done_callback(lambda f: f.cancelled() or f.exception())
-        gone = asyncio.ensure_future(_client_gone(request))
-        dropped = False
-        try:
-            await asyncio.wait((waiting, gone), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            gone.cancel()
-            if not waiting.done():  # the client left (or the server stops): a queued job never starts
-                dropped = job.cancel()
-                state.dropped += dropped
-        if not waiting.done():
-            what = "its queued image was dropped" if dropped else "its image was being segmented"
-            return _error(499, f"{name}: the client closed the connection; {what}")
-        try:
-            result = waiting.result()
-        except UploadError as err:
-            return _error(err.status, err.message)
-        except Exception as err:
-            _logger.exception("segmentation of %s failed", name)
-            return _error(500, f"{name}: segmentation failed ({type(err).__name__}: {err})")
+        result = await _run_job(request, state, job, name)
+        if isinstance(result, JSONResponse):
+            return result
         result["model"] = mid
         result["timings_ms"]["total"] = round(1e3 * (time.perf_counter() - start), 2)
         state.served += 1
         return result
-
-    return app

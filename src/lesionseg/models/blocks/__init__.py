@@ -15,9 +15,9 @@ from .attention import (
     SqueezeExcite,
     StripConvAttention,
 )
-from .conv import ConvNormAct, DoubleConv, ResNetBasicBlock
+from .conv import ConvNormAct, DepthwiseConv2d, DoubleConv, ResNetBasicBlock
 from .multiscale import ASPP, ResidualBlock, pool_to_scale
-from .norm import LayerNorm2d
+from .norm import GroupNorm32, LayerNorm2d
 from .scan import default_chunk_size, selective_scan, selective_scan_ref
 from .ss2d import SS2D, DropPath, VSSBlock, cross_merge, cross_scan
 from .tokens import channel_shuffle, init_token_weights
@@ -32,10 +32,12 @@ __all__ = [
     "ChannelMixing",
     "ConvNormAct",
     "CrossRegionAttention",
+    "DepthwiseConv2d",
     "DoubleConv",
     "DropPath",
     "EfficientSelfAttention",
     "ExternalAttention",
+    "GroupNorm32",
     "LayerNorm2d",
     "ResNetBasicBlock",
     "ResidualBlock",

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["ConvNormAct", "DoubleConv", "ResNetBasicBlock"]
+__all__ = ["ConvNormAct", "DepthwiseConv2d", "DoubleConv", "ResNetBasicBlock"]
 
 
 class ConvNormAct(nn.Sequential):
@@ -77,3 +78,38 @@ class ResNetBasicBlock(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         out = F.relu(self.bn1(self.conv1(x)), inplace=True)
         return F.relu(self.bn2(self.conv2(out)) + self.shortcut(x), inplace=True)
+
+
+class DepthwiseConv2d(nn.Conv2d):
+    """Depthwise ``kernel_size x kernel_size`` convolution (one filter per channel), padding keeping the size.
+
+    Under CPU autocast a dilated one runs in float32 (its output cast to the autocast dtype, as an autocast convolution
+    would return it): oneDNN's bfloat16 weight gradient of dilated depthwise convolutions on channels-last inputs
+    (which channel slices of channels-last tensors also are) is wrong from 32x32 on, non-finite or a segfault from
+    dilation 5 (torch 2.13 on AVX512-BF16 and AMX CPUs; ``perf/bf16_depthwise.py``). Without autocast, on
+    other devices and without dilation it is a plain ``nn.Conv2d``, with the same parameters and state-dict keys.
+
+    Args:
+        channels: input and output channels.
+        kernel_size: odd kernel size.
+        dilation: dilation.
+        bias: learnable bias.
+    """
+
+    def __init__(self, channels: int, kernel_size: int = 3, dilation: int = 1, bias: bool = True) -> None:
+        if channels < 1 or dilation < 1 or kernel_size < 1 or kernel_size % 2 == 0:
+            raise ValueError(
+                f"channels and dilation must be >= 1 and kernel_size odd, got {channels}, {dilation}, {kernel_size}"
+            )
+        padding = dilation * (kernel_size // 2)
+        super().__init__(
+            channels, channels, kernel_size, padding=padding, dilation=dilation, groups=channels, bias=bias
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(N, C, H, W) -> (N, C, H, W)."""
+        if self.dilation == (1, 1) or x.device.type != "cpu" or not torch.is_autocast_enabled("cpu"):
+            return super().forward(x)
+        with torch.autocast("cpu", enabled=False):
+            out = self._conv_forward(x.float(), self.weight, self.bias)
+        return out.to(torch.get_autocast_dtype("cpu"))

@@ -2,19 +2,27 @@
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from .norm import GroupNorm32
 
 __all__ = ["UStage", "check_widths", "group_norm4"]
 
 
 def group_norm4(channels: int) -> nn.GroupNorm:
-    """GroupNorm with 4 groups, the normalisation of MALUNet and EGE-UNet."""
-    return nn.GroupNorm(4, channels)
+    """GroupNorm with 4 groups, the normalisation of MALUNet and EGE-UNet (in float32 under autocast)."""
+    return GroupNorm32(4, channels)
 
 
 class UStage(nn.Module):
     """One level of the MALUNet / EGE-UNet U-shape: ``GELU(resample(norm(body(x))))``.
+
+    On CPU the level computes in the channels-last memory format whatever the input's: it is faster there for every
+    layer of these networks (GroupNorm, max-pooling and the narrow convolutions most of all), and the attention
+    levels produce channels-last tensors anyway, so a contiguous input used to switch formats between levels and pay
+    for copies in the backward pass. Only the memory layout changes, not the values' shape.
 
     Args:
         body: the level's block, ``(N, C_in, H, W) -> (N, out_channels, H, W)``.
@@ -33,6 +41,8 @@ class UStage(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """(N, C_in, H, W) -> (N, out_channels, H', W'), H' = H / 2, H or 2H."""
+        if x.device.type == "cpu":
+            x = x.contiguous(memory_format=torch.channels_last)
         x = self.norm(self.body(x))
         if self.resample == "down":
             x = F.max_pool2d(x, 2)
