@@ -100,11 +100,13 @@ def test_predictions_refuse_what_they_cannot_use(blob_root: Path, tmp_path: Path
     empty.mkdir()
     assert main(["evaluate", "--predictions", str(empty), "--data-root", str(blob_root), "--no-progress"]) == 1
     assert "no predicted mask could be scored" in capsys.readouterr().err
-    assert main(["evaluate", "--predictions", str(empty), "--no-progress"]) == 1
+    assert main(["evaluate", "--predictions", str(empty), "--no-progress"]) == 2  # a usage error
     assert "needs --data-root" in capsys.readouterr().err
     args = ["evaluate", "--predictions", str(empty), "--data-root", str(blob_root), "--tta"]
-    assert main(args) == 1
+    assert main(args) == 2
     assert "--tta steer a model" in capsys.readouterr().err
+    assert main(["evaluate", "--predictions", str(empty), "--model", "skin", "--data-root", str(blob_root)]) == 2
+    assert "not both" in capsys.readouterr().err
     assert main(["evaluate", "--no-progress"]) == 2
     with pytest.raises(FileNotFoundError, match="no such folder"):
         match_predictions(tmp_path / "nowhere", ["a"])

@@ -385,12 +385,16 @@ def _locked(out: Path) -> Iterator[None]:
     except ImportError:  # not POSIX: slices into one folder should not end at the same instant there
         yield
         return
-    with open(out / ".measurements.lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    try:
+        fd = os.open(out / ".predict.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError:  # no room even for an empty file: the table write that follows names the problem
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
 
 
 def _save_table(summary: PredictSummary, out: Path, pixel_size: float | None, order: Mapping[str, int]) -> None:
