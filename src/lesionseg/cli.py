@@ -128,25 +128,102 @@ def cmd_train(args: argparse.Namespace) -> int:
         summary = trainer.fit(resume=bool(args.resume))
     except OSError:
         if trainer.is_main:  # what the run did before a file could not be written (a full disk)
-            print(json.dumps(trainer.summary(), indent=1))
+            print(json.dumps(trainer.summary(), indent=1) if args.json else _train_summary(trainer.summary()))
         raise
     finally:
         trainer.close()
     if trainer.is_main:  # under torchrun the other ranks stay quiet
-        print(json.dumps(summary, indent=1))
+        print(json.dumps(summary, indent=1) if args.json else _train_summary(summary))
     return 0
 
 
+def _train_summary(summary: dict) -> str:
+    """What a person wants at the end of a run: the best epoch and its validation Dice, where, and what next."""
+    from .models.hub import load_record
+
+    run_dir = Path(summary["run_dir"])
+    minutes = float(summary["elapsed_seconds"]) / 60
+    lines = [f"trained {summary['epochs']} epoch(s) in {minutes:.1f} min; run folder {run_dir}/"]
+    best = run_dir / "best"
+    if summary["best_epoch"] >= 1 and best.with_suffix(".json").is_file():
+        val = load_record(best).metrics.get("val", {})
+        dice = ", ".join(
+            f"{name} {100 * float(val[key]):.2f}"
+            for name, key in (("per-image", "val_dice_per_image"), ("global", "val_dice_global"))
+            if key in val
+        )
+        lines.append(f"best epoch {summary['best_epoch']} (chosen on the validation ids): val Dice {dice}")
+        lines.append(
+            f"evaluate it on the test ids:  lesionseg evaluate --model {run_dir} --native --out {run_dir / 'eval'}"
+        )
+    else:
+        lines.append("no validation epoch yet: no best checkpoint")
+    if not summary.get("finished", True):
+        lines.append(f"continue it:  lesionseg train --resume {run_dir}")
+    return "\n".join(lines)
+
+
+def _evaluate_predictions(args: argparse.Namespace):
+    """``evaluate --predictions DIR``: score mask files; the options that only steer a model are refused."""
+    from .data import builtin_splits, detect_layout
+    from .engine import evaluate_predictions
+
+    if args.model is not None:
+        raise UsageError("evaluate: give --model (run a model) or --predictions (score its masks), not both")
+    if not args.data_root:
+        raise UsageError("evaluate: --predictions needs --data-root ROOT, the data root with the ground truth")
+    model_only = {
+        "--threshold": args.threshold is not None,
+        "--tta": args.tta,
+        "--precision": args.precision != "fp32",
+        "--no-postprocess": args.no_postprocess,
+        "--cache-dir": args.cache_dir is not None,
+        "--native": args.native,
+    }
+    given = [k for k, v in model_only.items() if v]
+    if given:
+        raise UsageError(
+            f"evaluate: {', '.join(given)} steer a model; --predictions scores masks as they are (at native size)"
+        )
+    if args.pixel_size is not None and not args.measurements:
+        raise UsageError("evaluate: a pixel size is only used by the measurements: add --measurements")
+    split = args.split
+    if split is None:  # as predict --data-root: the split shipped for the layout, else every case
+        layout = args.layout or detect_layout(args.data_root)
+        split = layout if layout in builtin_splits() else "none"
+    return evaluate_predictions(
+        args.predictions,
+        args.data_root,
+        layout=args.layout,
+        split=None if split == "none" else split,
+        subset=args.subset,
+        include_hd95=not args.no_hd95,
+        progress=not args.no_progress,
+        skip_bad=args.skip_bad,
+        measurements=args.measurements,
+        pixel_size=args.pixel_size,
+    )
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    if args.predictions:
+        evaluation = _evaluate_predictions(args)
+    else:
+        evaluation = _evaluate_model(args)
+    _print_evaluation(evaluation, args.out)
+    return 0
+
+
+def _evaluate_model(args: argparse.Namespace):
     from .engine import evaluate_checkpoint
 
     if args.model is None:
-        raise UsageError("evaluate: give --model, a shipped tag (skin, polyp) or a checkpoint")
+        raise UsageError("evaluate: give --model, a shipped tag (skin, polyp) or a checkpoint (or --predictions DIR)")
     if args.measurements and not args.native:
         raise UsageError("evaluate: measurements are made at each image's own resolution: add --native")
     if args.pixel_size is not None and not args.measurements:
         raise UsageError("evaluate: a pixel size is only used by the measurements: add --measurements")
-    evaluation = evaluate_checkpoint(
+    return evaluate_checkpoint(
         args.model,
         data_root=args.data_root,
         layout=args.layout,
@@ -166,6 +243,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         pixel_size=args.pixel_size,
         trust=not args.no_trust,
     )
+
+
+def _print_evaluation(evaluation, out: str | None) -> None:
     _print_results(evaluation.results(), evaluation.title)
     print()
     print(evaluation.subgroup_table())
@@ -178,14 +258,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             print(line)
     for p in evaluation.skipped:
         print(f"skipped [{p.kind}] {p.message}", file=sys.stderr)
-    if args.out:
-        evaluation.save(args.out)
+    if evaluation.predictions is not None:
+        for line in evaluation.predictions.lines():
+            print(f"predictions: {line}", file=sys.stderr)
+    if out:
+        evaluation.save(out)
         extra = ", skipped.json" if evaluation.skipped else ""
         if evaluation.agreement is not None:
             extra += ", measurements.csv, agreement.md, bland_altman.png"
         extra += ", trust.json, trust_per_image.csv, reliability.png" if evaluation.trust is not None else ""
-        print(f"wrote {args.out}/metrics.json, report.md, per_image.csv, subgroups.csv{extra}")
-    return 0
+        print(f"wrote {out}/metrics.json, report.md, per_image.csv, subgroups.csv{extra}")
 
 
 def cmd_benchmark(args: argparse.Namespace) -> int:
@@ -213,10 +295,16 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     # Imports stay inside the verbs: with the onnxruntime backend, predict never imports torch.
     from .inference import Predictor
-    from .inference.files import collect_inputs, segment_files
+    from .inference.files import collect_inputs, parse_shard, segment_files
 
     if not args.inputs and not args.data_root:
         raise UsageError("predict: give images, folders or glob patterns (or --data-root ROOT)")
+    try:
+        shard = parse_shard(args.shard)  # a bad spec stops the command before the model is loaded
+    except ValueError as err:
+        raise UsageError(f"predict: {err}") from None
+    if args.resume and args.overwrite:
+        raise UsageError("predict: --resume keeps the outputs in --out that --overwrite would remove; give one")
     paths, problems = collect_inputs(args.inputs)
     truths = {}
     if args.data_root:
@@ -256,6 +344,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         failures=problems,
         overwrite=args.overwrite,
         save_probabilities=args.save_probabilities,
+        shard=shard,
+        resume=args.resume,
     )
     _print_predictions(summary, args.pixel_size, quiet=args.quiet)
     return EXIT_FAILED if summary.failures or summary.write_error else 0
@@ -623,6 +713,7 @@ def _add_train(sub) -> None:
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
     p.add_argument("--overwrite", action="store_true", help="start afresh in an existing run folder")
     _add_progress(p)
+    p.add_argument("--json", action="store_true", help="print the end-of-run summary as JSON (for scripts)")
     p.add_argument(
         "--skip-bad",
         action="store_true",
@@ -633,8 +724,21 @@ def _add_train(sub) -> None:
 
 
 def _add_evaluate(sub) -> None:
-    p = sub.add_parser("evaluate", help="score a trained model on a split or a data root")
+    p = sub.add_parser(
+        "evaluate",
+        help="score a trained model, or a folder of predicted masks, on a split or a data root",
+        description="Score a trained model (--model) or a folder of masks made by predict or any other code "
+        "(--predictions DIR --data-root ROOT: PNG/BMP/TIFF of 0/1 or 0/255, or JPEG; named <id>, <id>_mask or "
+        "<id>_segmentation; each of its image's size) with the same metrics table, both reductions and subgroups.",
+    )
     _add_model(p)
+    p.add_argument(
+        "--predictions",
+        metavar="DIR",
+        help="score the mask files of DIR instead of running a model (at native resolution; needs --data-root; "
+        "split default: the one shipped for the layout; cases without a mask, unusable masks and files of no "
+        "evaluated case are listed)",
+    )
     _add_data(p, "data root in a known layout (default: the model's)", "the model's")
     p.add_argument("--native", action="store_true", help="score at each image's own resolution")
     _add_inference(p, ("fp32", "bf16", "fp16"))
@@ -713,6 +817,18 @@ def _add_predict(sub) -> None:
         "--save-probabilities",
         action="store_true",
         help="also write <name>_prob.png: the calibrated foreground probability at native size, 16-bit (value/65535)",
+    )
+    p.add_argument(
+        "--shard",
+        metavar="I/N",
+        help="segment only slice I of N of the inputs (every N-th from the I-th), e.g. one per worker or cluster job, "
+        "all into the same --out; the folder's tables list every slice's images in the inputs' order",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="skip images whose outputs in --out are whole (in the folder's table, files decodable); the table is "
+        "saved every 30 s, so a killed run redoes at most that",
     )
     _add_progress(p)
     p.set_defaults(func=cmd_predict)

@@ -26,6 +26,8 @@ def test_benchmark_config_is_valid(path: Path, monkeypatch) -> None:
     for model in cfg.models:
         run = load_config(model.config, list(model.set))
         arch[model.name] = run.model
+    if cfg.report.feature_model is None:  # no feature-map figure (the protocol audit)
+        return
     net = create_model(arch[cfg.report.feature_model].name, **arch[cfg.report.feature_model].kwargs).eval()
     layer = net.get_submodule(cfg.report.feature_layer)  # raises AttributeError naming the missing part
     # the feature-map figure needs the layer to run in the forward pass and give a multi-channel spatial map

@@ -22,7 +22,7 @@ def test_train_refuses_to_overwrite_and_resumes(trained, tiny_config, tmp_path, 
     assert (
         main(["train", "--resume", str(trained), "--set", "train.epochs=2", "train.val_every=1", "--no-progress"]) == 0
     )
-    assert '"epochs": 2' in capsys.readouterr().out
+    assert "trained 2 epoch(s)" in capsys.readouterr().out
 
 
 def test_evaluate_prints_both_reductions(trained, capsys, tmp_path):

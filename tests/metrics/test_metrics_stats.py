@@ -76,3 +76,39 @@ def test_subgroup_means_with_bootstrap_interval() -> None:
     assert (y.n, y.mean, y.lower, y.upper) == (1, 0.5, 0.5, 0.5)
     assert z.n == 0 and math.isnan(z.mean)
     assert [g.name for g in subgroup_means(values, groups)] == ["x", "y"]
+
+
+def test_paired_bootstrap_ci_of_a_constant_shift_is_that_shift() -> None:
+    from lesionseg.metrics.stats import paired_bootstrap_ci
+
+    a = np.linspace(0.2, 0.9, 20)
+    lo, hi = paired_bootstrap_ci(a + 0.05, a, resamples=300)
+    assert lo == pytest.approx(0.05) and hi == pytest.approx(0.05)  # paired: image-to-image spread cancels
+    with pytest.raises(ValueError, match="both sides"):
+        paired_bootstrap_ci(a, None)
+
+
+def test_paired_bootstrap_ci_of_global_dice_by_hand() -> None:
+    from lesionseg.metrics.stats import paired_bootstrap_ci
+
+    # every image: side a tp=3 fp=1 fn=0 (Dice 6/7), side b tp=1 fp=1 fn=0 (Dice 2/3): any resample gives 6/7 - 2/3
+    a = np.tile([3, 1, 0, 10], (5, 1))
+    b = np.tile([1, 1, 0, 10], (5, 1))
+    lo, hi = paired_bootstrap_ci(counts_a=a, counts_b=b, resamples=100)
+    assert lo == pytest.approx(6 / 7 - 2 / 3) and hi == pytest.approx(6 / 7 - 2 / 3)
+
+
+def test_paired_permutation_global_separates_a_real_difference_from_none() -> None:
+    from lesionseg.metrics.stats import paired_permutation_global
+
+    rng = np.random.default_rng(1)
+    b = np.column_stack(
+        [rng.integers(50, 100, 30), rng.integers(10, 30, 30), rng.integers(10, 30, 30), np.full(30, 900)]
+    )
+    a = b.copy()
+    assert paired_permutation_global(a, b, resamples=500) == 1.0  # identical sides: every permutation ties
+    a[:, 0] += 40  # more true positives on every image
+    p = paired_permutation_global(a, b, resamples=500)
+    assert p == pytest.approx(1 / 501)  # no random swap of 30 images reaches the observed difference
+    with pytest.raises(ValueError, match=r"\(n, 4\)"):
+        paired_permutation_global(a[:, :3], b[:, :3])

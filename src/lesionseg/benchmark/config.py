@@ -18,6 +18,7 @@ from ..data.splits import SplitProtocol
 from ..engine.config import _from_dict, apply_overrides, read_yaml_mapping
 
 __all__ = [
+    "AuditConfig",
     "BENCHMARK_PRECISIONS",
     "BenchmarkConfig",
     "BenchmarkModel",
@@ -112,6 +113,25 @@ class ReportConfig:
 
 
 @dataclass
+class AuditConfig:
+    """The protocol audit (:mod:`lesionseg.benchmark.audit`): what the usual shortcuts would have reported.
+
+    Attributes:
+        test_curve: every run also scores its test ids after every epoch (recorded only, never used to choose), and
+            the report compares the test Dice of the checkpoint chosen on the test ids with the one chosen on
+            validation.
+        split_note: what the report says under "random versus grouped split" (whether the dataset has groups, and
+            what a random split leaks there).
+    """
+
+    test_curve: bool = False
+    split_note: str = (
+        "This dataset gives no groups (patients, lesions, sequences), so a random split and a grouped split are the "
+        "same here; the comparison needs a dataset with groups (`lesionseg data split --group-by`)."
+    )
+
+
+@dataclass
 class BenchmarkConfig:
     """A benchmark: models x seeds under one protocol, a fixed number of epochs per model.
 
@@ -133,6 +153,7 @@ class BenchmarkConfig:
         native: evaluate at each image's native resolution instead of the training size.
         cross: other data roots to evaluate every run on.
         report: figures and statistics of the report.
+        audit: the protocol audit (off by default).
     """
 
     name: str = "benchmark"
@@ -149,6 +170,7 @@ class BenchmarkConfig:
     native: bool = False
     cross: tuple[CrossDataset, ...] = ()
     report: ReportConfig = field(default_factory=ReportConfig)
+    audit: AuditConfig = field(default_factory=AuditConfig)
 
     def __post_init__(self) -> None:
         if not self.models:

@@ -42,6 +42,7 @@ from ..metrics.stats import (
     size_tertiles,
     subgroup_means,
 )
+from .audit import audit_section
 from .config import BenchmarkConfig
 from .figures import draw_figures, overlay_case_ids
 from .results import RunResults, read_case_groups, read_complexity, read_run, run_results_dir
@@ -691,6 +692,8 @@ def write_report(cfg: BenchmarkConfig, failures: Sequence[str] = ()) -> Path:
     lines += _size_speed_section(cfg, complexity)
     lines += _training_section(scored)
     lines += _precision_section(cfg)
+    if cfg.audit.test_curve:
+        lines += audit_section(scored, cfg.report.bootstrap, cfg.run_key, cfg.audit.split_note)
     lines += _cross_sections(cfg, scored)
     figures = draw_figures(
         out,

@@ -30,7 +30,6 @@ import json
 import logging
 import multiprocessing
 import os
-import re
 import threading
 import time
 from collections.abc import Sequence
@@ -47,9 +46,11 @@ from ..data.splits import load_split, protocol_splits
 from ..engine.config import load_config
 from ..engine.evaluator import evaluate_checkpoint
 from ..engine.trainer import Trainer
+from ..inference.files import parse_shard
 from ..inference.predictor import Predictor
 from ..models.hub import ModelRecord, load_model, load_record
 from ..runtime import lesionseg_commit, machine_description, resolve_device
+from .audit import TestCurveTrainer, export_test_curve
 from .config import BenchmarkConfig, BenchmarkModel
 from .figures import feature_summary, overlay_case_ids, predict_overlay_masks
 from .results import (
@@ -213,15 +214,16 @@ def _train(
     run_dir = run_dir_of(cfg, model.name, run)
     late = [f"train.device={device}"] if device else []
     resume = (run_dir / "last.json").is_file()
+    trainer_class = TestCurveTrainer if cfg.audit.test_curve else Trainer
     if resume:
         _check_run_folder(cfg, model, run_dir, run)
-        trainer = Trainer.from_run_dir(run_dir, [f"train.threads={cfg.threads}", *late], progress=progress)
+        trainer = trainer_class.from_run_dir(run_dir, [f"train.threads={cfg.threads}", *late], progress=progress)
     else:
         overrides = run_overrides(cfg, model, run, split_path)
         precision = _precision(cfg, model, overrides, device)
         run_cfg = load_config(model.config, [*overrides, f"train.precision={precision}", *late])
         run_cfg.train.name = f"{model.name}-run{run}"
-        trainer = Trainer(run_cfg, run_dir=run_dir, progress=progress)
+        trainer = trainer_class(run_cfg, run_dir=run_dir, progress=progress)
     try:
         trainer.fit(resume=resume)
     finally:
@@ -345,6 +347,9 @@ def export_run(
         "overlay_in_test": set(cases) <= set(split.test),
     }
     dest = results_of(cfg, model.name, run)
+    if cfg.audit.test_curve:
+        # Before metrics.json (written last by write_run_results), so a run counted as done has its curve.
+        export_test_curve(run_dir, dest, best_record.epoch)
     return write_run_results(
         dest,
         meta,
@@ -458,23 +463,6 @@ def run_one(
         state = "trained"
     export_run(cfg, model, run, device, progress)
     return state
-
-
-def parse_shard(spec: str | None) -> tuple[int, int] | None:
-    """``"I/N"`` (1 <= I <= N) as ``(I, N)``; None for no sharding.
-
-    Raises:
-        ValueError: a malformed spec or I outside 1..N.
-    """
-    if spec is None:
-        return None
-    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", str(spec))
-    if not match:
-        raise ValueError(f"--shard {spec!r}: expected I/N, e.g. 2/4 (slice 2 of 4)")
-    i, n = int(match.group(1)), int(match.group(2))
-    if not 1 <= i <= n:
-        raise ValueError(f"--shard {spec!r}: I must be in 1..N (slices are numbered from 1)")
-    return i, n
 
 
 def shard_runs(

@@ -35,6 +35,7 @@ __all__ = [
     "pair_by_id",
     "index_images",
     "load_case",
+    "load_case_mask",
     "resize_pair",
     "read_groups_csv",
     "channel_stats",
@@ -377,16 +378,33 @@ def load_case(case: Case, channels: int = 3) -> tuple[np.ndarray, np.ndarray | N
     image = read_image(case.image, channels)
     if case.mask is None:
         return image, None
+    return image, load_case_mask(case, image.shape[:2])
+
+
+def load_case_mask(case: Case, size: tuple[int, int] | None = None) -> np.ndarray | None:
+    """A case's ground truth at native resolution, uint8 (H, W) {0, 1} (None without one), as :func:`load_case`
+    reads it: ``case.mask`` thresholded at ``case.mask_threshold``, OR-combined with ``meta["extra_masks"]``.
+
+    Args:
+        case: the case.
+        size: ``(H, W)`` every mask file must have (the image's); None = the first mask's.
+
+    Raises:
+        ImageReadError: a mask file is unreadable or of another size (both files named).
+    """
+    if case.mask is None:
+        return None
     mask: np.ndarray | None = None
     for path in (case.mask, *case.meta.get("extra_masks", ())):
         part = read_mask(path, case.mask_threshold)
-        if part.shape != image.shape[:2]:
+        want = size if size is not None else (mask.shape if mask is not None else part.shape)
+        if part.shape != tuple(want):
             raise ImageReadError(
                 f"{path}: mask size {part.shape[1]}x{part.shape[0]} differs from image {case.image} size "
-                f"{image.shape[1]}x{image.shape[0]}"
+                f"{want[1]}x{want[0]}"
             )
         mask = part if mask is None else np.maximum(mask, part)
-    return image, mask
+    return mask
 
 
 def resize_pair(

@@ -7,7 +7,7 @@ from ..models.hub import CheckpointError, ModelRecord, load_model, load_record, 
 from ..runtime import resolve_device
 from .config import RunConfig, load_config, save_config
 from .distributed import DistContext, cleanup_distributed, init_distributed
-from .evaluator import Evaluation, evaluate_checkpoint, evaluate_dataset
+from .evaluator import Evaluation, evaluate_checkpoint, evaluate_dataset, evaluate_predictions
 from .measurements import MeasurementAgreement
 from .optim import build_optimizer, list_optimizers, list_schedulers, register_optimizer, register_scheduler
 from .trainer import Trainer, seed_everything
@@ -30,6 +30,7 @@ __all__ = [
     "Trainer",
     "evaluate_checkpoint",
     "evaluate_dataset",
+    "evaluate_predictions",
     "load_config",
     "load_model",
     "load_record",

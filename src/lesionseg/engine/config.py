@@ -158,6 +158,10 @@ class TrainConfig:
             (:mod:`lesionseg.inference.trust`), stored in the best checkpoint's record; needs 3 validation ids.
         out_dir: parent folder of run folders.
         name: run folder name; empty = config file stem.
+        loggers: where each epoch's row goes (:mod:`lesionseg.engine.loggers`): ``csv`` (``metrics.csv`` and
+            ``curves.png``), ``tensorboard`` (event files in ``<run>/tensorboard/``; the ``tensorboard`` extra).
+        log_images_every: every this many epochs (and at the last) give the loggers an overlay figure of the first
+            validation images with the current masks; 0 = never.
     """
 
     epochs: int = 100
@@ -177,6 +181,8 @@ class TrainConfig:
     trust: bool = True
     out_dir: str = "runs"
     name: str = ""
+    loggers: tuple[str, ...] = ("csv",)
+    log_images_every: int = 0
 
 
 @dataclass
@@ -201,6 +207,15 @@ class RunConfig:
             raise ValueError(f"data.num_workers must be >= 0 or -1 (automatic), got {self.data.num_workers}")
         if self.train.monitor not in ("dice_per_image", "dice_global"):
             raise ValueError(f"train.monitor must be dice_per_image or dice_global, got {self.train.monitor!r}")
+        from .loggers import list_loggers
+
+        unknown = [n for n in self.train.loggers if n not in list_loggers()]
+        if unknown or len(set(self.train.loggers)) != len(self.train.loggers):
+            raise ValueError(
+                f"train.loggers: {list(self.train.loggers)} must be distinct names of {', '.join(list_loggers())}"
+            )
+        if self.train.log_images_every < 0:
+            raise ValueError(f"train.log_images_every must be >= 0 (0 = never), got {self.train.log_images_every}")
 
 
 #: Largest working side a config may ask for (the checkpoint record's limit, so that what trains also loads).

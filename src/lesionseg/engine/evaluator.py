@@ -10,10 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+from tqdm.auto import tqdm
 
-from ..data.base import DataProblem
+from ..data.base import DataProblem, load_case_mask
 from ..data.cache import open_case_cache
 from ..data.dataset import SegmentationDataset
+from ..data.io import ImageReadError, read_mask_values
 from ..data.ph2 import diagnosis_name, diagnosis_order
 from ..data.splits import Split, select_cases
 from ..inference.postprocess import check_postprocess_steps
@@ -26,10 +29,23 @@ from ..runtime import resolve_device
 from .measurements import MeasurementAgreement
 
 __all__ = [
+    "PREDICTION_EXTENSIONS",
     "Evaluation",
+    "PredictionFiles",
     "evaluate_checkpoint",
     "evaluate_dataset",
+    "evaluate_predictions",
+    "match_predictions",
+    "read_prediction_mask",
 ]
+
+#: Mask files ``evaluate --predictions`` reads (lossless ones must hold two values; JPEG is thresholded at 127).
+PREDICTION_EXTENSIONS = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff")
+_LOSSY = (".jpg", ".jpeg")
+# Stem suffixes a mask file may add to its case id: ours (predict's <id>_mask.png) and the ISIC challenges'.
+_MASK_SUFFIXES = ("", "_mask", "_segmentation", "_Segmentation")
+# Files predict writes beside its masks that are not masks.
+_NOT_MASKS = ("_overlay",)
 
 
 def evaluate_dataset(
@@ -82,6 +98,7 @@ class Evaluation:
     agreement: MeasurementAgreement | None = None
     diagnoses: dict[str, str] = field(default_factory=dict)
     trust: TrustEvaluation | None = None
+    predictions: PredictionFiles | None = None
 
     @property
     def title(self) -> str:
@@ -183,6 +200,8 @@ class Evaluation:
             (out / "skipped.json").write_text(json.dumps(skipped, indent=1) + "\n")
         else:
             (out / "skipped.json").unlink(missing_ok=True)
+        if self.predictions is not None:
+            payload["predictions"] = self.predictions.to_dict()
         # metrics.json last: its presence marks a complete evaluation.
         (out / "metrics.json").write_text(json.dumps(payload, indent=1) + "\n")
         return out
@@ -306,3 +325,199 @@ def evaluate_checkpoint(
     diagnoses = {c.id: diagnosis_name(c.meta["diagnosis"]) for c in cases if "diagnosis" in c.meta}
     trust_eval = evaluate_trust(predictor, cases, progress=progress) if trust else None
     return Evaluation(metrics, record.model, str(checkpoint), desc, where, skipped, agreement, diagnoses, trust_eval)
+
+
+@dataclass
+class PredictionFiles:
+    """A folder of predicted masks matched to the case ids being evaluated.
+
+    Attributes:
+        folder: the folder.
+        matched: case id -> its mask file.
+        missing: evaluated case ids without a mask file (left out of the scores, listed).
+        extra: mask files that match none of the evaluated ids (other subsets, other datasets; listed).
+        problems: ``(case id, file, reason)`` of mask files that cannot be scored (unreadable, not binary, another
+            size than the ground truth, two files for one id); those cases are left out and listed.
+    """
+
+    folder: Path
+    matched: dict[str, Path] = field(default_factory=dict)
+    missing: list[str] = field(default_factory=list)
+    extra: list[Path] = field(default_factory=list)
+    problems: list[tuple[str, Path, str]] = field(default_factory=list)
+
+    def lines(self, limit: int = 10) -> list[str]:
+        """Human lines for what was not scored (empty when every case had a usable mask and nothing was extra)."""
+        out = []
+        if self.missing:
+            more = f" ... and {len(self.missing) - limit} more" if len(self.missing) > limit else ""
+            out.append(f"{len(self.missing)} case(s) without a prediction: {', '.join(self.missing[:limit])}{more}")
+        for case_id, path, reason in self.problems:
+            out.append(f"{path}: {reason} (case {case_id} not scored)")
+        if self.extra:
+            names = ", ".join(p.name for p in self.extra[:limit])
+            more = f" ... and {len(self.extra) - limit} more" if len(self.extra) > limit else ""
+            out.append(f"{len(self.extra)} file(s) match no evaluated case: {names}{more}")
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "folder": str(self.folder),
+            "scored": len(self.matched) - len(self.problems),
+            "missing": self.missing,
+            "extra": [p.name for p in self.extra],
+            "problems": [{"case_id": c, "path": str(p), "reason": r} for c, p, r in self.problems],
+        }
+
+
+def match_predictions(folder: str | Path, ids: list[str]) -> PredictionFiles:
+    """Match the mask files of ``folder`` (not recursive) to case ids by file stem: ``<id>``, ``<id>_mask`` (what
+    ``predict`` writes), ``<id>_segmentation`` / ``<id>_Segmentation`` (the ISIC challenges' names).
+
+    ``predict``'s overlays (``*_overlay.*``) are not masks and are passed over. Two files for one id are a problem
+    (the case is left out), not a silent choice.
+
+    Raises:
+        FileNotFoundError: ``folder`` is not a folder.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: no such folder of predicted masks")
+    wanted = set(ids)
+    files = sorted(
+        p
+        for p in folder.iterdir()
+        if p.is_file() and p.suffix.lower() in PREDICTION_EXTENSIONS and not p.stem.endswith(_NOT_MASKS)
+    )
+    found: dict[str, list[Path]] = {}
+    result = PredictionFiles(folder)
+    for path in files:
+        case_id = next((stem for stem in _candidate_ids(path.stem) if stem in wanted), None)
+        if case_id is None:
+            result.extra.append(path)
+        else:
+            found.setdefault(case_id, []).append(path)
+    for case_id in ids:
+        paths = found.get(case_id, [])
+        if not paths:
+            result.missing.append(case_id)
+            continue
+        result.matched[case_id] = paths[0]
+        if len(paths) > 1:
+            names = ", ".join(p.name for p in paths)
+            result.problems.append((case_id, paths[0], f"several masks for case {case_id} ({names}); keep one"))
+    return result
+
+
+def _candidate_ids(stem: str) -> list[str]:
+    """The case ids a mask file's stem may name: itself first, then without each known suffix."""
+    return [stem] + [stem[: -len(sfx)] for sfx in _MASK_SUFFIXES if sfx and stem.endswith(sfx) and len(stem) > len(sfx)]
+
+
+def read_prediction_mask(path: str | Path) -> np.ndarray:
+    """A predicted mask file as uint8 (H, W) {0, 1}.
+
+    Lossless files (PNG, BMP, TIFF) must hold at most two values, 0 and 1 or 0 and 255 (any non-zero value of a
+    single-valued mask is lesion); JPEG, whose compression blurs the edges, is thresholded at 127.
+
+    Raises:
+        ImageReadError: the file is unreadable, or a lossless file holds other values (a probability map, labels).
+    """
+    path = Path(path)
+    values = read_mask_values(path)
+    if path.suffix.lower() in _LOSSY:
+        return (values > 127).astype(np.uint8)
+    present = np.unique(values)
+    if len(present) > 2 or not (set(present.tolist()) <= {0, 1} or set(present.tolist()) <= {0, 255}):
+        shown = ", ".join(str(v) for v in present[:6]) + (" ..." if len(present) > 6 else "")
+        raise ImageReadError(
+            f"{path}: not a binary mask (values {shown}); save 0/1 or 0/255 masks (threshold probability maps first)"
+        )
+    return (values > 0).astype(np.uint8)
+
+
+def evaluate_predictions(
+    predictions: str | Path,
+    data_root: str | Path,
+    layout: str | None = None,
+    split: str | Split | None = None,
+    subset: str = "test",
+    include_hd95: bool = True,
+    progress: bool = False,
+    skip_bad: bool = False,
+    measurements: bool = False,
+    pixel_size: float | None = None,
+    name: str | None = None,
+) -> Evaluation:
+    """Scores a folder of predicted masks (made by ``predict`` or by any other code) against a data root's truths.
+
+    The same cases as :func:`evaluate_checkpoint` (``split`` and ``subset``, see :func:`select_cases`), the same
+    metrics, reductions, subgroups and (with ``measurements``) agreement table, at each image's native resolution:
+    a mask must have its image's size. Masks are matched by :func:`match_predictions` and read by
+    :func:`read_prediction_mask`; cases without a usable mask are left out of the scores and listed in
+    :attr:`Evaluation.predictions` (and ``metrics.json``'s ``predictions``). On ``predict``'s masks of a checkpoint
+    this gives the very numbers of ``evaluate_checkpoint(..., native=True)``.
+
+    Args:
+        predictions: the folder of mask files.
+        data_root: data root in a known layout (the ground truth).
+        layout: its layout (None = detected).
+        split: split name, JSON path or :class:`Split`; None = every case.
+        subset: which cases (see :func:`select_cases`).
+        include_hd95: also compute HD95 (pixels).
+        progress: show a progress bar.
+        skip_bad: leave out cases whose ground-truth files are unusable instead of refusing.
+        measurements: also measure each predicted and ground-truth mask and summarise their agreement.
+        pixel_size: millimetres per pixel for the measurements' means.
+        name: what made the masks, for the title (default: the folder's name).
+
+    Raises:
+        ValueError: no evaluated case has a usable mask (the message says why).
+    """
+    if pixel_size is not None and not measurements:
+        raise ValueError("a pixel size is only used by the measurements: add --measurements")
+    agreement = MeasurementAgreement(pixel_size) if measurements else None
+    folder = Path(predictions)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: no such folder of predicted masks")
+    skipped: list[DataProblem] = []
+    # The ground truth alone is read: the images are only checked for their size against it.
+    cases, desc = select_cases(data_root, layout, split, subset, skip_bad, 3, progress, skipped=skipped)
+    files = match_predictions(folder, [c.id for c in cases])
+    bad = {case_id for case_id, _, _ in files.problems}
+    metrics = SegmentationMetrics(include_hd95=include_hd95)
+    scored = []
+    for case in tqdm(cases, desc="evaluate", disable=not progress, leave=False):
+        path = files.matched.get(case.id)
+        if path is None or case.id in bad:
+            continue
+        try:
+            pred = read_prediction_mask(path)
+            truth = load_case_mask(case)
+            if pred.shape != truth.shape:
+                raise ImageReadError(
+                    f"{path}: mask size {pred.shape[1]}x{pred.shape[0]} differs from the ground truth {case.mask} "
+                    f"({truth.shape[1]}x{truth.shape[0]}); predictions are scored at each image's own size"
+                )
+        except ImageReadError as err:
+            message = str(err)
+            files.problems.append(
+                (case.id, path, message[len(f"{path}: ") :] if message.startswith(f"{path}: ") else message)
+            )
+            continue
+        if agreement is not None:
+            agreement.update(case.id, pred, truth)
+        metrics.update(
+            torch.from_numpy(pred)[None, None], torch.from_numpy(truth.astype(np.uint8))[None, None], ids=[case.id]
+        )
+        scored.append(case)
+    if not scored:
+        why = "; ".join(files.lines(3)) or "no case matched"
+        raise ValueError(f"{folder}: no predicted mask could be scored against {data_root} ({why})")
+    left_out = len(cases) - len(scored)
+    desc += f"; {len(scored)} with a usable prediction" + (f", {left_out} left out (listed)" if left_out else "")
+    diagnoses = {c.id: diagnosis_name(c.meta["diagnosis"]) for c in scored if "diagnosis" in c.meta}
+    label = name or f"predicted masks of {folder}"
+    return Evaluation(
+        metrics, label, str(folder), desc, "native resolution", skipped, agreement, diagnoses, predictions=files
+    )

@@ -19,7 +19,6 @@ state.safetensors}`` (resumable, written every ``checkpoint_every`` epochs, so a
 from __future__ import annotations
 
 import contextlib
-import csv
 import json
 import logging
 import math
@@ -63,7 +62,6 @@ from ..models.hub import (
     save_checkpoint,
 )
 from ..runtime import autocast_context, lesionseg_commit, machine_description
-from ..viz.curves import plot_training_curves
 from .config import RunConfig, config_to_dict, load_config, save_config
 from .distributed import (
     all_gather_objects,
@@ -75,6 +73,7 @@ from .distributed import (
     unwrap_model,
     wrap_model,
 )
+from .loggers import RunLogger, build_loggers
 from .optim import ScheduleState, build_optimizer, scheduled_lr
 
 __all__ = ["Trainer", "seed_everything"]
@@ -134,6 +133,7 @@ class Trainer:
         self._validating = False
         self._stop_after: int | None = None
         self._epochs_this_call = 0
+        self.loggers: list[RunLogger] = []
 
     def _setup(self) -> None:
         """Device checks, seeding, model, loss, optimiser, data: everything that needs the process context."""
@@ -162,8 +162,14 @@ class Trainer:
         return unwrap_model(self.network)
 
     def close(self) -> None:
-        """Leave the process group if this trainer created it (torchrun runs); a no-op otherwise."""
+        """Close the loggers and leave the process group if this trainer created it (torchrun runs)."""
+        self._close_loggers()
         cleanup_distributed(self.dist)
+
+    def _close_loggers(self) -> None:
+        for run_logger in getattr(self, "loggers", ()):
+            run_logger.close()
+        self.loggers = []
 
     # ----------------------------------------------------------------------------------------------------- building
     def _build_model(self) -> nn.Module:
@@ -362,13 +368,13 @@ class Trainer:
             self.run_dir.mkdir(parents=True, exist_ok=True)
         if resume:
             self.resume()
-            if self.is_main:
-                self._trim_csv()
         elif self.is_main:
             for stale in ("metrics.csv", "last.json", "best.json"):
                 (self.run_dir / stale).unlink(missing_ok=True)
         if self.is_main:
             save_config(self.cfg, self.run_dir / "config.yaml")
+            self._close_loggers()
+            self.loggers = build_loggers(self.cfg.train.loggers, self.run_dir, _CSV_FIELDS, self.epoch if resume else 0)
         barrier()
 
     def keep_training(self) -> bool:
@@ -449,11 +455,37 @@ class Trainer:
         rng = all_gather_objects(self._rng_state()) if checkpoint else []
         if self.is_main:
             with self._named_write_errors():
-                self._append_csv(row)
+                for run_logger in self.loggers:
+                    run_logger.log_epoch(row)
+                every = t.log_images_every
+                if every and self.loggers and (self.epoch % every == 0 or self.finished()):
+                    figure = self.overlay_figure()
+                    for run_logger in self.loggers:
+                        run_logger.log_image("val/overlays", figure, self.epoch)
                 if checkpoint:
                     self.save_last(rng)
             self._log(row)
         self._epochs_this_call += 1
+
+    @torch.inference_mode()
+    def overlay_figure(self, count: int = 4) -> np.ndarray:
+        """The first ``count`` validation images with the current model's masks (orange) and the truth (green
+        outline), side by side at the working size: (H, count * W, 3) uint8. Draws no random number."""
+        from ..viz.overlay import overlay_mask
+
+        self.model.eval()
+        panels = []
+        for i in range(min(count, len(self.val_set))):
+            x, _, _ = self.val_set[i]
+            image, truth = self.val_set.load_resized(i)
+            x = x[None].to(self.device)
+            if self.cfg.train.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with autocast_context(self.cfg.train.precision, self.device):
+                logits = self.model(x).float()
+            mask = (torch.sigmoid(logits)[0, 0] > self.cfg.train.threshold).to(torch.uint8).cpu().numpy()
+            panels.append(overlay_mask(np.asarray(image), mask, truth=np.asarray(truth)))
+        return np.concatenate(panels, axis=1) if panels else np.zeros((8, 8, 3), np.uint8)
 
     def on_train_end(self) -> None:
         """After the last epoch (rank 0): with the best weights, choose the post-processing and fit the trust parts.
@@ -510,6 +542,8 @@ class Trainer:
         return {
             "run_dir": str(self.run_dir),
             "epochs": self.epoch,
+            "epochs_planned": self.cfg.train.epochs,
+            "finished": self.finished(),
             "elapsed_seconds": self.elapsed,
             "best_epoch": self.best_epoch,
             "best_" + self.cfg.train.monitor: self.best_score,
@@ -651,28 +685,6 @@ class Trainer:
         lines.append(f"  start the run over:      lesionseg train --config {run / 'config.yaml'} --overwrite")
         return "\n".join(lines)
 
-    def _append_csv(self, row: dict[str, Any]) -> None:
-        csv_path = self.run_dir / "metrics.csv"
-        new = not csv_path.exists()
-        with open(csv_path, "a", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=_CSV_FIELDS, extrasaction="ignore")
-            if new:
-                writer.writeheader()
-            writer.writerow(row)
-        plot_training_curves(csv_path, self.run_dir / "curves.png")
-
-    def _trim_csv(self) -> None:
-        """Drop rows past the resumed epoch (written after the last checkpoint of a killed run)."""
-        csv_path = self.run_dir / "metrics.csv"
-        if not csv_path.exists():
-            return
-        with open(csv_path, newline="") as f:
-            rows = [r for r in csv.DictReader(f) if int(r["epoch"]) <= self.epoch]
-        with open(csv_path, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=_CSV_FIELDS)
-            writer.writeheader()
-            writer.writerows(rows)
-
     def _log(self, row: dict[str, Any]) -> None:
         parts = [
             f"epoch {row['epoch']}/{self.cfg.train.epochs}",
@@ -681,8 +693,24 @@ class Trainer:
         ]
         if "val_dice_per_image" in row:
             parts.append(f"val Dice per-image {row['val_dice_per_image']:.4f} global {row['val_dice_global']:.4f}")
-        parts.append(f"{row['epoch_seconds']:.1f}s (elapsed {row['elapsed_seconds'] / 60:.1f} min)")
+        parts.append(f"{row['epoch_seconds']:.1f}s (elapsed {row['elapsed_seconds'] / 60:.1f} min, {self.eta_text()})")
         _logger.info(" | ".join(parts))
+
+    def eta_seconds(self) -> float:
+        """Seconds the whole run still needs: the remaining epochs at the mean epoch time so far (validation and
+        checkpoints included), capped by what is left of a time budget."""
+        if self.finished() or self.epoch == 0:
+            return 0.0
+        left = (self.cfg.train.epochs - self.epoch) * self.elapsed / self.epoch
+        budget = self.cfg.train.time_budget_min
+        return min(left, max(0.0, 60.0 * budget - self.elapsed)) if budget else left
+
+    def eta_text(self) -> str:
+        eta = self.eta_seconds()
+        if eta <= 0:
+            return "done"
+        clock = time.strftime("%H:%M", time.localtime(time.time() + eta))
+        return f"ETA {eta / 60:.1f} min, ~{clock}" if eta < 5400 else f"ETA {eta / 3600:.1f} h, ~{clock}"
 
     @classmethod
     def from_run_dir(cls, run_dir: str | Path, overrides: list[str] | None = None, progress: bool = True) -> Trainer:

@@ -10,6 +10,12 @@ Every output is written under a temporary name in the output folder and renamed 
 partial mask, overlay or table, only the failure naming the file. A second run into the same folder adds its images
 to the tables, keeping the rows of the earlier runs' images (their masks are still there): the tables always describe
 the folder. A folder holding another model's or another pixel size's predictions is refused unless ``overwrite``.
+
+Large archives: ``shard=(I, N)`` segments every N-th input from the I-th, so N workers (or cluster jobs) share one
+input list and one output folder; ``resume`` skips images whose outputs are whole (their row is in the folder's table
+and their files decode). The table is rewritten at most every ``table_every`` seconds during a run (a killed run
+redoes only the images since), each time under a lock and merged with the rows other slices wrote meanwhile, in the
+order of the inputs: N slices leave the table one call would.
 """
 
 from __future__ import annotations
@@ -21,7 +27,10 @@ import json
 import logging
 import math
 import os
-from collections.abc import Iterable, Mapping, Sequence
+import re
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,12 +38,12 @@ from typing import Any
 import cv2
 import numpy as np
 
-from ..data.io import IMAGE_EXTENSIONS, ImageReadError, read_image, read_mask
+from ..data.io import IMAGE_EXTENSIONS, ImageReadError, read_image, read_mask, read_mask_values
 from .measure import MEASUREMENT_FIELDS, check_pixel_size, measure_lesion
 from .predictor import Predictor
 from .trust import TRUST_FIELDS
 
-__all__ = ["collect_inputs", "segment_files", "PredictSummary", "InputProblem", "write_png"]
+__all__ = ["collect_inputs", "parse_shard", "segment_files", "PredictSummary", "InputProblem", "write_png"]
 
 _logger = logging.getLogger(__name__)
 
@@ -155,6 +164,8 @@ class PredictSummary:
     dice_global: float | None = None
     kept: list[dict[str, Any]] = field(default_factory=list)
     write_error: str | None = None
+    resumed: int = 0
+    shard: tuple[int, int] | None = None
 
     @property
     def dice_per_image(self) -> float | None:
@@ -163,7 +174,9 @@ class PredictSummary:
 
     def summary_line(self) -> str:
         n = len(self.rows) + len(self.failures)
-        line = f"{n} inputs: {len(self.rows)} segmented, {len(self.failures)} failed"
+        line = f"{n} inputs" + (f" (slice {self.shard[0]}/{self.shard[1]})" if self.shard else "")
+        line += f": {len(self.rows)} segmented" + (f" ({self.resumed} already done, kept)" if self.resumed else "")
+        line += f", {len(self.failures)} failed"
         if self.dice_per_image is not None:
             line += (
                 f"; Dice vs ground truth ({sum(r.get('dice') is not None for r in self.rows)} images, native "
@@ -171,11 +184,19 @@ class PredictSummary:
             )
         return line
 
-    def to_dict(self) -> dict[str, Any]:
+    def table(self, order: Mapping[str, int] | None = None) -> list[dict[str, Any]]:
+        """Every row of the folder's tables: earlier runs' first, then this run's; with ``order`` (image -> position
+        in the inputs) sorted by it, images not among the inputs first."""
+        rows = self.kept + self.rows
+        if order is None:
+            return rows
+        return sorted(rows, key=lambda r: order.get(_image_key(r["image"]), -1))
+
+    def to_dict(self, order: Mapping[str, int] | None = None) -> dict[str, Any]:
         """The ``measurements.json`` payload: every image of the folder (earlier runs' first), this run's failures."""
         return {
             "model": self.model,
-            "images": self.kept + self.rows,
+            "images": self.table(order),
             "failures": [{"path": f.path, "reason": f.reason} for f in self.failures],
             "dice_per_image": self.dice_per_image,
             "dice_global": self.dice_global,
@@ -194,6 +215,9 @@ def segment_files(
     failures: Sequence[InputProblem] = (),
     overwrite: bool = False,
     save_probabilities: bool = False,
+    shard: tuple[int, int] | None = None,
+    resume: bool = False,
+    table_every: float = 30.0,
 ) -> PredictSummary:
     """Segment each file; write ``<name>_mask.png`` ({0, 255}, native size), ``<name>_overlay.png`` and
     ``measurements.csv`` / ``measurements.json`` for all of them into ``out_dir``.
@@ -212,6 +236,11 @@ def segment_files(
         overwrite: remove an earlier run's outputs from ``out_dir`` first, even of another model or pixel size.
         save_probabilities: also write ``<name>_prob.png``, the (temperature-scaled) foreground probability at the
             image's own size as a 16-bit PNG (value / 65535), as nnU-Net's ``--save_probabilities``.
+        shard: ``(I, N)``: segment only slice I of N of ``paths`` (every N-th from the I-th; output names are made
+            over all of ``paths``, so N slices, one after another or at once, write what one call would).
+        resume: skip images whose outputs are whole (their row in the folder's table, their mask, overlay and
+            probabilities decodable), as nnU-Net's ``--continue_prediction``.
+        table_every: seconds between rewrites of the folder's table during the run (and once at its end).
 
     Raises:
         ValueError: ``out_dir`` holds predictions of another model or pixel size (and not ``overwrite``); raised
@@ -236,16 +265,33 @@ def segment_files(
         "out_of_distribution_check": predictor.description is not None,
     }
     earlier = _earlier_rows(out, summary.model, pixel_size, overwrite)
-    redone = {_image_key(p) for p in paths}
+    done = {_image_key(r["image"]): r for r in earlier} if resume else {}
+    jobs: Iterable[tuple[Path, str]] = list(zip(paths, _output_names(paths, _taken_names(earlier))))
+    if shard is not None:
+        i, n = shard
+        jobs = [job for k, job in enumerate(jobs) if k % n == i - 1]
+        summary.shard = shard
+    redone = {_image_key(p) for p, _ in jobs}
     summary.kept = [r for r in earlier if _image_key(r["image"]) not in redone]
-    taken = {Path(r["mask"]).name[: -len("_mask.png")]: _image_key(r["image"]) for r in earlier}
+    order = {_image_key(p): k for k, p in enumerate(paths)}
     inter_sum = total_sum = 0
-    jobs: Iterable[tuple[Path, str]] = list(zip(paths, _output_names(paths, taken)))
+    last_table = time.monotonic()
     if progress:  # tqdm.auto is imported only for a bar: it costs a one-image run 30-80 ms
         from tqdm.auto import tqdm
 
         jobs = tqdm(jobs, desc="predict", unit="img", leave=False)
     for path, name in jobs:
+        if time.monotonic() - last_table > table_every:
+            _save_table(summary, out, pixel_size, order)
+            last_table = time.monotonic()
+        row = done.get(_image_key(path))
+        if row is not None and _outputs_whole(row, overlay, save_probabilities):
+            summary.rows.append(row)
+            summary.resumed += 1
+            if truths and path in truths and "dice" in row:  # the counts are not in the table: from the files
+                _, inter, total = _dice(read_mask_values(row["mask"]) > 0, read_mask(*truths[path]) != 0)
+                inter_sum, total_sum = inter_sum + inter, total_sum + total
+            continue
         try:
             image = read_image(path, predictor.in_channels)
             prediction = predictor.predict([image])[0]
@@ -291,10 +337,92 @@ def segment_files(
     if total_sum:
         summary.dice_global = inter_sum / total_sum
     try:
-        _write_tables(summary, out, pixel_size)
+        _save_table(summary, out, pixel_size, order)
     except OSError as err:
         summary.write_error = str(err)
     return summary
+
+
+def parse_shard(spec: str | None) -> tuple[int, int] | None:
+    """``"I/N"`` (1 <= I <= N) as ``(I, N)``; None for no sharding (``predict --shard``, ``benchmark --shard``).
+
+    Raises:
+        ValueError: a malformed spec or I outside 1..N.
+    """
+    if spec is None:
+        return None
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", str(spec))
+    if not match:
+        raise ValueError(f"--shard {spec!r}: expected I/N, e.g. 2/4 (slice 2 of 4)")
+    i, n = int(match.group(1)), int(match.group(2))
+    if not 1 <= i <= n:
+        raise ValueError(f"--shard {spec!r}: I must be in 1..N (slices are numbered from 1)")
+    return i, n
+
+
+def _taken_names(rows: Sequence[Mapping[str, Any]]) -> dict[str, str]:
+    return {Path(r["mask"]).name[: -len("_mask.png")]: _image_key(r["image"]) for r in rows}
+
+
+def _outputs_whole(row: Mapping[str, Any], overlay: bool, probabilities: bool) -> bool:
+    """``--resume``: the image's mask (and overlay, probabilities when asked) exist and decode."""
+    wanted = [row.get("mask")] + [row.get("overlay")] * overlay + [row.get("probability")] * probabilities
+    if not all(wanted):
+        return False
+    try:
+        for path in wanted:
+            read_image(path) if path == row.get("overlay") else read_mask_values(path)
+    except ImageReadError:
+        return False
+    return True
+
+
+@contextmanager
+def _locked(out: Path) -> Iterator[None]:
+    """An exclusive lock on the folder's tables while they are merged and rewritten (slices may write at once)."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: slices into one folder should not end at the same instant there
+        yield
+        return
+    try:
+        fd = os.open(out / ".predict.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError:  # no room even for an empty file: the table write that follows names the problem
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def _save_table(summary: PredictSummary, out: Path, pixel_size: float | None, order: Mapping[str, int]) -> None:
+    """Rewrite the folder's tables with this call's rows and every row another call or slice wrote meanwhile, in
+    the inputs' order (images of earlier, other inputs first)."""
+    with _locked(out):
+        mine = {_image_key(r["image"]) for r in summary.rows} | {_image_key(r["image"]) for r in summary.kept}
+        others = [r for r in _table_rows(out) if _image_key(r["image"]) not in mine and Path(r["mask"]).is_file()]
+        table = PredictSummary(
+            rows=summary.rows,
+            failures=summary.failures,
+            out_dir=out,
+            model=summary.model,
+            dice_global=summary.dice_global,
+            kept=summary.kept + others,
+            resumed=summary.resumed,
+            shard=summary.shard,
+        )
+        _write_tables(table, out, pixel_size, order)
+
+
+def _table_rows(out: Path) -> list[dict[str, Any]]:
+    """The rows of the folder's ``measurements.json`` as they are now (empty when absent or unreadable)."""
+    try:
+        data = json.loads((out / "measurements.json").read_text())
+        return [r for r in data["images"] if isinstance(r, dict) and {"image", "mask"} <= set(r)]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
 
 
 def _earlier_rows(
@@ -373,11 +501,13 @@ def _strip_path(message: str, path: Path) -> str:
     return message[len(prefix) :] if message.startswith(prefix) else message
 
 
-def _write_tables(summary: PredictSummary, out: Path, pixel_size: float | None) -> None:
+def _write_tables(
+    summary: PredictSummary, out: Path, pixel_size: float | None, order: Mapping[str, int] | None = None
+) -> None:
     fields = ["image", "mask", "overlay", "width", "height"] + [
         f for f in MEASUREMENT_FIELDS if pixel_size is not None or not (f.endswith("_mm") or f == "area_mm2")
     ]
-    rows = summary.kept + summary.rows
+    rows = summary.table(order)
     if any("probability" in r for r in rows):
         fields.insert(3, "probability")
     fields += list(TRUST_FIELDS)
@@ -387,7 +517,7 @@ def _write_tables(summary: PredictSummary, out: Path, pixel_size: float | None) 
     writer = csv.DictWriter(table, fieldnames=fields, extrasaction="ignore")
     writer.writeheader()
     writer.writerows(rows)
-    data = summary.to_dict()
+    data = summary.to_dict(order)
     data["pixel_size_mm"] = pixel_size
     _write_text(out / "measurements.csv", table.getvalue())
     _write_text(out / "measurements.json", json.dumps(data, indent=1, allow_nan=False, default=_jsonable) + "\n")

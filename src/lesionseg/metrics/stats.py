@@ -21,6 +21,8 @@ __all__ = [
     "bootstrap_ci",
     "global_dice",
     "holm",
+    "paired_bootstrap_ci",
+    "paired_permutation_global",
     "paired_wilcoxon",
     "size_tertiles",
     "subgroup_means",
@@ -67,6 +69,70 @@ def bootstrap_ci(
         values = np.where(den > 0, 2 * tp / np.maximum(den, 1e-12), 1.0)
     alpha = (1 - level) / 2
     return float(np.quantile(values, alpha)), float(np.quantile(values, 1 - alpha))
+
+
+def paired_bootstrap_ci(
+    per_image_a: Sequence[float] | None = None,
+    per_image_b: Sequence[float] | None = None,
+    counts_a: np.ndarray | None = None,
+    counts_b: np.ndarray | None = None,
+    resamples: int = 2000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of the difference ``a - b`` of two scorings of the same images.
+
+    Each resample draws images once and scores both sides on them (the pairing is kept). Give per-image scores for the
+    difference of per-image means, or ``(n, 4)`` counts for the difference of global Dice re-pooled per resample.
+    """
+    if (per_image_a is None) != (per_image_b is None) or (counts_a is None) != (counts_b is None):
+        raise ValueError("give both sides: per_image_a and per_image_b, or counts_a and counts_b")
+    if (per_image_a is None) == (counts_a is None):
+        raise ValueError("give exactly one of the per-image scores or the counts")
+    if not 0 < level < 1 or resamples < 1:
+        raise ValueError(f"bad level {level} or resamples {resamples}")
+    a = np.asarray(per_image_a if per_image_a is not None else counts_a, dtype=float)
+    b = np.asarray(per_image_b if per_image_b is not None else counts_b, dtype=float)
+    if a.shape != b.shape:
+        raise ValueError(f"paired scores need equal shapes, got {a.shape} and {b.shape}")
+    n = len(a)
+    if n == 0:
+        return math.nan, math.nan
+    idx = np.random.default_rng(seed).integers(0, n, size=(resamples, n))
+    if per_image_a is not None:
+        values = a[idx].mean(axis=1) - b[idx].mean(axis=1)
+    else:
+        values = _pooled_dice(a[idx]) - _pooled_dice(b[idx])
+    alpha = (1 - level) / 2
+    return float(np.quantile(values, alpha)), float(np.quantile(values, 1 - alpha))
+
+
+def _pooled_dice(c: np.ndarray) -> np.ndarray:
+    """Global Dice of each resample of ``(resamples, n, 4)`` counts."""
+    tp, fp, fn = c[..., 0].sum(-1), c[..., 1].sum(-1), c[..., 2].sum(-1)
+    den = 2 * tp + fp + fn
+    return np.where(den > 0, 2 * tp / np.maximum(den, 1e-12), 1.0)
+
+
+def paired_permutation_global(
+    counts_a: np.ndarray, counts_b: np.ndarray, resamples: int = 2000, seed: int = 0
+) -> float:
+    """Two-sided p-value of a paired permutation test of the global Dice difference ``a - b``.
+
+    Under the null hypothesis the two scorings of an image are exchangeable: each permutation swaps each image's
+    ``(tp, fp, fn, tn)`` between the sides with probability 1/2 and re-pools. p = (1 + #|permuted Δ| >= |Δ|) /
+    (1 + resamples), so it is never 0.
+    """
+    a, b = np.asarray(counts_a, dtype=float), np.asarray(counts_b, dtype=float)
+    if a.shape != b.shape or a.ndim != 2 or a.shape[1] != 4:
+        raise ValueError(f"paired counts need equal (n, 4) shapes, got {a.shape} and {b.shape}")
+    if len(a) == 0:
+        return math.nan
+    observed = abs(global_dice(a) - global_dice(b))
+    swap = np.random.default_rng(seed).random((resamples, len(a), 1)) < 0.5
+    pa, pb = np.where(swap, b, a), np.where(swap, a, b)
+    permuted = np.abs(_pooled_dice(pa) - _pooled_dice(pb))
+    return float((1 + np.sum(permuted >= observed - 1e-12)) / (1 + resamples))
 
 
 @dataclass(frozen=True)
