@@ -366,7 +366,7 @@ def cv_folds(
     pool = sorted([*split.train, *split.val])
     parts = kfold(pool, k, 0.0, seed, strata, split.info.get("dataset", ""), stratified_by, groups, grouped_by)
     folds = []
-    for f, part in enumerate(parts):
+    for part in parts:
         info = {**part.info, "generator": "lesionseg.data.splits.cv_folds", "of_split": dict(split.info)}
         folds.append(Split(train=sorted([*part.train, *part.val]), val=part.test, test=list(split.test), info=info))
     return folds
