@@ -109,3 +109,18 @@ def test_parse_shard() -> None:
     for bad in ("0/2", "3/2", "a/b", "2"):
         with pytest.raises(ValueError, match="--shard"):
             parse_shard(bad)
+
+
+def test_tables_written_mid_run_with_ground_truth_carry_the_dice_so_far(
+    trained: Path, blob_root: Path, tmp_path: Path
+) -> None:
+    """A long run rewrites its tables while it goes (here after every image): with ground truth the summary line of
+    a table written before the first image was scored must not need the global Dice (it crashed on Kvasir-SEG)."""
+    predictor = Predictor.from_checkpoint(trained / "best")
+    paths = sorted((blob_root / "images").iterdir())
+    truths = {p: (blob_root / "masks" / p.name, 128) for p in paths}
+    out = tmp_path / "out"
+    summary = segment_files(predictor, paths, out, truths=truths, table_every=0)
+    table = json.loads((out / "measurements.json").read_text())
+    assert summary.dice_global is not None and table["dice_global"] == summary.dice_global
+    assert f"global {100 * summary.dice_global:.2f}" in table["summary"]

@@ -180,7 +180,8 @@ class PredictSummary:
         if self.dice_per_image is not None:
             line += (
                 f"; Dice vs ground truth ({sum(r.get('dice') is not None for r in self.rows)} images, native "
-                f"resolution): per-image mean {100 * self.dice_per_image:.2f}, global {100 * self.dice_global:.2f}"
+                f"resolution): per-image mean {100 * self.dice_per_image:.2f}, global "
+                + ("n/a (no foreground)" if self.dice_global is None else f"{100 * self.dice_global:.2f}")
             )
         return line
 
@@ -282,6 +283,7 @@ def segment_files(
         jobs = tqdm(jobs, desc="predict", unit="img", leave=False)
     for path, name in jobs:
         if time.monotonic() - last_table > table_every:
+            summary.dice_global = inter_sum / total_sum if total_sum else None  # the table so far says it too
             _save_table(summary, out, pixel_size, order)
             last_table = time.monotonic()
         row = done.get(_image_key(path))
