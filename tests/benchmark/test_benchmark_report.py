@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from lesionseg.benchmark import BenchmarkConfig, BenchmarkModel, ReportConfig, write_report
-from lesionseg.benchmark.results import run_results_dir, write_run_results
+from lesionseg.benchmark.results import run_results_dir, write_json, write_run_results
 from lesionseg.data.splits import SplitProtocol
 from lesionseg.metrics import SegmentationMetrics, training_csv_columns
 
@@ -218,3 +219,41 @@ def test_the_runner_keeps_the_test_ids_diagnoses_once(tmp_path: Path) -> None:
     stamp = path.stat().st_mtime_ns
     record_case_groups(cfg, [split])  # unchanged: not rewritten
     assert path.stat().st_mtime_ns == stamp
+
+
+def _section(report: str, title: str) -> list[str]:
+    lines = report.splitlines()
+    start = lines.index(title)
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+    return lines[start:end]
+
+
+def test_calibration_per_model_from_the_kept_blocks_and_said_when_not_recorded(tmp_path: Path) -> None:
+    cfg = _cfg(tmp_path)
+    for seed in (0, 1):
+        _store(cfg, "good", seed, 0.048)
+        _store(cfg, "close", seed, 0.05)
+    # runs exported before calibration was kept: one sentence, no number, no crash
+    section = _section(write_report(cfg).read_text(), "## Calibration")
+    assert section[1:] == ["", "Not recorded for these runs (exported before the benchmark kept it).", ""]
+
+    for seed, (t, before, after) in enumerate([(1.5, 0.02, 0.01), (2.5, 0.04, 0.03)]):
+        dest = run_results_dir(cfg.results_dir, "good", cfg.run_key(seed))
+        meta = json.loads((dest / "metrics.json").read_text())
+        meta["calibration"] = {
+            "bins": 15,
+            "ece_t1": before,
+            "ece_fitted": after,
+            "temperature": t,
+            "images": 30,
+            "resolution": "16x16",
+        }
+        write_json(dest / "metrics.json", meta)
+    report = write_report(cfg).read_text()
+    section = _section(report, "## Calibration")
+    assert "15 equal-width bins" in section[2] and "global reduction" in section[2]
+    assert "| good | 2 | 2.00 ± 0.71 | 3.00 ± 1.41 | 2.00 ± 1.41 |" in section
+    assert not any(line.startswith("| close") for line in section)
+    assert section[-2] == "Not recorded (runs exported before the benchmark kept it): close."
+    lines = report.splitlines()
+    assert lines.index("## Calibration") < lines.index("## Size and speed")

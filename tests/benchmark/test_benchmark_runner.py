@@ -25,7 +25,7 @@ from lesionseg.benchmark import (
     run_benchmark,
 )
 from lesionseg.benchmark.results import read_masks
-from lesionseg.benchmark.runner import run_overrides
+from lesionseg.benchmark.runner import _calibration, run_overrides
 from lesionseg.cli import main
 from lesionseg.engine import Trainer, load_config
 
@@ -49,6 +49,7 @@ def test_benchmark_keeps_results_skips_them_and_rebuilds_the_report_byte_for_byt
         "## Global",
         "## Confidence intervals",
         "## Paired comparison",
+        "## Calibration",
         "## Size and speed",
         "## Training",
         "## Cross-dataset",
@@ -66,6 +67,18 @@ def test_benchmark_keeps_results_skips_them_and_rebuilds_the_report_byte_for_byt
         assert key in meta, key
     assert meta["trained_by_commit"] == meta["lesionseg_commit"]  # trained and exported by the same code here
     assert set(meta["results"]) == {"global", "per_image"}
+    # calibration on the test ids: the figures of the test evaluation itself (no second pass); two validation ids
+    # are too few to fit a temperature, so none is claimed
+    calib, ev = meta["calibration"], json.loads((out / "runs/unet_a/seed1/eval/metrics.json").read_text())["trust"]
+    assert json.loads((run / "checkpoint.json").read_text()).get("temperature") is None
+    assert calib == {
+        "bins": 15,
+        "ece_t1": ev["ece_before"],
+        "ece_fitted": None,
+        "temperature": None,
+        "images": ev["images"],
+        "resolution": "32x32",
+    }
     for name in ("per_image.csv", "train_metrics.csv", "checkpoint.json", "features.npz", "cross/copy/metrics.json"):
         assert (run / name).is_file(), name
     assert not (res / "runs/unet_b/seed0/features.npz").exists()  # only the report's feature model keeps maps
@@ -325,3 +338,19 @@ def test_jobs_workers_end_when_the_benchmark_process_is_killed(tmp_path: Path) -
         parent.kill()
         if worker is not None and _alive(worker):
             os.kill(worker, signal.SIGKILL)
+
+
+def test_the_calibration_block_keeps_the_evaluation_figures_at_the_fitted_temperature() -> None:
+    trust = {"images": 30, "bins": 15, "temperature": 1.8745, "ece_before": 0.01304, "ece_after": 0.02196}
+    record = types.SimpleNamespace(temperature=1.87449, image_size=(256, 256))
+    assert _calibration(trust, record) == {
+        "bins": 15,
+        "ece_t1": 0.01304,
+        "ece_fitted": 0.02196,
+        "temperature": 1.8745,
+        "images": 30,
+        "resolution": "256x256",
+    }
+    del trust["bins"]  # evaluated before the summary named its bins: CalibrationStats' 15
+    assert _calibration(trust, record)["bins"] == 15
+    assert _calibration(None, record) is None  # evaluated before trust figures existed: no block, no number

@@ -586,6 +586,53 @@ def _paired_section(cfg: BenchmarkConfig, best: str, comparisons: list[_Comparis
     return lines + _table(rows, head, "llrrrrrl") + [""]
 
 
+_CALIBRATION_KEYS = ("temperature", "ece_t1", "ece_fitted")
+
+
+def _calibration_section(scored: dict[str, list[RunResults]]) -> list[str]:
+    """Temperature and pixel ECE at T = 1 and at the fitted T per model, from the runs' ``calibration`` blocks."""
+    kept = {label: [r.meta["calibration"] for r in rs if r.meta.get("calibration")] for label, rs in scored.items()}
+    if not any(kept.values()):
+        if not scored:
+            return []
+        return ["## Calibration", "", "Not recorded for these runs (exported before the benchmark kept it).", ""]
+    bins = sorted({str(c["bins"]) for cs in kept.values() for c in cs})
+    lines = [
+        "## Calibration",
+        "",
+        f"Pixel-level expected calibration error of the foreground probability ({' or '.join(bins)} equal-width "
+        "bins over [0, 1]; global reduction: every pixel of every test image counted once, at the working size) at "
+        "T = 1 and at the temperature fitted on validation ids at the end of training; mean ± sample std over the "
+        "runs that kept it, n shown. Masks do not depend on T.",
+        "",
+    ]
+    rows = []
+    for label, cs in kept.items():
+        if not cs:
+            continue
+        # None where a record had no fitted temperature: left out, never shown as T = 1.
+        temps, t1, fitted = ([float(c[k]) for c in cs if c.get(k) is not None] for k in _CALIBRATION_KEYS)
+        rows.append(
+            [
+                label,
+                str(len(cs)),
+                _mean_std(temps),
+                _mean_std([100 * v for v in t1]),
+                _mean_std([100 * v for v in fitted]),
+            ]
+        )
+    head = ["Model", "n", "Temperature", "ECE global, T = 1 (%)", "ECE global, fitted T (%)"]
+    lines += _table(rows, head)
+    without = [
+        f"{label} ({len(scored[label]) - len(cs)} of {len(scored[label])} runs)" if cs else label
+        for label, cs in kept.items()
+        if len(cs) < len(scored[label])
+    ]
+    if without:
+        lines += ["", f"Not recorded (runs exported before the benchmark kept it): {_names(without)}."]
+    return lines + [""]
+
+
 def _size_speed_section(cfg: BenchmarkConfig, complexity: dict[str, dict[str, Any]]) -> list[str]:
     """Parameters, MACs and CPU latency of each model, and the machines the latency was measured on."""
     lines = ["## Size and speed", ""]
@@ -689,6 +736,7 @@ def write_report(cfg: BenchmarkConfig, failures: Sequence[str] = ()) -> Path:
     lines += _subgroup_section(cfg, scored, case_dice)
     if comparisons:
         lines += _paired_section(cfg, best, comparisons)
+    lines += _calibration_section(scored)
     lines += _size_speed_section(cfg, complexity)
     lines += _training_section(scored)
     lines += _precision_section(cfg)

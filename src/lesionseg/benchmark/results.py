@@ -5,8 +5,9 @@ Layout of ``results_dir`` (``docs/results/<name>/`` by default; everything here 
     splits/run<r>.json                  the split of run r (drawn once, then read back on every machine)
     runs/<label>/seed<s>/               one finished run (``run<r>-seed<s>`` when runs outnumber seeds):
         metrics.json                      test scores in both reductions + seed, epochs, precision, threads, machine,
-                                          train minutes, best epoch, finish time, lesionseg commit (written last:
-                                          its presence marks the run as done)
+                                          train minutes, best epoch, finish time, lesionseg commit, calibration
+                                          (pixel ECE, 15 bins, at T = 1 and the fitted T; absent in runs exported
+                                          before it was kept) (written last: its presence marks the run as done)
         per_image.csv                     one row per test image: id, tp, fp, fn, tn, every score, hd95
         train_metrics.csv                 the run's ``metrics.csv`` (one row per epoch)
         checkpoint.json                   the best checkpoint's JSON record (no weights)

@@ -238,15 +238,37 @@ def _evaluation(out: Path, checkpoint: Path, save_extra: dict[str, Any], **kwarg
     return json.loads((out / "metrics.json").read_text())
 
 
+def _calibration(trust: dict[str, Any] | None, record: ModelRecord) -> dict[str, Any] | None:
+    """The ``calibration`` block of a run's ``metrics.json``, from its test evaluation's trust figures.
+
+    :func:`evaluate_checkpoint` already measured them on the same test ids (pixel-level ECE over every test pixel, at
+    the working size, at T = 1 and at the temperature fitted on validation), so no network runs again here. None when
+    the evaluation predates them; ``temperature`` and ``ece_fitted`` are None when the record has no fitted temperature
+    (the evaluation then scaled by 1).
+    """
+    if not trust:
+        return None
+    fitted = record.temperature is not None
+    return {
+        # Every evaluation with trust figures binned with CalibrationStats' 15 bins; later ones say so themselves.
+        "bins": trust.get("bins", 15),
+        "ece_t1": trust["ece_before"],
+        "ece_fitted": trust["ece_after"] if fitted else None,
+        "temperature": trust["temperature"] if fitted else None,
+        "images": trust["images"],
+        "resolution": f"{record.image_size[0]}x{record.image_size[1]}",
+    }
+
+
 def export_run(
     cfg: BenchmarkConfig, model: BenchmarkModel | str, run: int, device: str | None = None, progress: bool = False
 ) -> Path:
     """Writes the committed results of a finished run folder (``out_dir/runs/<label>/<run key>``) into ``results_dir``.
 
     Evaluates the best checkpoint on the run's test ids (and each cross-dataset root) unless the run folder already
-    holds that evaluation, predicts the overlay cases' masks, and for the report's feature model keeps the feature
-    maps. Works on run folders trained by earlier versions of the benchmark, as long as they ran this benchmark's
-    epoch count without a time budget.
+    holds that evaluation, keeps its calibration figures (:func:`_calibration`), predicts the overlay cases' masks,
+    and for the report's feature model keeps the feature maps. Works on run folders trained by earlier versions of
+    the benchmark, as long as they ran this benchmark's epoch count without a time budget.
 
     Args:
         cfg: the benchmark.
@@ -343,6 +365,7 @@ def export_run(
         "trained_by_commit": trained_on.lesionseg_commit if trained_on else None,
         "evaluated": {"cases": ev.get("cases"), "resolution": ev.get("resolution")},
         "results": ev["results"],
+        "calibration": _calibration(ev.get("trust"), best_record),
         "overlay_cases": cases,
         "overlay_in_test": set(cases) <= set(split.test),
     }

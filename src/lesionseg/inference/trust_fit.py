@@ -261,6 +261,7 @@ class TrustEvaluation:
 
         return {
             "images": len(self.rows),
+            "bins": len(self.before.counts),
             "temperature": round(self.temperature, 4),
             "ece_before": round(self.before.ece, 5),
             "ece_after": round(self.after.ece, 5),
@@ -280,7 +281,7 @@ class TrustEvaluation:
             return "n/a" if v is None else format(v, spec)
 
         out = [
-            f"calibration (pixel-level ECE, 15 bins, {s['images']} images at the working size): "
+            f"calibration (pixel-level ECE, {s['bins']} bins, {s['images']} images at the working size): "
             f"{s['ece_before']:.4f} at T = 1, {s['ece_after']:.4f} at T = {s['temperature']:.3g}",
         ]
         if self.low_confidence_rate is not None:
