@@ -141,3 +141,103 @@ def test_predictor_runs_an_ensemble_on_both_backends(ensemble):
     ort = Predictor.from_checkpoint(ensemble, backend="onnxruntime")
     assert ort.session is not None
     np.testing.assert_allclose(ort.predict_proba([image])[0], p_eager, atol=1e-4)
+
+
+def _oof(path: Path, probs: np.ndarray, truths: np.ndarray, flip: np.ndarray | None = None) -> Path:
+    arrays = {"ids": np.array([f"c{i}" for i in range(len(probs))]), "probs": probs.astype(np.float16)}
+    arrays["truths"] = truths.astype(np.uint8)
+    if flip is not None:
+        arrays["probs_flip"] = flip.astype(np.float16)
+    np.savez(path, **arrays)
+    return path
+
+
+def _synthetic_oof(seed: int, n: int = 12, size: tuple[int, int] = (48, 40)):
+    """Discs with blurred, noisy probabilities whose edge sits low: a lower threshold fits them better."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[: size[0], : size[1]]
+    truths, probs = [], []
+    for _ in range(n):
+        cy, cx, r = rng.integers(15, 33), rng.integers(12, 28), rng.integers(6, 12)
+        d = np.sqrt((yy - cy) ** 2 + (xx - cx) ** 2)
+        truths.append(d <= r)
+        probs.append(1 / (1 + np.exp((d - r + 1.5) / 1.5)) * rng.uniform(0.7, 1.0) + rng.uniform(0, 0.05, size))
+    return np.clip(np.stack(probs), 0, 1), np.stack(truths)
+
+
+def test_fit_ensemble_from_oof_writes_the_settings(tmp_path, ensemble):
+    from lesionseg.inference.ensemble_fit import fit_ensemble_from_oof
+
+    probs_a, truths = _synthetic_oof(0)
+    probs_b = np.clip(probs_a + np.random.default_rng(1).normal(0, 0.05, probs_a.shape), 0, 1)
+    a = _oof(tmp_path / "a.npz", probs_a, truths, flip=probs_a)
+    b = _oof(tmp_path / "b.npz", probs_b[:, ::2, ::2], truths[:, ::2, ::2])  # another working size
+    record = fit_ensemble_from_oof(ensemble, [a, b])
+    assert record == load_record(ensemble)
+    assert record.threshold in (0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65)
+    assert record.temperature is not None and record.quality.single is not None and record.quality.flip is None
+    assert record.trust_validation["n_cases"] == 12 and record.oof["n_cases"] == 12
+    assert record.trust_validation["dice_per_image"] >= record.trust_validation["dice_per_image_by_threshold"]["0.5"]
+    # The fitted ensemble still predicts, with its own settings.
+    from lesionseg.inference import Predictor
+
+    predictor = Predictor.from_checkpoint(ensemble)
+    assert predictor.threshold == record.threshold and predictor.quality is not None
+    result = predictor.predict([np.zeros((30, 30, 3), np.uint8)])[0]
+    assert 0 <= result.trust.predicted_dice <= 1
+
+
+def test_fit_ensemble_keeps_one_half_unless_another_threshold_helps():
+    from lesionseg.inference.ensemble_fit import fit_ensemble
+
+    _, truths = _synthetic_oof(0)
+    exact = np.where(truths, 0.9, 0.1).astype(np.float32)
+    fit = fit_ensemble(exact, truths, probs_flip=exact)
+    assert fit.threshold == 0.5 and fit.postprocess.steps == () and fit.quality.flip is not None
+    with pytest.raises(ValueError, match="at least 3 cases"):
+        fit_ensemble(exact[:2], truths[:2])
+
+
+def test_bad_oof_files_are_named(tmp_path):
+    from lesionseg.inference.ensemble_fit import average_oof, read_oof
+
+    probs, truths = _synthetic_oof(0, n=4)
+    np.savez(tmp_path / "bad.npz", ids=np.array(["a"]), probs=probs)
+    with pytest.raises(ValueError, match=r"bad.npz: missing keys \['truths'\]"):
+        read_oof(tmp_path / "bad.npz")
+    a = read_oof(_oof(tmp_path / "a.npz", probs, truths))
+    b = read_oof(_oof(tmp_path / "b.npz", probs[:3], truths[:3]))
+    with pytest.raises(ValueError, match="hold different cases"):
+        average_oof([a, b])
+
+
+def test_ensemble_cli_create_fit_predict_and_list(tmp_path, monkeypatch, capsys):
+    from PIL import Image
+
+    from lesionseg import cli
+    from lesionseg.models import hub
+
+    members = make_members(tmp_path)
+    oof = _oof(tmp_path / "oof.npz", *_synthetic_oof(0))
+    out = tmp_path / "e.json"
+    args = ["ensemble", "create", "--member", str(members[0]), "--member", str(members[1]), "--oof", str(oof)]
+    assert cli.main([*args, "--out", str(out)]) == 0
+    assert "fitted on 12 out-of-fold cases" in capsys.readouterr().out
+    assert load_record(out).quality is not None
+    assert cli.main(["ensemble", "fit", "--out", str(out)]) == 2  # no --oof: a usage error
+    Image.fromarray(np.full((40, 50, 3), 120, np.uint8)).save(tmp_path / "x.png")
+    assert cli.main(["predict", str(tmp_path / "x.png"), "--model", str(out), "--out", str(tmp_path / "pred")]) == 0
+    assert (tmp_path / "pred").is_dir()
+
+    # A shipped ensemble tag: its record in weights/, members in weights/<tag>/.
+    weights = tmp_path / "weights"
+    for i, m in enumerate(members):
+        model, record = load_model(m)
+        save_checkpoint(weights / "derm_ens" / f"fold{i}", model, record)
+    save_ensemble(weights / "derm_ens.json", [weights / "derm_ens" / "fold0", weights / "derm_ens" / "fold1"])
+    monkeypatch.setattr(hub, "WEIGHTS_DIR", weights)
+    info = hub.list_pretrained()["derm_ens"]
+    assert info.model == "ensemble" and info.members == ("unet_small (derm_ens/fold0)", "unet_small (derm_ens/fold1)")
+    assert isinstance(hub.load_pretrained("derm_ens")[0], EnsembleModel)
+    assert cli.main(["models", "--pretrained"]) == 0
+    assert "member unet_small (derm_ens/fold1)" in capsys.readouterr().out

@@ -704,10 +704,15 @@ def _parse_record(text: str, source: str) -> ModelRecord | EnsembleRecord:
 
 
 def checkpoint_stem(path: str | Path) -> Path:
-    """``runs/x/best`` from ``runs/x/best``, ``best.json`` or ``best.safetensors``; a run folder means its best."""
+    """``runs/x/best`` from ``runs/x/best``, ``best.json`` or ``best.safetensors``; a run folder means its best.
+
+    A folder with a record of its name beside it and no ``best`` inside (a shipped ensemble ``weights/<tag>.json``,
+    its members in ``weights/<tag>/``) is that record's stem.
+    """
     path = Path(path)
     if path.is_dir():
-        path = path / "best"
+        inside = (path / "best").with_suffix(".json").is_file()
+        path = path if not inside and path.with_name(path.name + ".json").is_file() else path / "best"
     for suffix in (".state.safetensors", ".safetensors", ".json"):
         if path.name.endswith(suffix):
             return path.with_name(path.name[: -len(suffix)])
@@ -1007,7 +1012,9 @@ def save_ensemble(
     Raises:
         CheckpointError: a member that is missing, an ensemble itself, or unlike the others (input channels).
     """
-    stem = checkpoint_stem(path)
+    path = Path(path)
+    # Not checkpoint_stem: the record does not exist yet, and its stem may name the folder of its members.
+    stem = path.with_name(path.name[: -len(".json")]) if path.name.endswith(".json") else path
     stem.parent.mkdir(parents=True, exist_ok=True)
     if weights is not None and len(weights) != len(members):
         raise ValueError(f"weights: {len(weights)} for {len(members)} members")
@@ -1041,12 +1048,12 @@ def save_ensemble(
 
 
 def write_ensemble_record(path: str | Path, record: EnsembleRecord) -> Path:
-    """Write (or rewrite, after fitting) an ensemble record, whole or not at all."""
-    stem = checkpoint_stem(path)
-    rec_path = stem.with_name(stem.name + ".json")
+    """Write (or rewrite, after fitting) an ensemble record ``<stem>.json``, whole or not at all."""
+    path = Path(path)
+    rec_path = path if path.name.endswith(".json") else path.with_name(path.name + ".json")
     text = record.to_json()
     os.replace(_write_tmp(rec_path, lambda p: p.write_text(text)), rec_path)
-    return stem
+    return rec_path.with_name(rec_path.name[: -len(".json")])
 
 
 def load_weights(path: str | Path, record: ModelRecord, model: nn.Module, map_location: str = "cpu") -> None:
@@ -1073,7 +1080,8 @@ WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 
 @dataclass(frozen=True)
 class PretrainedInfo:
-    """One shipped model: ``<tag>.safetensors`` + ``<tag>.json`` (record) + ``<tag>.md`` (model card).
+    """One shipped model: ``<tag>.safetensors`` + ``<tag>.json`` (record) + ``<tag>.md`` (model card); or a shipped
+    ensemble: ``<tag>.json`` (its record) + ``<tag>.md``, its members' checkpoints in ``<tag>/``.
 
     Attributes:
         tag: the name users pass (``skin``, ``polyp``).
@@ -1082,6 +1090,7 @@ class PretrainedInfo:
         dataset: training data and split.
         metrics: headline test metrics from the record (``{"native": {...}, "working": {...}}``).
         stem: checkpoint stem inside the package.
+        members: an ensemble's members as ``model (path)``; empty for one model.
     """
 
     tag: str
@@ -1090,6 +1099,7 @@ class PretrainedInfo:
     dataset: str
     metrics: dict[str, Any]
     stem: Path
+    members: tuple[str, ...] = ()
 
     @property
     def card_path(self) -> Path:
@@ -1097,12 +1107,17 @@ class PretrainedInfo:
 
 
 def list_pretrained() -> dict[str, PretrainedInfo]:
-    """The shipped pretrained models by tag (read from the package's ``weights/`` folder)."""
+    """The shipped pretrained models by tag (read from the package's ``weights/`` folder; an ensemble tag's members
+    are in ``weights/<tag>/``)."""
     out: dict[str, PretrainedInfo] = {}
     for rec_path in sorted(WEIGHTS_DIR.glob("*.json")):
         record = load_record(rec_path)
         info = record.pretrained
         tag = info.tag if info else rec_path.stem
+        members: tuple[str, ...] = ()
+        if isinstance(record, EnsembleRecord):
+            found = load_ensemble_members(rec_path, record)
+            members = tuple(f"{r.model} ({m.path})" for m, (_, r) in zip(record.members, found))
         out[tag] = PretrainedInfo(
             tag=tag,
             model=record.model,
@@ -1110,6 +1125,7 @@ def list_pretrained() -> dict[str, PretrainedInfo]:
             dataset=info.dataset if info else "",
             metrics=info.test_metrics if info else {},
             stem=rec_path.with_suffix(""),
+            members=members,
         )
     return out
 
@@ -1172,7 +1188,16 @@ def model_card(tag: str) -> str:
 
 
 def _complete_checkpoint(stem: Path) -> bool:
-    return stem.with_name(stem.name + ".json").is_file() and stem.with_name(stem.name + ".safetensors").is_file()
+    """A record with its weights (an ensemble record: with the kind that says it has none of its own)."""
+    rec_path = stem.with_name(stem.name + ".json")
+    if not rec_path.is_file():
+        return False
+    if stem.with_name(stem.name + ".safetensors").is_file():
+        return True
+    try:
+        return isinstance(load_record(stem), EnsembleRecord)
+    except CheckpointError:
+        return False
 
 
 def resolve_checkpoint(name: str | Path) -> Path:
