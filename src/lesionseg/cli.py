@@ -423,6 +423,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.model is None:
         raise UsageError("export: give --model, a shipped tag (skin, polyp) or a checkpoint")
     stem = resolve_checkpoint(args.model)
+    if Path(args.onnx).with_suffix(".json").resolve() == stem.with_name(stem.name + ".json").resolve():
+        raise UsageError(f"export: {args.onnx} would write its record over the model's own {stem.name}.json")
     model, record = load_model(stem)
     path = export_onnx(
         model,

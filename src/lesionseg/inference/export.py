@@ -267,6 +267,6 @@ def cached_onnx_for_checkpoint(
             from ..models.hub import load_model
 
             model, _ = load_model(stem)
-        _logger.info("exporting %s to %s (once)", Path(str(stem) + ".safetensors"), path)
+        _logger.info("exporting %s to %s (once)", stem, path)
         export_onnx(model, path, record.image_size, record.in_channels, record=record)
     return path
