@@ -177,6 +177,7 @@ def test_fit_ensemble_from_oof_writes_the_settings(tmp_path, ensemble):
     assert record.threshold in (0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65)
     assert record.temperature is not None and record.quality.single is not None and record.quality.flip is None
     assert record.trust_validation["n_cases"] == 12 and record.oof["n_cases"] == 12
+    assert -1 <= record.trust_validation["disagreement"]["spearman_with_dice"] <= 1
     assert record.trust_validation["dice_per_image"] >= record.trust_validation["dice_per_image_by_threshold"]["0.5"]
     # The fitted ensemble still predicts, with its own settings.
     from lesionseg.inference import Predictor

@@ -44,7 +44,7 @@ from ..models.hub import (
     write_ensemble_record,
 )
 from .postprocess import apply_postprocessing, select_postprocessing
-from .trust import fit_temperature
+from .trust import fit_temperature, spearman
 from .trust_fit import _fit_quality
 
 __all__ = [
@@ -74,6 +74,8 @@ class OutOfFold:
         truths: uint8 (N, H, W) {0, 1}.
         probs_flip: float32 (N, H, W) flip-averaged probabilities, or None.
         source: where it was read from (named in errors).
+        disagreement: per case, the members' weighted standard deviation of probability averaged over the pixels
+            any member calls foreground (an average of several sets only; None otherwise).
     """
 
     ids: list[str]
@@ -81,6 +83,7 @@ class OutOfFold:
     truths: np.ndarray
     probs_flip: np.ndarray | None = None
     source: str = "oof"
+    disagreement: np.ndarray | None = None
 
     def resized(self, size: tuple[int, int]) -> OutOfFold:
         """The same at working size ``size`` (H, W): probabilities bilinear, truths nearest."""
@@ -160,20 +163,31 @@ def average_oof(
     total = sum(weights)
     first = sets[at_size.index(True)] if any(at_size) else sets[0]
     probs = np.zeros_like(first.probs)
+    second = np.zeros_like(first.probs)  # the weighted mean of squares, for the members' spread
+    union = np.zeros(first.probs.shape, bool)
     flip = None if any(s.probs_flip is None for s in sets) else np.zeros_like(first.probs)
     for s, w, native in zip(sets, weights, at_size):
         if set(s.ids) != set(first.ids):
             only = sorted(set(s.ids) ^ set(first.ids))[:5]
             raise ValueError(f"{s.source} and {first.source} hold different cases (e.g. {only})")
-        order = [s.ids.index(i) for i in first.ids] if s.ids != first.ids else slice(None)
+        where = {i: k for k, i in enumerate(s.ids)}
+        order = [where[i] for i in first.ids] if s.ids != first.ids else slice(None)
         disagree = int((s.truths[order] != first.truths).sum())
         # Exact at the same size; a resized set's truths may differ along the edges only.
         if disagree > first.truths.size // (1000 if native else 20):
             raise ValueError(f"{s.source} and {first.source}: the truths differ ({disagree} pixels)")
-        probs += s.probs[order] * (w / total)
+        member = s.probs[order]
+        probs += member * (w / total)
+        second += member**2 * (w / total)
+        union |= member > 0.5
         if flip is not None:
             flip += s.probs_flip[order] * (w / total)
-    return OutOfFold(first.ids, probs, first.truths, flip, " + ".join(s.source for s in sets))
+    disagreement = None
+    if len(sets) > 1:
+        spread = np.sqrt(np.clip(second - probs**2, 0, None))
+        counts = union.sum(axis=(1, 2))
+        disagreement = np.where(counts > 0, (spread * union).sum(axis=(1, 2)) / np.maximum(counts, 1), 0.0)
+    return OutOfFold(first.ids, probs, first.truths, flip, " + ".join(s.source for s in sets), disagreement)
 
 
 def _logit(p: np.ndarray) -> np.ndarray:
@@ -226,6 +240,7 @@ def fit_ensemble(
     probs_flip: np.ndarray | None = None,
     thresholds: Sequence[float] = THRESHOLDS,
     min_gain: float = 1e-3,
+    disagreement: np.ndarray | None = None,
 ) -> EnsembleFit:
     """Choose threshold, post-processing, temperature and quality curves from per-case probabilities.
 
@@ -235,6 +250,8 @@ def fit_ensemble(
         probs_flip: the flip-averaged probabilities (fits the ``flip`` quality curve), or None.
         thresholds: the grid tried; 0.5 is kept unless another raises the per-image Dice by ``min_gain``.
         min_gain: smallest per-image Dice gain that moves the threshold off 0.5.
+        disagreement: per-case members' disagreement (:attr:`OutOfFold.disagreement`); measured, not yet used: its
+            Spearman with the true Dice is reported beside the quality signal's (``validation["disagreement"]``).
 
     Raises:
         ValueError: shapes that differ, or fewer than 3 cases.
@@ -274,6 +291,13 @@ def fit_ensemble(
         "dice_per_image": round(_per_image_dice(masks, truths), 6),
         "quality": figures,
     }
+    if disagreement is not None:
+        dice = [_per_image_dice([m], t[None]) for m, t in zip(masks, truths)]
+        rho = spearman(-np.asarray(disagreement, dtype=np.float64), dice)
+        validation["disagreement"] = {
+            "spearman_with_dice": None if np.isnan(rho) else round(float(rho), 4),
+            "mean": round(float(np.mean(disagreement)), 6),
+        }
     return EnsembleFit(threshold, postprocess, temperature, QualityFit(**curves), validation)
 
 
@@ -299,7 +323,7 @@ def fit_ensemble_from_oof(record_path: str | Path, oof_files: Sequence[str | Pat
     sets = [read_oof(p) for p in oof_files]
     weights = record.member_weights() if len(sets) == len(record.members) else None
     oof = average_oof(sets, record.image_size, weights)
-    fit = fit_ensemble(oof.probs, oof.truths, oof.probs_flip)
+    fit = fit_ensemble(oof.probs, oof.truths, oof.probs_flip, disagreement=oof.disagreement)
     record = fit.apply_to(record)
     if record.image_description is None:
         described = next((r.image_description for _, r in members if r.image_description is not None), None)
