@@ -13,6 +13,11 @@ the weights (and state) it belongs to, so that a checkpoint whose files come fro
 while writing) or a damaged file is refused by name instead of loaded. Loading validates every record field, the
 model name and its options against the model's constructor, and the weights (finite, floating where the model's are).
 
+An ensemble is one more record, ``<stem>.json`` with ``"kind": "ensemble"`` (:class:`EnsembleRecord`), listing member
+checkpoints by path relative to it and the sha256 of each member's record; :func:`load_record`, :func:`load_model`,
+:func:`resolve_checkpoint` and the shipped tags take it where they take a checkpoint (:func:`save_ensemble` writes
+one; :class:`~lesionseg.models.ensemble.EnsembleModel` runs it).
+
 The record, its reading and the shipped models' listing need neither torch nor safetensors' torch bindings (the
 onnxruntime predictor reads records without them); the functions that touch weights import torch when called.
 """
