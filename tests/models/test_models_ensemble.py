@@ -82,6 +82,8 @@ def _edit(stem: Path, change) -> None:
         (lambda d: d["members"][0].update(sha256="0" * 64), r"members\[0\]: .* not the record the ensemble"),
         (lambda d: d["members"][1].update(path="../c/best"), r"members\[1\]: missing member '../c/best'"),
         (lambda d: d["members"][0].update(sha256="xyz"), "not a sha256 hex digest"),
+        (lambda d: d["members"][0].update(weight=1.0), "combine 'mean': members must not carry weights"),
+        (lambda d: d["members"][0].update(path="/abs/best"), "must be relative to the ensemble record"),
     ],
 )
 def test_ensemble_record_is_read_strictly_naming_the_file(ensemble, change, message):
@@ -222,7 +224,7 @@ def test_ensemble_cli_create_fit_predict_and_list(tmp_path, monkeypatch, capsys)
     oof = _oof(tmp_path / "oof.npz", *_synthetic_oof(0))
     out = tmp_path / "e.json"
     args = ["ensemble", "create", "--member", str(members[0]), "--member", str(members[1]), "--oof", str(oof)]
-    assert cli.main([*args, "--out", str(out)]) == 0
+    assert cli.main([*args, "--image-size", "48", "40", "--out", str(out)]) == 0
     assert "fitted on 12 out-of-fold cases" in capsys.readouterr().out
     assert load_record(out).quality is not None
     assert cli.main(["ensemble", "fit", "--out", str(out)]) == 2  # no --oof: a usage error

@@ -938,8 +938,9 @@ def build_recorded_model(record: ModelRecord, source: str | Path = "record") -> 
         raise CheckpointError(f"{source}: model_kwargs: model {record.model!r} refuses them ({err})") from err
 
 
-def load_model(path: str | Path, map_location: str = "cpu") -> tuple[nn.Module, ModelRecord]:
-    """Rebuild the model of a checkpoint from its record and load its weights (eval mode).
+def load_model(path: str | Path, map_location: str = "cpu") -> tuple[nn.Module, ModelRecord | EnsembleRecord]:
+    """Rebuild the model of a checkpoint from its record and load its weights (eval mode); an ensemble record gives
+    an :class:`~lesionseg.models.ensemble.EnsembleModel` over its members, each checked as a checkpoint is.
 
     Raises:
         CheckpointError: a file is missing, damaged or not the record's (checksum), the record is invalid (unknown
@@ -1148,7 +1149,7 @@ def pretrained_stem(tag: str) -> Path:
     return shipped[tag].stem
 
 
-def load_pretrained(tag: str, map_location: str = "cpu") -> tuple[nn.Module, ModelRecord]:
+def load_pretrained(tag: str, map_location: str = "cpu") -> tuple[nn.Module, ModelRecord | EnsembleRecord]:
     """A shipped model (eval mode) and its record."""
     return load_model(pretrained_stem(tag), map_location=map_location)
 
