@@ -423,6 +423,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.model is None:
         raise UsageError("export: give --model, a shipped tag (skin, polyp) or a checkpoint")
     stem = resolve_checkpoint(args.model)
+    if Path(args.onnx).with_suffix(".json").resolve() == stem.with_name(stem.name + ".json").resolve():
+        raise UsageError(f"export: {args.onnx} would write its record over the model's own {stem.name}.json")
     model, record = load_model(stem)
     path = export_onnx(
         model,
@@ -482,6 +484,36 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ensemble(args: argparse.Namespace) -> int:
+    from .models.hub import checkpoint_stem, save_ensemble
+
+    if args.action == "create":
+        if len(args.member) < 2:
+            raise UsageError("ensemble create: give at least two --member checkpoints")
+        if args.weight and len(args.weight) != len(args.member):
+            raise UsageError(f"ensemble create: {len(args.weight)} --weight for {len(args.member)} --member")
+        stem = save_ensemble(args.out, args.member, weights=args.weight or None, image_size=args.image_size)
+    else:
+        if args.member or args.weight or args.image_size:
+            raise UsageError("ensemble fit: --member, --weight and --image-size are for create")
+        stem = args.out
+    if args.oof:
+        from .inference.ensemble_fit import fit_ensemble_from_oof
+
+        record = fit_ensemble_from_oof(stem, args.oof)
+        quality = record.trust_validation or {}
+        print(
+            f"fitted on {quality.get('n_cases')} out-of-fold cases: threshold {record.threshold:g}, post-processing "
+            f"{' + '.join(record.postprocess.steps) if record.postprocess and record.postprocess.steps else 'none'}, "
+            f"temperature {record.temperature:.3f}, per-image Dice {quality.get('dice_per_image')}"
+        )
+    elif args.action == "fit":
+        raise UsageError("ensemble fit: give the out-of-fold files (--oof X/oof.npz, one or more)")
+    stem = checkpoint_stem(stem)
+    print(f"wrote {stem.with_name(stem.name + '.json')}")
+    return 0
+
+
 def _print_pretrained(show_cards: bool) -> int:
     from .models.hub import list_pretrained, model_card
 
@@ -495,6 +527,8 @@ def _print_pretrained(show_cards: bool) -> int:
             else "n/a"
         )
         print(f"{tag:8s} {info.model:14s} {dice:>40s}  {info.title}")
+        for member in info.members:
+            print(f"{'':8s}   member {member}")
     if show_cards:
         for tag in shipped:
             print(f"\n{'=' * 100}\n{model_card(tag)}")
@@ -950,6 +984,30 @@ def _add_models(sub) -> None:
     p.set_defaults(func=cmd_models)
 
 
+def _add_ensemble(sub) -> None:
+    p = sub.add_parser(
+        "ensemble",
+        help="make an ensemble record over checkpoints, and fit its settings on out-of-fold probabilities",
+        description="create --member A --member B ... --out E.json [--oof X/oof.npz ...] | fit --out E.json --oof "
+        "X/oof.npz ... (the ensemble is then a --model for predict, evaluate, serve and export)",
+    )
+    p.add_argument("action", choices=("create", "fit"), help="create: write the record; fit: refit its settings")
+    p.add_argument("--member", action="append", default=[], metavar="CHECKPOINT", help="a member (repeat)")
+    p.add_argument("--weight", action="append", type=float, default=[], help="a member's weight (repeat, in order)")
+    p.add_argument("--image-size", type=int, nargs=2, metavar=("H", "W"), help="working size (default: largest)")
+    p.add_argument(
+        "--oof",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="OOF.npz",
+        help="out-of-fold probabilities to fit threshold, post-processing, temperature and quality on (repeat: "
+        "averaged per case)",
+    )
+    p.add_argument("--out", required=True, type=Path, metavar="E.json", help="the ensemble record")
+    p.set_defaults(func=cmd_ensemble)
+
+
 def _add_data_verb(sub) -> None:
     p = sub.add_parser(
         "data",
@@ -1012,6 +1070,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_serve,
         _add_benchmark,
         _add_models,
+        _add_ensemble,
         _add_data_verb,
     ):
         add(sub)

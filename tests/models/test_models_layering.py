@@ -17,7 +17,7 @@ FAMILIES = {
     "medmamba": {"vmunet": {"CPU_SIZE", "VMUNet"}},
     "sc_unext": {"unext": {"UNeXt"}},
 }
-NOT_MODELS = {"__init__", "_registry", "base", "hub", "complexity"}
+NOT_MODELS = {"__init__", "_registry", "base", "hub", "complexity", "ensemble"}
 
 
 def _sibling_imports(path: Path) -> dict[str, set[str]]:

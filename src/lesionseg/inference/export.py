@@ -28,7 +28,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..models.hub import ModelRecord
+from ..models.hub import EnsembleRecord, ModelRecord
 
 if TYPE_CHECKING:
     import torch
@@ -82,7 +82,7 @@ def export_onnx(
     path: str | Path,
     image_size: tuple[int, int] = (256, 256),
     in_channels: int = 3,
-    record: ModelRecord | None = None,
+    record: ModelRecord | EnsembleRecord | None = None,
     opset: int = 17,
     exporter: str = "auto",
 ) -> Path:
@@ -125,7 +125,10 @@ def export_onnx(
         raise OnnxExportError(f"{type(model).__name__} could not be exported to ONNX ({'; '.join(reasons)})")
     os.replace(tmp, path)
     # The record without its training state and the checksums of the checkpoint files, then how to feed the file.
-    meta = replace(record, state=None, sha256=None).to_dict() if record is not None else {}
+    if isinstance(record, ModelRecord):
+        meta = replace(record, state=None, sha256=None).to_dict()
+    else:  # an ensemble's record (its members' paths mean nothing beside the graph, which holds them all)
+        meta = record.to_dict() if record is not None else {}
     meta["onnx"] = {
         "file": path.name,
         "input": INPUT_NAME,
@@ -238,15 +241,21 @@ def shipped_onnx_path(stem: str | Path) -> Path | None:
     return path if path.parent.resolve() == WEIGHTS_DIR and path.is_file() else None
 
 
-def cached_onnx_path(stem: str | Path, record: ModelRecord) -> Path:
+def cached_onnx_path(stem: str | Path, record: ModelRecord | EnsembleRecord) -> Path:
     """Where the user cache keeps a checkpoint's exported graph: ``$LESIONSEG_CACHE`` (or ``~/.cache/lesionseg``)
-    ``/onnx/<model>-<SHA-256 of the weights file>.onnx``, so that changed weights are exported anew."""
-    weights = Path(str(stem) + ".safetensors")
-    digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:16]
+    ``/onnx/<model>-<SHA-256 of the weights file>.onnx``, so that changed weights are exported anew. An ensemble's
+    key is its record's text, which names every member record's checksum (and they their weights')."""
+    if isinstance(record, EnsembleRecord):
+        key = Path(str(stem) + ".json").read_bytes()
+    else:
+        key = Path(str(stem) + ".safetensors").read_bytes()
+    digest = hashlib.sha256(key).hexdigest()[:16]
     return _cache_dir() / f"{record.model}-{digest}.onnx"
 
 
-def cached_onnx_for_checkpoint(stem: str | Path, record: ModelRecord, model: nn.Module | None = None) -> Path:
+def cached_onnx_for_checkpoint(
+    stem: str | Path, record: ModelRecord | EnsembleRecord, model: nn.Module | None = None
+) -> Path:
     """The ONNX graph of a checkpoint: the one the package ships for it, else the user cache's, exported there once
     (from ``model``, or the checkpoint's weights when None) and reused while the weights file is unchanged."""
     shipped = shipped_onnx_path(stem)
@@ -258,6 +267,6 @@ def cached_onnx_for_checkpoint(stem: str | Path, record: ModelRecord, model: nn.
             from ..models.hub import load_model
 
             model, _ = load_model(stem)
-        _logger.info("exporting %s to %s (once)", Path(str(stem) + ".safetensors"), path)
+        _logger.info("exporting %s to %s (once)", stem, path)
         export_onnx(model, path, record.image_size, record.in_channels, record=record)
     return path

@@ -24,7 +24,7 @@ import numpy as np
 
 from ..data.base import channel_stats, load_case, normalize_image, resize_pair
 from ..data.io import read_image
-from ..models.hub import ModelRecord, load_model, load_record, resolve_checkpoint
+from ..models.hub import EnsembleRecord, ModelRecord, load_model, load_record, resolve_checkpoint
 from ..runtime import PRECISIONS, autocast_context, cuda_possible, resolve_device
 from .postprocess import apply_postprocessing, check_postprocess_steps
 from .trust import (
@@ -194,7 +194,7 @@ class Predictor:
         self.backend = backend
         self.session = None
         self.model: nn.Module | None = None
-        self.record: ModelRecord | None = None  # the checkpoint record, when built from one
+        self.record: ModelRecord | EnsembleRecord | None = None  # the checkpoint (or ensemble) record
         self._device = "cpu"  # onnxruntime's; the torch backend resolves its own below
         if backend == "onnxruntime":
             from .export import onnx_session
@@ -232,7 +232,11 @@ class Predictor:
     # ------------------------------------------------------------------------------------------------ constructors
     @classmethod
     def from_record(
-        cls, model: nn.Module | str | Path, record: ModelRecord, backend: str = "torch", **overrides: Any
+        cls,
+        model: nn.Module | str | Path,
+        record: ModelRecord | EnsembleRecord,
+        backend: str = "torch",
+        **overrides: Any,
     ) -> Predictor:
         """A predictor over ``model`` configured by its record: working size, normalisation, channels, threshold,
         post-processing, temperature, quality estimator and training-image description.

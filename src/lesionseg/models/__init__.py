@@ -10,6 +10,7 @@ import importlib
 from typing import Any
 
 __all__ = [
+    "EnsembleModel",
     "MODELS",
     "ModelOutput",
     "SegmentationModel",
@@ -38,6 +39,7 @@ _WHERE = {
     "ModelOutput": ".base",
     "SegmentationModel": ".base",
     "create_model": ".hub",
+    "EnsembleModel": ".ensemble",
     "UNet": ".unet",
 }
 

@@ -13,6 +13,11 @@ the weights (and state) it belongs to, so that a checkpoint whose files come fro
 while writing) or a damaged file is refused by name instead of loaded. Loading validates every record field, the
 model name and its options against the model's constructor, and the weights (finite, floating where the model's are).
 
+An ensemble is one more record, ``<stem>.json`` with ``"kind": "ensemble"`` (:class:`EnsembleRecord`), listing member
+checkpoints by path relative to it and the sha256 of each member's record; :func:`load_record`, :func:`load_model`,
+:func:`resolve_checkpoint` and the shipped tags take it where they take a checkpoint (:func:`save_ensemble` writes
+one; :class:`~lesionseg.models.ensemble.EnsembleModel` runs it).
+
 The record, its reading and the shipped models' listing need neither torch nor safetensors' torch bindings (the
 onnxruntime predictor reads records without them); the functions that touch weights import torch when called.
 """
@@ -26,7 +31,7 @@ import math
 import os
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import MISSING, Field, dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -42,6 +47,9 @@ __all__ = [
     "FORMAT_VERSION",
     "CheckpointError",
     "DataSource",
+    "ENSEMBLE_FORMAT_VERSION",
+    "EnsembleMember",
+    "EnsembleRecord",
     "FileChecksums",
     "MAX_IMAGE_SIDE",
     "ModelRecord",
@@ -62,7 +70,10 @@ __all__ = [
     "build_recorded_model",
     "check_weights",
     "load_record",
+    "load_ensemble_members",
     "load_model",
+    "save_ensemble",
+    "write_ensemble_record",
     "load_state",
     "load_weights",
     "checkpoint_stem",
@@ -72,6 +83,12 @@ __all__ = [
 ]
 
 FORMAT_VERSION = 1
+
+#: Format of an ensemble record (``"kind": "ensemble"``), versioned apart from :data:`FORMAT_VERSION`.
+ENSEMBLE_FORMAT_VERSION = 1
+
+#: How an ensemble combines its members' probabilities.
+ENSEMBLE_COMBINE = ("mean", "weights")
 
 #: Largest working side a record may name: beyond it a single image would take gigabytes before the model runs.
 MAX_IMAGE_SIDE = 4096
@@ -536,11 +553,171 @@ class ModelRecord(_RecordPart):
         return cls.from_dict(data, source)
 
 
+@dataclass(frozen=True, kw_only=True)
+class EnsembleMember(_RecordPart):
+    """One member of an ensemble record (``members[i]`` in the JSON).
+
+    Attributes:
+        path: the member checkpoint's stem, relative to the ensemble record's folder (POSIX separators).
+        sha256: sha256 of the member's record file (``<stem>.json``), which itself names its weights' checksum: a
+            member retrained or replaced since the ensemble was made is refused.
+        weight: its weight in the combination (``combine: weights``; None with ``mean``).
+    """
+
+    path: str
+    sha256: str
+    weight: float | None = None
+
+    def __post_init__(self) -> None:
+        if not self.path or Path(self.path).is_absolute():
+            raise ValueError(f"path: must be relative to the ensemble record, got {self.path!r}")
+        if len(self.sha256) != 64 or any(c not in "0123456789abcdef" for c in self.sha256):
+            raise ValueError(f"sha256: not a sha256 hex digest: {self.sha256!r}")
+        if self.weight is not None and not (math.isfinite(self.weight) and self.weight >= 0):
+            raise ValueError(f"weight: must be a finite number >= 0, got {self.weight}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class EnsembleRecord(_RecordPart):
+    """An ensemble of checkpoints used as one model: ``<stem>.json`` with ``"kind": "ensemble"`` and no weights file
+    of its own (the members' are theirs). Accepted wherever a checkpoint is (:func:`load_record`,
+    :func:`load_model`, :func:`resolve_checkpoint`, shipped tags); :class:`lesionseg.models.ensemble.EnsembleModel`
+    runs it.
+
+    The ensemble's input is an image at its own working size normalised with its own ``mean``/``std``; each member
+    sees it resized to its own size and normalised its own way, and its probability is resized back and combined.
+    The ensemble's settings (threshold, post-processing, temperature, quality curves) are its own, fitted on the
+    combined probabilities (:mod:`lesionseg.inference.ensemble_fit`), like a :class:`ModelRecord`'s.
+
+    Attributes:
+        members: the member checkpoints (at least two), ensembles not allowed.
+        combine: ``mean`` (equal weights) or ``weights`` (each member's ``weight``, normalised to sum 1).
+        image_size: working size (H, W) of the combined probability.
+        mean: normalisation mean of the ensemble's input, [0, 1] units.
+        std: normalisation std of the ensemble's input.
+        in_channels: input channels (every member's).
+        num_classes: output channels (1).
+        threshold, postprocess, temperature, quality, image_description, trust_validation, metrics, dataset,
+            pretrained: as in :class:`ModelRecord`, for the combined probability.
+        oof: how the settings were fitted (OOF files, case count), None before fitting.
+    """
+
+    members: tuple[EnsembleMember, ...]
+    combine: str = "mean"
+    image_size: tuple[int, int]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    in_channels: int = 3
+    num_classes: int = 1
+    threshold: float = 0.5
+    dataset: DataSource | None = None
+    metrics: dict[str, Any] | None = None
+    postprocess: PostProcessing | None = None
+    temperature: float | None = None
+    quality: QualityFit | None = None
+    image_description: TrainingImages | None = None
+    trust_validation: dict[str, Any] | None = None
+    oof: dict[str, Any] | None = None
+    pretrained: ShippedInfo | None = None
+
+    _meta_keys: ClassVar[tuple[str, ...]] = ("kind", "format_version")
+
+    # What a ModelRecord has and an ensemble has not, read the same way by code that takes either.
+    model: ClassVar[str] = "ensemble"
+    model_kwargs: ClassVar[dict[str, Any]] = {}
+    config: ClassVar[dict[str, Any] | None] = None
+    state: ClassVar[dict[str, Any] | None] = None
+    sha256: ClassVar[FileChecksums | None] = None
+
+    def __post_init__(self) -> None:
+        for name in ("members", "image_size", "mean", "std"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        if len(self.members) < 2:
+            raise ValueError(f"members: an ensemble needs at least two members, got {len(self.members)}")
+        if self.combine not in ENSEMBLE_COMBINE:
+            raise ValueError(f"combine: must be one of {ENSEMBLE_COMBINE}, got {self.combine!r}")
+        weights = [m.weight for m in self.members]
+        if self.combine == "weights" and (None in weights or not sum(w for w in weights if w) > 0):
+            raise ValueError("combine 'weights': every member needs a weight, and they must not all be 0")
+        if self.combine == "mean" and any(w is not None for w in weights):
+            raise ValueError("combine 'mean': members must not carry weights (use combine 'weights')")
+        if self.in_channels not in (1, 3):
+            raise ValueError(f"in_channels: must be 1 (grayscale) or 3 (RGB), got {self.in_channels}")
+        if self.num_classes != 1:
+            raise ValueError(f"num_classes: ensembles combine one foreground probability, got {self.num_classes}")
+        if len(self.image_size) != 2 or any(not 8 <= s <= MAX_IMAGE_SIDE for s in self.image_size):
+            raise ValueError(
+                f"image_size: expected two sizes (H, W) between 8 and {MAX_IMAGE_SIDE}, got {list(self.image_size)}"
+            )
+        for name in ("mean", "std"):
+            values = getattr(self, name)
+            if len(values) != self.in_channels and not (self.in_channels == 1 and values):
+                raise ValueError(f"{name}: {len(values)} values for {self.in_channels} input channels")
+        if any(s <= 0 for s in self.std):
+            raise ValueError(f"std: must be positive (it divides the image), got {list(self.std)}")
+        if not 0 < self.threshold < 1:
+            raise ValueError(f"threshold: must be in (0, 1), got {self.threshold}")
+        if self.temperature is not None and not (math.isfinite(self.temperature) and self.temperature > 0):
+            raise ValueError(f"temperature: must be positive, got {self.temperature}")
+
+    def member_weights(self) -> tuple[float, ...]:
+        """Each member's weight in the combination, summing to 1."""
+        raw = [1.0 if self.combine == "mean" else float(m.weight or 0.0) for m in self.members]
+        total = sum(raw)
+        return tuple(w / total for w in raw)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object, ``kind`` and ``format_version`` first."""
+        return {"kind": "ensemble", "format_version": ENSEMBLE_FORMAT_VERSION, **super().to_dict()}
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "record", where: str | None = None) -> EnsembleRecord:
+        """Read an ensemble record's JSON object; ``kind`` must be ``ensemble`` and the format one this reads.
+
+        Raises:
+            CheckpointError: unknown or missing keys, bad values, or a format newer than
+                :data:`ENSEMBLE_FORMAT_VERSION`.
+        """
+        if isinstance(data, Mapping):
+            if data.get("kind", "ensemble") != "ensemble":
+                raise CheckpointError(f"{source}: kind {data['kind']!r} is not 'ensemble'")
+            version = data.get("format_version", 1)
+            if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= ENSEMBLE_FORMAT_VERSION:
+                raise CheckpointError(
+                    f"{source}: ensemble format_version {version!r} is not one this lesionseg reads (1 to "
+                    f"{ENSEMBLE_FORMAT_VERSION}); a newer lesionseg wrote it"
+                )
+        return super().from_dict(data, source, where)
+
+    def to_json(self) -> str:
+        """The record's file text (indent 1, one trailing newline)."""
+        return json.dumps(self.to_dict(), indent=1) + "\n"
+
+
+def _parse_record(text: str, source: str) -> ModelRecord | EnsembleRecord:
+    """A checkpoint record's text: an :class:`EnsembleRecord` when it says ``"kind": "ensemble"``, else a
+    :class:`ModelRecord`."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise CheckpointError(f"{source}: corrupt checkpoint record ({err})") from err
+    if isinstance(data, Mapping) and "kind" in data:
+        if data["kind"] != "ensemble":
+            raise CheckpointError(f"{source}: unknown record kind {data['kind']!r} (expected 'ensemble' or none)")
+        return EnsembleRecord.from_dict(data, source)
+    return ModelRecord.from_dict(data, source)
+
+
 def checkpoint_stem(path: str | Path) -> Path:
-    """``runs/x/best`` from ``runs/x/best``, ``best.json`` or ``best.safetensors``; a run folder means its best."""
+    """``runs/x/best`` from ``runs/x/best``, ``best.json`` or ``best.safetensors``; a run folder means its best.
+
+    A folder with a record of its name beside it and no ``best`` inside (a shipped ensemble ``weights/<tag>.json``,
+    its members in ``weights/<tag>/``) is that record's stem.
+    """
     path = Path(path)
     if path.is_dir():
-        path = path / "best"
+        inside = (path / "best").with_suffix(".json").is_file()
+        path = path if not inside and path.with_name(path.name + ".json").is_file() else path / "best"
     for suffix in (".state.safetensors", ".safetensors", ".json"):
         if path.name.endswith(suffix):
             return path.with_name(path.name[: -len(suffix)])
@@ -665,8 +842,8 @@ def save_checkpoint(
     return stem
 
 
-def load_record(path: str | Path) -> ModelRecord:
-    """The record of a checkpoint (training state left packed).
+def load_record(path: str | Path) -> ModelRecord | EnsembleRecord:
+    """The record of a checkpoint (training state left packed), or of an ensemble (``"kind": "ensemble"``).
 
     Raises:
         CheckpointError: no record, or one that is corrupt or invalid (the message names the file and the keys).
@@ -679,7 +856,7 @@ def load_record(path: str | Path) -> ModelRecord:
         text = rec_path.read_text()
     except (OSError, UnicodeDecodeError) as err:
         raise CheckpointError(f"{rec_path}: unreadable checkpoint record ({err})") from err
-    return ModelRecord.from_json(text, str(rec_path))
+    return _parse_record(text, str(rec_path))
 
 
 def _read_tensors(path: Path, expected_sha: str | None, record_path: Path, device: str = "cpu") -> dict[str, Any]:
@@ -761,8 +938,9 @@ def build_recorded_model(record: ModelRecord, source: str | Path = "record") -> 
         raise CheckpointError(f"{source}: model_kwargs: model {record.model!r} refuses them ({err})") from err
 
 
-def load_model(path: str | Path, map_location: str = "cpu") -> tuple[nn.Module, ModelRecord]:
-    """Rebuild the model of a checkpoint from its record and load its weights (eval mode).
+def load_model(path: str | Path, map_location: str = "cpu") -> tuple[nn.Module, ModelRecord | EnsembleRecord]:
+    """Rebuild the model of a checkpoint from its record and load its weights (eval mode); an ensemble record gives
+    an :class:`~lesionseg.models.ensemble.EnsembleModel` over its members, each checked as a checkpoint is.
 
     Raises:
         CheckpointError: a file is missing, damaged or not the record's (checksum), the record is invalid (unknown
@@ -770,12 +948,118 @@ def load_model(path: str | Path, map_location: str = "cpu") -> tuple[nn.Module, 
     """
     stem = checkpoint_stem(path)
     record = load_record(stem)
+    if isinstance(record, EnsembleRecord):
+        from .ensemble import EnsembleModel
+
+        found = load_ensemble_members(stem, record)
+        members = [load_model(m_stem, map_location)[0] for m_stem, _ in found]
+        return EnsembleModel.from_records(members, [r for _, r in found], record).eval(), record
     weights_path = stem.with_name(stem.name + ".safetensors")
     if not weights_path.is_file():
         raise CheckpointError(f"{weights_path}: weights file missing")
     model = build_recorded_model(record, stem.with_name(stem.name + ".json"))
     load_weights(stem, record, model, map_location)
     return model.eval(), record
+
+
+def load_ensemble_members(path: str | Path, record: EnsembleRecord) -> list[tuple[Path, ModelRecord]]:
+    """Each member's checkpoint stem and record, checked against the ensemble record.
+
+    Raises:
+        CheckpointError: a member whose record is missing, not the one the ensemble was made with (checksum),
+            itself an ensemble, or unlike the ensemble (input channels); the message names the ensemble record.
+    """
+    stem = checkpoint_stem(path)
+    rec_path = stem.with_name(stem.name + ".json")
+    out = []
+    for i, member in enumerate(record.members):
+        m_stem = checkpoint_stem(rec_path.parent / member.path)
+        m_json = m_stem.with_name(m_stem.name + ".json")
+        if not m_json.is_file():
+            raise CheckpointError(f"{rec_path}: members[{i}]: missing member {member.path!r} (no {m_json})")
+        actual = file_sha256(m_json)
+        if actual != member.sha256:
+            raise CheckpointError(
+                f"{rec_path}: members[{i}]: {m_json} is not the record the ensemble was made with (sha256 "
+                f"{actual[:12]}..., the ensemble names {member.sha256[:12]}...): the member was retrained or replaced"
+            )
+        m_record = load_record(m_stem)
+        if isinstance(m_record, EnsembleRecord):
+            raise CheckpointError(f"{rec_path}: members[{i}]: {m_json} is itself an ensemble (not allowed)")
+        if m_record.in_channels != record.in_channels:
+            raise CheckpointError(
+                f"{rec_path}: members[{i}]: {m_json} takes {m_record.in_channels} input channels, the ensemble "
+                f"{record.in_channels}"
+            )
+        out.append((m_stem, m_record))
+    return out
+
+
+def save_ensemble(
+    path: str | Path,
+    members: Sequence[str | Path],
+    weights: Sequence[float] | None = None,
+    image_size: Sequence[int] | None = None,
+    **settings: Any,
+) -> Path:
+    """Write an ensemble record ``<stem>.json`` over member checkpoints (paths stored relative to it).
+
+    Args:
+        path: the ensemble's stem or ``.json`` path.
+        members: member checkpoints (stems, records or run folders; shipped tags too); at least two.
+        weights: one weight per member (``combine: weights``); None averages them (``mean``).
+        image_size: the ensemble's working size (H, W); None takes the largest member's (by pixel count).
+        **settings: other :class:`EnsembleRecord` fields (``threshold``, ``postprocess``, ``temperature``, ...).
+            ``mean``/``std`` default to the first member's.
+
+    Returns:
+        The ensemble's stem.
+
+    Raises:
+        CheckpointError: a member that is missing, an ensemble itself, or unlike the others (input channels).
+    """
+    path = Path(path)
+    # Not checkpoint_stem: the record does not exist yet, and its stem may name the folder of its members.
+    stem = path.with_name(path.name[: -len(".json")]) if path.name.endswith(".json") else path
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    if weights is not None and len(weights) != len(members):
+        raise ValueError(f"weights: {len(weights)} for {len(members)} members")
+    entries, records = [], []
+    for i, member in enumerate(members):
+        m_stem = resolve_checkpoint(member)
+        m_record = load_record(m_stem)
+        if isinstance(m_record, EnsembleRecord):
+            raise CheckpointError(f"{m_stem}.json: is itself an ensemble; list its members instead")
+        records.append(m_record)
+        rel = Path(os.path.relpath(m_stem.resolve(), stem.parent.resolve())).as_posix()
+        sha = file_sha256(m_stem.with_name(m_stem.name + ".json"))
+        entries.append(EnsembleMember(path=rel, sha256=sha, weight=None if weights is None else float(weights[i])))
+    channels = {r.in_channels for r in records}
+    if len(channels) > 1:
+        raise CheckpointError(f"{stem}.json: members take different input channels ({sorted(channels)})")
+    if image_size is None:
+        image_size = max((r.image_size for r in records), key=lambda s: s[0] * s[1])
+    settings.setdefault("mean", records[0].mean)
+    settings.setdefault("std", records[0].std)
+    settings.setdefault("dataset", records[0].dataset)
+    record = EnsembleRecord(
+        members=tuple(entries),
+        combine="mean" if weights is None else "weights",
+        image_size=tuple(int(s) for s in image_size),
+        in_channels=records[0].in_channels,
+        **settings,
+    )
+    write_ensemble_record(stem, record)
+    return stem
+
+
+def write_ensemble_record(path: str | Path, record: EnsembleRecord) -> Path:
+    """Write (or rewrite, after fitting) an ensemble record ``<stem>.json``, whole or not at all."""
+    path = Path(path)
+    rec_path = path if path.name.endswith(".json") else path.with_name(path.name + ".json")
+    text = record.to_json()
+    os.replace(_write_tmp(rec_path, lambda p: p.write_text(text)), rec_path)
+    return rec_path.with_name(rec_path.name[: -len(".json")])
 
 
 def load_weights(path: str | Path, record: ModelRecord, model: nn.Module, map_location: str = "cpu") -> None:
@@ -802,7 +1086,8 @@ WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 
 @dataclass(frozen=True)
 class PretrainedInfo:
-    """One shipped model: ``<tag>.safetensors`` + ``<tag>.json`` (record) + ``<tag>.md`` (model card).
+    """One shipped model: ``<tag>.safetensors`` + ``<tag>.json`` (record) + ``<tag>.md`` (model card); or a shipped
+    ensemble: ``<tag>.json`` (its record) + ``<tag>.md``, its members' checkpoints in ``<tag>/``.
 
     Attributes:
         tag: the name users pass (``skin``, ``polyp``).
@@ -811,6 +1096,7 @@ class PretrainedInfo:
         dataset: training data and split.
         metrics: headline test metrics from the record (``{"native": {...}, "working": {...}}``).
         stem: checkpoint stem inside the package.
+        members: an ensemble's members as ``model (path)``; empty for one model.
     """
 
     tag: str
@@ -819,6 +1105,7 @@ class PretrainedInfo:
     dataset: str
     metrics: dict[str, Any]
     stem: Path
+    members: tuple[str, ...] = ()
 
     @property
     def card_path(self) -> Path:
@@ -826,12 +1113,17 @@ class PretrainedInfo:
 
 
 def list_pretrained() -> dict[str, PretrainedInfo]:
-    """The shipped pretrained models by tag (read from the package's ``weights/`` folder)."""
+    """The shipped pretrained models by tag (read from the package's ``weights/`` folder; an ensemble tag's members
+    are in ``weights/<tag>/``)."""
     out: dict[str, PretrainedInfo] = {}
     for rec_path in sorted(WEIGHTS_DIR.glob("*.json")):
         record = load_record(rec_path)
         info = record.pretrained
         tag = info.tag if info else rec_path.stem
+        members: tuple[str, ...] = ()
+        if isinstance(record, EnsembleRecord):
+            found = load_ensemble_members(rec_path, record)
+            members = tuple(f"{r.model} ({m.path})" for m, (_, r) in zip(record.members, found))
         out[tag] = PretrainedInfo(
             tag=tag,
             model=record.model,
@@ -839,6 +1131,7 @@ def list_pretrained() -> dict[str, PretrainedInfo]:
             dataset=info.dataset if info else "",
             metrics=info.test_metrics if info else {},
             stem=rec_path.with_suffix(""),
+            members=members,
         )
     return out
 
@@ -856,7 +1149,7 @@ def pretrained_stem(tag: str) -> Path:
     return shipped[tag].stem
 
 
-def load_pretrained(tag: str, map_location: str = "cpu") -> tuple[nn.Module, ModelRecord]:
+def load_pretrained(tag: str, map_location: str = "cpu") -> tuple[nn.Module, ModelRecord | EnsembleRecord]:
     """A shipped model (eval mode) and its record."""
     return load_model(pretrained_stem(tag), map_location=map_location)
 
@@ -901,7 +1194,16 @@ def model_card(tag: str) -> str:
 
 
 def _complete_checkpoint(stem: Path) -> bool:
-    return stem.with_name(stem.name + ".json").is_file() and stem.with_name(stem.name + ".safetensors").is_file()
+    """A record with its weights (an ensemble record: with the kind that says it has none of its own)."""
+    rec_path = stem.with_name(stem.name + ".json")
+    if not rec_path.is_file():
+        return False
+    if stem.with_name(stem.name + ".safetensors").is_file():
+        return True
+    try:
+        return isinstance(load_record(stem), EnsembleRecord)
+    except CheckpointError:
+        return False
 
 
 def resolve_checkpoint(name: str | Path) -> Path:
