@@ -58,12 +58,12 @@ def default_strata_field(cases: list, ids: set[str]) -> str | None:
     return None
 
 
-def fold_state(run_dir: str | Path, wants_postprocess: bool = True) -> str:
+def fold_state(run_dir: str | Path, wants_postprocess: bool | None = None) -> str:
     """``new`` (nothing to resume), ``partial`` (resume it) or ``finished``, read from the run folder.
 
     Finished = the trainer wrote its ``last`` record with ``finished`` and its end-of-run choice into ``best``
     (the post-processing, when the run chooses one): a run stopped between the two is resumed, which only redoes the
-    end of the run.
+    end of the run. ``wants_postprocess`` None = the run's own ``train.postprocess``.
     """
     run_dir = Path(run_dir)
     if not (run_dir / "last.json").is_file():
@@ -74,6 +74,8 @@ def fold_state(run_dir: str | Path, wants_postprocess: bool = True) -> str:
         return "partial"
     if not last.finished or not (run_dir / "best.json").is_file():
         return "partial"
+    if wants_postprocess is None:
+        wants_postprocess = load_config(run_dir / "config.yaml").train.postprocess
     if wants_postprocess and load_record(run_dir / "best").postprocess is None:
         return "partial"
     return "finished"
@@ -184,7 +186,10 @@ def train_folds(
         if not oof_only and state != "finished":
             if state == "partial":
                 _logger.info("fold %d: resuming %s", i, run_dir)
-                trainer = Trainer.from_run_dir(run_dir, progress=progress)
+                # The run's saved config, with only where it runs changed (``--device``): the rest of the
+                # overrides are in it already, and out_dir/name are the fold's.
+                device = [o for o in overrides if o.partition("=")[0].strip() == "train.device"]
+                trainer = Trainer.from_run_dir(run_dir, device, progress=progress)
             else:
                 _logger.info("fold %d: training into %s", i, run_dir)
                 trainer = Trainer(cv.fold_config(config, overrides, i), progress=progress)
@@ -199,7 +204,7 @@ def train_folds(
             _logger.info("fold %d: finished in %s", i, run_dir)
         if state == "finished" and (oof_only or not (run_dir / "oof.npz").is_file()):
             write_oof(run_dir, device=cfg.train.device)
-    summarize_cv(cv.root)
+    summarize_cv(cv.root, device=cfg.train.device)
     return cv
 
 
@@ -247,7 +252,7 @@ def write_oof(run_dir: str | Path, device: str = "auto", batch_size: int = 8) ->
         writer = csv.DictWriter(f, fieldnames=list(next(iter(rows.values()))))
         writer.writeheader()
         writer.writerows(rows.values())
-    _logger.info("fold %s: out-of-fold predictions of %d ids written", run_dir.name, len(ids))
+    _logger.info("%s: out-of-fold predictions of %d ids written", run_dir, len(ids))
     return run_dir / "oof.npz"
 
 
@@ -288,7 +293,7 @@ def summarize_cv(root: str | Path, device: str = "auto", recompute: bool = False
     rows: list[dict[str, Any]] = []
     for run_dir in fold_dirs(root):
         i = int(run_dir.name[5:])
-        state = fold_state(run_dir, wants_postprocess=False)
+        state = fold_state(run_dir)
         entry: dict[str, Any] = {"fold": i, "run_dir": str(run_dir), "state": state}
         if state == "finished":
             if recompute or not (run_dir / "oof_scores.csv").is_file() or not (run_dir / "oof.npz").is_file():

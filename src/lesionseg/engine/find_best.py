@@ -95,31 +95,35 @@ def score_oof(probs: np.ndarray, truths: np.ndarray, threshold: float = 0.5) -> 
     return _dice(masks, truths, "per_image"), _dice(masks, truths, "global"), list(choice.steps)
 
 
-def _median_ms(call: Callable[[], object], repeats: int = 5, warmup: int = 2) -> float:
+def _interleaved_ms(calls: Sequence[Callable[[], object]], repeats: int = 7, warmup: int = 2) -> list[float]:
+    """Median milliseconds of each call, the calls taken in turn each round so that a machine's load drifting over
+    the measurement touches them alike."""
     for _ in range(warmup):
-        call()
-    times = []
+        for call in calls:
+            call()
+    times: list[list[float]] = [[] for _ in calls]
     for _ in range(repeats):
-        start = time.perf_counter()
-        call()
-        times.append(1000 * (time.perf_counter() - start))
-    return statistics.median(times)
+        for i, call in enumerate(calls):
+            start = time.perf_counter()
+            call()
+            times[i].append(1000 * (time.perf_counter() - start))
+    return [statistics.median(t) for t in times]
 
 
-def measure_latency(cv_dir: str | Path, repeats: int = 5) -> Latency:
+def measure_latency(cv_dir: str | Path, repeats: int = 7) -> Latency:
     """Warm CPU milliseconds of a folder's fold-0 best model on a 768x576 image: :meth:`Predictor.predict` plain and
-    with flip TTA, and one network pass at the working size."""
+    with flip TTA, and one network pass at the working size (medians, interleaved)."""
     stem = fold_dirs(cv_dir)[0] / "best"
     model, record = load_model(stem)
     image = np.random.default_rng(0).integers(0, 256, (*LATENCY_IMAGE, record.in_channels), dtype=np.uint8)
     plain = Predictor.from_record(model, record, device="cpu")
     flip = Predictor.from_record(model, record, device="cpu", tta=True)
     x = torch.from_numpy(plain._to_batch([image]))
-    return Latency(
-        plain_ms=_median_ms(lambda: plain.predict([image]), repeats),
-        flip_ms=_median_ms(lambda: flip.predict([image]), repeats),
-        network_ms=_median_ms(lambda: plain.pass_logits(x, flips=False), repeats),
+    ms = _interleaved_ms(
+        [lambda: plain.predict([image]), lambda: flip.predict([image]), lambda: plain.pass_logits(x, flips=False)],
+        repeats,
     )
+    return Latency(plain_ms=ms[0], flip_ms=ms[1], network_ms=ms[2])
 
 
 def _ensemble_ms(members: Sequence[tuple[Latency, int]], flip: bool) -> float:
