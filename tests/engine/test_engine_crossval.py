@@ -73,6 +73,13 @@ def test_folds_train_oof_and_summary(cv_config, blob_split, tmp_path):
     assert main(["cv", "summarize", str(cv)]) == 0
     assert (cv / "fold_0" / "oof.npz").is_file() and summarize_cv(cv)["oof"] == summary["oof"]
 
+    # --oof-only trains nothing and rewrites the OOF files of the finished folds
+    (cv / "fold_1" / "oof.npz").unlink()
+    assert _train(cv_config, "--oof-only") == 0
+    assert (cv / "fold_1" / "oof.npz").is_file() and (cv / "fold_1" / "best.json").stat().st_mtime_ns == before
+    assert _train(cv_config, "--fold", "2") != 0  # folds are 0..1
+    assert main(["train", "--config", str(cv_config), "--fold", "0"]) != 0  # --fold needs --folds
+
     # find-best on the real folder: every candidate scored, one chosen
     assert main(["cv", "find-best", str(cv), "--out", str(tmp_path / "fb"), "--no-latency"]) == 0
     result = json.loads((tmp_path / "fb" / "find_best.json").read_text())
@@ -146,3 +153,18 @@ def test_find_best_picks_the_best_within_budget(tmp_path):
     assert tight["choice"]["name"] == "b fold 0 + flip"
     assert "estimated" in (tmp_path / "find_best.md").read_text()
     assert find_best([a, b], budget_ms=1, measure=False, latencies=lat)["choice"] is None
+    mixed = [c for c in result["candidates"] if c["kind"] == "mixed_ensemble"]
+    mean = (good + noisy) / 2
+    assert mixed[0]["dice_per_image"] == pytest.approx(score_oof(mean, truths)[0])
+    assert mixed[0]["latency_estimated"] and mixed[0]["latency_ms"] == pytest.approx(30 - 20 + 2 * 20 + 2 * 4)
+
+
+def test_find_best_scores_the_ids_every_folder_covers(tmp_path):
+    truths = np.zeros((6, 8, 8), np.uint8)
+    truths[:, 2:6, 2:6] = 1
+    a = _fake_cv(tmp_path / "a", truths.astype(float), truths)
+    b = _fake_cv(tmp_path / "b", truths.astype(float), truths)
+    for name in ("fold_1",):
+        (b / name / "oof.npz").unlink()
+    result = find_best([a, b], measure=False)
+    assert result["images"] == 3 and result["ids_left_out"] == ["c3", "c4", "c5"]

@@ -156,12 +156,15 @@ def find_best(
     if len(set(names)) != len(names):
         raise ValueError("find-best: a CV folder is given twice")
     oofs = {name: load_oof(name) for name in names}
+    # Folders with unfinished folds cover fewer ids: every candidate is scored on the ids all folders cover.
+    common = set.intersection(*(set(o["ids"].tolist()) for o in oofs.values()))
+    if not common:
+        raise ValueError(f"find-best: the folders {names} have no out-of-fold id in common")
+    left_out = sorted(set.union(*(set(o["ids"].tolist()) for o in oofs.values())) - common)
+    for o in oofs.values():
+        keep = np.isin(o["ids"], sorted(common))
+        o.update({key: o[key][keep] for key in ("ids", "probs", "probs_flip", "truths")})
     first = oofs[names[0]]
-    for name in names[1:]:
-        if list(oofs[name]["ids"]) != list(first["ids"]):
-            raise ValueError(
-                f"{name}: its OOF ids differ from {names[0]}'s; folders to compare must cover the same ids"
-            )
     lat = dict(latencies or {})
     if measure:
         for name in names:
@@ -217,6 +220,7 @@ def find_best(
         "cv_dirs": names,
         "budget_ms": budget_ms,
         "images": len(truths),
+        "ids_left_out": left_out,
         "latency_image": f"{LATENCY_IMAGE[1]}x{LATENCY_IMAGE[0]}, CPU, warm, median",
         "latencies": {k: asdict(v) for k, v in lat.items()},
         "candidates": [asdict(c) for c in candidates],
@@ -236,7 +240,12 @@ def _table(result: dict[str, Any], candidates: list[Candidate], choice: Candidat
         "# Best configuration (out-of-fold)",
         "",
         f"{result['images']} OOF images at the working size, threshold 0.5 + post-processing chosen on OOF; "
-        f"latency {result['latency_image']}; budget {budget}.",
+        f"latency {result['latency_image']}; budget {budget}."
+        + (
+            f" {len(result['ids_left_out'])} ids not covered by every folder left out."
+            if result["ids_left_out"]
+            else ""
+        ),
         "",
         "| candidate | OOF Dice per-image | OOF Dice global | post-processing | latency ms |",
         "|---|---|---|---|---|",
