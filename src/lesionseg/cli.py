@@ -112,6 +112,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     if args.skip_bad:
         args.set = [*args.set, "data.skip_bad=true"]
+    if args.device:
+        args.set = [*args.set, f"train.device={args.device}"]
+    if args.folds is not None:
+        return _train_folds(args)
+    if args.fold or args.stratify or args.group_by or args.oof_only:
+        raise UsageError("train: --fold, --stratify, --group-by and --oof-only go with --folds K")
     if args.resume:
         trainer = Trainer.from_run_dir(args.resume, args.set, progress=not args.no_progress)
     else:
@@ -135,6 +141,48 @@ def cmd_train(args: argparse.Namespace) -> int:
     if trainer.is_main:  # under torchrun the other ranks stay quiet
         print(json.dumps(summary, indent=1) if args.json else _train_summary(summary))
     return 0
+
+
+def _train_folds(args: argparse.Namespace) -> int:
+    """``train --folds K``: the cross-validation folds of the config's split, each an ordinary run folder."""
+    from .engine.crossval import train_folds
+
+    if args.resume or args.overwrite:
+        raise UsageError(
+            "train --folds: finished folds are skipped and interrupted ones resumed; no --resume/--overwrite"
+        )
+    if not args.config and not args.set:
+        raise UsageError("train --folds: give --config FILE")
+    cv = train_folds(
+        args.config,
+        args.set,
+        args.folds,
+        only=args.fold,
+        name=args.name,
+        stratify=args.stratify,
+        group_by=args.group_by,
+        progress=not args.no_progress,
+        oof_only=args.oof_only,
+    )
+    print(f"cross-validation folder {cv.root}/: {cv.root / 'cv_summary.md'}")
+    print((cv.root / "cv_summary.md").read_text())
+    return 0
+
+
+def cmd_cv(args: argparse.Namespace) -> int:
+    from .engine.crossval import summarize_cv
+
+    if args.action == "summarize":
+        for root in args.dirs:
+            summarize_cv(root, device=args.device or "auto", recompute=args.recompute)
+            print((Path(root) / "cv_summary.md").read_text())
+        return 0
+    from .engine.find_best import find_best
+
+    out = Path(args.out) if args.out else Path(args.dirs[0]).parent
+    result = find_best(args.dirs, budget_ms=args.budget_ms, out=out, measure=not args.no_latency)
+    print((out / "find_best.md").read_text())
+    return 0 if result["choice"] is not None else EXIT_FAILED
 
 
 def _train_summary(summary: dict) -> str:
@@ -754,7 +802,38 @@ def _add_train(sub) -> None:
         help="train without cases whose files are unusable (listed in the run folder's skipped.json) instead of "
         "refusing to start (config key data.skip_bad)",
     )
+    _add_device(p, default=None, help="auto, cpu, cuda or cuda:N (config key train.device)")
+    p.add_argument(
+        "--folds",
+        type=_positive_int,
+        metavar="K",
+        help="cross-validation: K runs over the split's train+val ids (test untouched) in OUT_DIR/NAME/fold_<i>/",
+    )
+    p.add_argument(
+        "--fold", type=int, action="append", metavar="I", help="with --folds: train only fold I (repeatable)"
+    )
+    p.add_argument(
+        "--stratify", help="with --folds: case field to stratify by (default: diagnosis where cases have it; 'none')"
+    )
+    p.add_argument("--group-by", metavar="KEY", help="with --folds: keep each group in one fold (see data split)")
+    p.add_argument(
+        "--oof-only", action="store_true", help="with --folds: train nothing; (re)write the out-of-fold files"
+    )
     p.set_defaults(func=cmd_train)
+
+
+def _add_cv(sub) -> None:
+    p = sub.add_parser("cv", help="cross-validation folders: out-of-fold summary, best configuration")
+    p.add_argument("action", choices=("summarize", "find-best"), help="summarize: cv_summary; find-best: choose")
+    p.add_argument("dirs", nargs="+", metavar="CV_DIR", help="cross-validation folders (OUT_DIR/NAME of train --folds)")
+    p.add_argument("--recompute", action="store_true", help="summarize: rewrite every fold's out-of-fold files")
+    p.add_argument(
+        "--budget-ms", type=float, help="find-best: latency budget of a 768x576 CPU prediction (default: none)"
+    )
+    p.add_argument("--out", help="find-best: folder of find_best.{json,md} (default: the first CV_DIR's parent)")
+    p.add_argument("--no-latency", action="store_true", help="find-best: measure no latency (no budget then)")
+    _add_device(p, default=None)
+    p.set_defaults(func=cmd_cv)
 
 
 def _add_evaluate(sub) -> None:
@@ -1072,6 +1151,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_models,
         _add_ensemble,
         _add_data_verb,
+        _add_cv,
     ):
         add(sub)
     return parser

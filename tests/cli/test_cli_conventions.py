@@ -23,7 +23,18 @@ def _options(p: argparse.ArgumentParser) -> list[argparse.Action]:
 
 def test_every_option_and_argument_has_a_help_line():
     verbs = _verbs()
-    assert set(verbs) == {"train", "evaluate", "predict", "export", "serve", "benchmark", "models", "ensemble", "data"}
+    assert set(verbs) == {
+        "train",
+        "evaluate",
+        "predict",
+        "export",
+        "serve",
+        "benchmark",
+        "models",
+        "ensemble",
+        "data",
+        "cv",
+    }
     lacking = [
         f"{verb} {'/'.join(a.option_strings) or a.dest}"
         for verb, p in verbs.items()
