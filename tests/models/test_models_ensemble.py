@@ -244,3 +244,24 @@ def test_ensemble_cli_create_fit_predict_and_list(tmp_path, monkeypatch, capsys)
     assert isinstance(hub.load_pretrained("derm_ens")[0], EnsembleModel)
     assert cli.main(["models", "--pretrained"]) == 0
     assert "member unet_small (derm_ens/fold1)" in capsys.readouterr().out
+
+
+def test_fold_files_are_pooled_and_families_averaged():
+    from lesionseg.inference.ensemble_fit import OutOfFold, average_oof, pool_oof
+
+    probs, truths = _synthetic_oof(0, n=6)
+    ids = [f"c{i}" for i in range(6)]
+
+    def fold(rows, offset=0.0):
+        return OutOfFold([ids[i] for i in rows], np.clip(probs[rows] + offset, 0, 1), truths[rows], source=str(rows))
+
+    # Family A in three folds, family B in two folds over the same six cases, in another order.
+    families = pool_oof([fold([0, 1]), fold([2, 3]), fold([4, 5]), fold([3, 4, 5], 0.1), fold([0, 1, 2], 0.1)])
+    assert [f.ids for f in families] == [ids, ["c3", "c4", "c5", "c0", "c1", "c2"]]
+    mean = average_oof(families)
+    np.testing.assert_allclose(mean.probs, (probs + np.clip(probs + 0.1, 0, 1)) / 2, atol=1e-6)
+    assert mean.ids == ids and (mean.truths == truths).all()
+    # Folds of one family with and without the flip average cannot be pooled.
+    half = OutOfFold(ids[:3], probs[:3], truths[:3], probs[:3], "f0")
+    with pytest.raises(ValueError, match="probs_flip in one fold file"):
+        pool_oof([half, fold([3, 4, 5])])

@@ -54,6 +54,7 @@ __all__ = [
     "average_oof",
     "fit_ensemble",
     "fit_ensemble_from_oof",
+    "pool_oof",
     "read_oof",
 ]
 
@@ -142,6 +143,47 @@ def read_oof(path: str | Path) -> OutOfFold:
         None if flip is None else flip.astype(np.float32),
         str(path),
     )
+
+
+def pool_oof(sets: Sequence[OutOfFold]) -> list[OutOfFold]:
+    """Group out-of-fold sets into model families and concatenate each family's folds.
+
+    The folds of one cross-validation hold disjoint cases (each case is predicted by the one fold model that did not
+    train on it); the sets of different families (architectures) hold the same cases. Sets are read in order: a set
+    whose cases do not overlap the current family's joins it (its folds are pooled), a set that overlaps starts the
+    next family. ``--oof A/fold_0/oof.npz ... A/fold_4/oof.npz B/fold_0/oof.npz ...`` gives two families of 120
+    cases each, which :func:`average_oof` then averages per case.
+
+    Raises:
+        ValueError: folds of one family at different working sizes, or some with ``probs_flip`` and some without.
+    """
+    families: list[list[OutOfFold]] = []
+    for s in sets:
+        if families and not set(s.ids) & {i for f in families[-1] for i in f.ids}:
+            families[-1].append(s)
+        else:
+            families.append([s])
+    pooled = []
+    for family in families:
+        if len(family) == 1:
+            pooled.append(family[0])
+            continue
+        first = family[0]
+        for s in family[1:]:
+            if s.probs.shape[1:] != first.probs.shape[1:]:
+                raise ValueError(f"{s.source} and {first.source}: folds at different working sizes")
+            if (s.probs_flip is None) != (first.probs_flip is None):
+                raise ValueError(f"{s.source} and {first.source}: probs_flip in one fold file and not the other")
+        pooled.append(
+            OutOfFold(
+                [i for s in family for i in s.ids],
+                np.concatenate([s.probs for s in family]),
+                np.concatenate([s.truths for s in family]),
+                None if first.probs_flip is None else np.concatenate([s.probs_flip for s in family]),
+                " + ".join(s.source for s in family),
+            )
+        )
+    return pooled
 
 
 def average_oof(
@@ -304,7 +346,8 @@ def fit_ensemble(
 def fit_ensemble_from_oof(record_path: str | Path, oof_files: Sequence[str | Path]) -> EnsembleRecord:
     """Fit an ensemble's settings on out-of-fold files and write them into its record.
 
-    Several files (one per model family of a mixed ensemble, each already out-of-fold over its own folds) are
+    Files holding disjoint cases (the folds of one cross-validation) are pooled first (:func:`pool_oof`); the
+    families that result (one per model family of a mixed ensemble, each out-of-fold over its own folds) are
     averaged per case with the ensemble's member weights when there is one file per member, equally otherwise. An
     ensemble record without an image description takes its first member's.
 
@@ -320,8 +363,8 @@ def fit_ensemble_from_oof(record_path: str | Path, oof_files: Sequence[str | Pat
     if not isinstance(record, EnsembleRecord):
         raise CheckpointError(f'{stem}.json: not an ensemble record (no "kind": "ensemble")')
     members = load_ensemble_members(stem, record)
-    sets = [read_oof(p) for p in oof_files]
-    weights = record.member_weights() if len(sets) == len(record.members) else None
+    sets = pool_oof([read_oof(p) for p in oof_files])
+    weights = record.member_weights() if len(sets) == len(record.members) and len(sets) > 1 else None
     oof = average_oof(sets, record.image_size, weights)
     fit = fit_ensemble(oof.probs, oof.truths, oof.probs_flip, disagreement=oof.disagreement)
     record = fit.apply_to(record)
