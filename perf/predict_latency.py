@@ -1,11 +1,14 @@
 """Where `lesionseg predict` spends its time, each figure beside its baseline, in one run.
 
-Usage: python perf/predict_latency.py [--model skin] [--image PATH] [--cores 1] [--repeats 40] [--process-runs 7]
+Usage: python perf/predict_latency.py [--model skin] [--versus MODEL ...] [--only-side-by-side] [--image PATH]
+       [--cores 1] [--repeats 40] [--process-runs 7]
 
 Every section times its settings in interleaved rounds (``perf/_timing.py``) and prints medians (p90 where a tail
 matters, and the best round, which on a shared machine is the closest to the machine's own speed); the load average
 is printed at the start and the end, because the figures are only as quiet as the machine:
 
+0. with ``--versus``: ``--model`` and each other model as `lesionseg predict` runs them by default (backend auto, trust
+   estimates on), one pass and ``--tta``, side by side (e.g. the shipped single model against a fold ensemble).
 1. warm end to end for one image (decode, resize, network, resize back, post-process, measure), per backend: eager
    PyTorch contiguous NCHW, eager channels-last (the default on CPU), eager bf16 where the CPU has AVX512-BF16 or AMX,
    onnxruntime (the default where installed); beside "before": Pillow decoding, eager PyTorch and post-processing
@@ -158,6 +161,26 @@ def ms(seconds: float) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ sections
+def side_by_side(args: argparse.Namespace, path: Path) -> None:
+    """0. The models of ``--model`` and ``--versus`` as `lesionseg predict` runs them by default (onnxruntime where
+    installed, trust estimates on), one pass and with ``--tta``, in the same interleaved rounds."""
+    models = [args.model, *args.versus]
+    calls = {}
+    for model in models:
+        for tta in (False, True):
+            p = Predictor.from_checkpoint(model, backend="auto", tta=tta)
+            calls[(model, tta)] = lambda p=p: with_trust(p, path)
+            calls[(model, tta, "backend")] = p.backend
+    backends = {k: calls.pop(k) for k in list(calls) if len(k) == 3}
+    t = interleaved(calls, args.repeats, warmup=3)
+    print(f"\n0. models side by side: warm end to end as `lesionseg predict` runs them, {args.cores} core(s)")
+    print(f"{'model':44s} {'backend':>12s} {'1 pass ms (median / p90 / best)':>34s} {'--tta ms (median / best)':>26s}")
+    for model in models:
+        one, tta = t[(model, False)], t[(model, True)]
+        cells = f"{ms(one.median)} / {ms(one.p90)} / {ms(one.best)}"
+        print(f"{model:44s} {backends[(model, False, 'backend')]:>12s} {cells}   {ms(tta.median)} / {ms(tta.best)}")
+
+
 def warm(args: argparse.Namespace, path: Path) -> Predictor:
     flags = cpu_flags()
     settings = [
@@ -285,6 +308,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="skin", help="shipped tag or checkpoint")
     parser.add_argument("--image", type=Path)
+    parser.add_argument(
+        "--versus", action="append", default=[], help="another model timed beside --model in section 0 (repeat)"
+    )
+    parser.add_argument("--only-side-by-side", action="store_true", help="section 0 alone")
     parser.add_argument("--cores", type=int, default=1, help="CPUs to pin to, and threads of every library")
     parser.add_argument("--repeats", type=int, default=40)
     parser.add_argument("--process-runs", type=int, default=7)
@@ -297,6 +324,11 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp())
     path = args.image or make_image(tmp / "lesion_768x576.jpg")
     print(f"{args.model} on {path.name}: {cpu_name()}, torch {torch.__version__}, {args.cores} core(s); {load()}")
+    if args.versus or args.only_side_by_side:
+        side_by_side(args, path)
+    if args.only_side_by_side:
+        print(f"\nend: {load()}")
+        return
     predictor = warm(args, path)
     decode(args, path)
     mask = postprocess(args, predictor, path)

@@ -146,8 +146,12 @@ def test_find_best_picks_the_best_within_budget(tmp_path):
     assert scores["a fold 0"] > scores["b fold 0"]
     best = max(scores.values())
     assert result["choice"]["dice_per_image"] == pytest.approx(best)
-    # ties between a single model and its fold ensemble go to the faster single model
-    assert result["choice"]["kind"] != "fold_ensemble"
+    # ties go to more networks: the pooled OOF estimate is the fold ensemble's, not a single fold model's
+    assert result["choice"]["kind"] != "single"
+    alone = find_best([a], measure=False, latencies=lat)
+    assert alone["choice"]["kind"] == "fold_ensemble" and not alone["choice"]["flip"]
+    # over budget, the ensemble gives way to its single model
+    assert find_best([a], budget_ms=31, measure=False, latencies=lat)["choice"]["name"] == "a fold 0"
     # a budget only b's flip-TTA single model meets (20 ms) and b's flip is as good as a
     tight = find_best([a, b], budget_ms=25, measure=False, latencies=lat)
     assert tight["choice"]["name"] == "b fold 0 + flip"

@@ -86,7 +86,7 @@ def test_quality_estimator_fits_a_monotone_curve_and_cut() -> None:
     signal = rng.uniform(0.5, 0.99, size=60)
     # True Dice a noisy, shifted version of the signal: the fit must learn the shift and keep the order.
     logit = np.log(signal / (1 - signal))
-    dice = 1 / (1 + np.exp(-(0.5 * logit - 0.3 + rng.normal(0, 0.1, size=signal.size))))
+    dice = 1 / (1 + np.exp(-(1.0 * logit - 0.3 + rng.normal(0, 0.1, size=signal.size))))  # 42 poor, 18 good
     est = QualityEstimator.fit(signal, dice)
     assert est.b > 0
     pred = est.predict(signal)
@@ -104,6 +104,17 @@ def test_quality_estimator_without_poor_validation_images_cuts_at_the_dice_bar()
     assert QualityEstimator.fit([0.6, 0.9, 0.99], [0.99, 0.9, 0.6], prior_weight=0.0).b > 0
     with pytest.raises(ValueError, match="b > 0"):
         QualityEstimator(b=-1.0)
+
+
+def test_quality_estimator_needs_five_poor_images_for_a_fitted_cut() -> None:
+    rng = np.random.default_rng(5)
+    signal = rng.uniform(0.85, 0.99, size=40)
+    dice = signal.copy()
+    dice[:2] = 0.7  # two poor images among 40: too few to place a cut on
+    est = QualityEstimator.fit(signal, dice)
+    assert est.rule == "dice_0.8" and est.low_confidence_below == 0.8
+    dice[:5] = 0.7
+    assert QualityEstimator.fit(signal, dice).rule == "youden"
 
 
 def test_ledoit_wolf_shrinks_a_noisy_covariance() -> None:

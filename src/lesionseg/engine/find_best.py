@@ -5,7 +5,9 @@ per-case mean of their probabilities), each with and without flip TTA. All are s
 predictions of ``fold_<i>/oof.npz`` at the working size: threshold 0.5, then the post-processing
 :func:`~lesionseg.inference.postprocess.select_postprocessing` chooses on the same OOF masks. On OOF each case has one
 prediction (from the fold model that did not see it), so a single model and its fold ensemble share the pooled OOF
-estimate (as in nnU-Net); the ensemble's gain cannot show there, and the tie goes to the faster candidate.
+estimate. That estimate is the fold ensemble's (nnU-Net scores a configuration by its pooled OOF Dice and predicts
+with the ensemble of its folds; a single fold model saw (K-1)/K of the ids): a tie goes to the candidate with more
+networks, the faster one only among equals, and the single model is chosen only when the ensemble is over budget.
 
 Latency is a warm end-to-end :meth:`~lesionseg.inference.predictor.Predictor.predict` of a 768x576 image on the CPU,
 measured for the single models; an ensemble's is estimated as the shared pre/post-processing plus the members'
@@ -147,7 +149,7 @@ def find_best(
     latencies: dict[str, Latency] | None = None,
 ) -> dict[str, Any]:
     """Score every candidate on OOF, attach latencies, and choose the best OOF per-image Dice within the budget (ties
-    go to the faster one); writes ``find_best.json`` and ``find_best.md`` into ``out`` when given.
+    go to more networks, then to the faster one); writes ``find_best.json`` and ``find_best.md`` into ``out`` when given.
 
     Args:
         latencies: measured latencies by folder (tests); else measured when ``measure``.
@@ -212,7 +214,14 @@ def find_best(
                 )
     allowed = [c for c in candidates if budget_ms is None or (c.latency_ms is not None and c.latency_ms <= budget_ms)]
     choice = (
-        min(allowed, key=lambda c: (-round(c.dice_per_image, 6), c.latency_ms if c.latency_ms is not None else 0.0))
+        min(
+            allowed,
+            key=lambda c: (
+                -round(c.dice_per_image, 6),
+                -(1 if c.kind == "single" else sum(oofs[m]["folds"] for m in c.members)),
+                c.latency_ms if c.latency_ms is not None else 0.0,
+            ),
+        )
         if allowed
         else None
     )
@@ -263,6 +272,7 @@ def _table(result: dict[str, Any], candidates: list[Candidate], choice: Candidat
     else:
         lines.append(
             f"Chosen: **{choice.name}** (OOF Dice per-image {100 * choice.dice_per_image:.2f}). A fold ensemble shares "
-            "its single model's OOF estimate (one OOF prediction per case), so that tie goes to the faster one."
+            "its single model's OOF estimate (one OOF prediction per case); that estimate is the fold ensemble's, as "
+            "in nnU-Net, so the tie goes to the ensemble where it fits the budget."
         )
     return "\n".join(lines) + "\n"

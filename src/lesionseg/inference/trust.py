@@ -223,6 +223,10 @@ def auroc(scores: Sequence[float], positives: Sequence[bool]) -> float:
 
 #: The prediction modes a quality curve is fitted for: the plain pass alone, or the plain and two flipped passes.
 QUALITY_MODES = ("single", "flip")
+#: The cut on ``predicted_dice`` is Youden's (fitted) only when the fit saw this many poor images, and as many good
+#: ones; otherwise it is the Dice bar itself.
+MIN_POOR_FOR_YOUDEN = 5
+
 _CURVE_FIELDS = ("a", "b", "low_confidence_below", "rule", "n_fit", "dice_cut", "signal_temperature")
 
 
@@ -308,7 +312,9 @@ class QualityEstimator:
         predicted = est.predict(np.asarray(signals, dtype=np.float64))
         poor = np.asarray(dice) < dice_cut
         cut, rule = dice_cut, f"dice_{dice_cut:g}"
-        if poor.sum() >= 2 and (~poor).sum() >= 2:
+        # Youden's cut from one or two poor images sits just above the highest of them, often above most good
+        # images' estimates (a 5-fold skin ensemble fitted on 2 poor of 120 flagged 43 % of its test images).
+        if poor.sum() >= MIN_POOR_FOR_YOUDEN and (~poor).sum() >= MIN_POOR_FOR_YOUDEN:
             cut, rule = _youden_cut(np.atleast_1d(predicted), poor), "youden"
         return cls(
             a=a,
