@@ -5,13 +5,14 @@ per-case mean of their probabilities), each with and without flip TTA. All are s
 predictions of ``fold_<i>/oof.npz`` at the working size: threshold 0.5, then the post-processing
 :func:`~lesionseg.inference.postprocess.select_postprocessing` chooses on the same OOF masks. On OOF each case has one
 prediction (from the fold model that did not see it), so a single model and its fold ensemble share the pooled OOF
-estimate. That estimate is the fold ensemble's (nnU-Net scores a configuration by its pooled OOF Dice and predicts
-with the ensemble of its folds; a single fold model saw (K-1)/K of the ids): a tie goes to the candidate with more
-networks, the faster one only among equals, and the single model is chosen only when the ensemble is over budget.
+estimate (a single fold model's performance, which its ensemble is expected to match or beat). nnU-Net scores a configuration by it
+and predicts with the ensemble of its folds: a tie goes to the candidate with more networks, then to the faster one.
+The ensemble's own gain shows on OOF only between configurations trained twice on the same folds (two seeds): the
+mixed ensemble of the two folders averages two networks per case, neither of which saw it.
 
 Latency is a warm end-to-end :meth:`~lesionseg.inference.predictor.Predictor.predict` of a 768x576 image on the CPU,
-measured for the single models; an ensemble's is estimated as the shared pre/post-processing plus the members'
-network time times the passes.
+measured for the single models and for a folder's fold ensemble where ``<cv_dir>/ensemble.json`` exists; other
+ensembles' are estimated as the shared pre/post-processing plus the members' network time times the passes.
 """
 
 from __future__ import annotations
@@ -33,7 +34,6 @@ from ..inference.postprocess import apply_postprocessing, select_postprocessing
 from ..inference.predictor import Predictor
 from ..metrics.confusion import get_stats
 from ..metrics.scores import dice
-from ..models.hub import load_model
 from .crossval import fold_dirs
 
 __all__ = ["Candidate", "Latency", "find_best", "load_oof", "measure_latency", "score_oof"]
@@ -44,11 +44,16 @@ LATENCY_IMAGE = (576, 768)
 
 @dataclass
 class Latency:
-    """Milliseconds of one folder's fold-0 model on the CPU: end to end (plain, flip TTA) and one network pass."""
+    """Milliseconds of one folder's fold-0 model on the CPU: end to end (plain, flip TTA) and one network pass; and
+    of the folder's fold ensemble (``<cv_dir>/ensemble.json``, from ``lesionseg ensemble create``) where there is one,
+    end to end, plain and flip TTA (else estimated)."""
 
     plain_ms: float
     flip_ms: float
     network_ms: float
+    ensemble_plain_ms: float | None = None
+    ensemble_flip_ms: float | None = None
+    backend: str = "torch"
 
 
 @dataclass
@@ -114,18 +119,28 @@ def _interleaved_ms(calls: Sequence[Callable[[], object]], repeats: int = 7, war
 
 def measure_latency(cv_dir: str | Path, repeats: int = 7) -> Latency:
     """Warm CPU milliseconds of a folder's fold-0 best model on a 768x576 image: :meth:`Predictor.predict` plain and
-    with flip TTA, and one network pass at the working size (medians, interleaved)."""
-    stem = fold_dirs(cv_dir)[0] / "best"
-    model, record = load_model(stem)
-    image = np.random.default_rng(0).integers(0, 256, (*LATENCY_IMAGE, record.in_channels), dtype=np.uint8)
-    plain = Predictor.from_record(model, record, device="cpu")
-    flip = Predictor.from_record(model, record, device="cpu", tta=True)
-    x = torch.from_numpy(plain._to_batch([image]))
-    ms = _interleaved_ms(
-        [lambda: plain.predict([image]), lambda: flip.predict([image]), lambda: plain.pass_logits(x, flips=False)],
-        repeats,
-    )
-    return Latency(plain_ms=ms[0], flip_ms=ms[1], network_ms=ms[2])
+    with flip TTA, and one network pass at the working size; the same end to end for the folder's fold ensemble
+    (``<cv_dir>/ensemble.json``) where it exists. Medians, interleaved; onnxruntime where installed (what `lesionseg
+    predict` runs by default, the graphs exported once into the user cache), else torch."""
+    import importlib.util
+
+    backend = "onnxruntime" if importlib.util.find_spec("onnxruntime") is not None else "torch"
+    stems = [fold_dirs(cv_dir)[0] / "best"]
+    ensemble = Path(cv_dir) / "ensemble.json"
+    if ensemble.is_file():
+        stems.append(ensemble)
+    predictors = [
+        Predictor.from_checkpoint(stem, backend=backend, device="cpu", tta=tta)
+        for stem in stems
+        for tta in (False, True)
+    ]
+    plain = predictors[0]
+    image = np.random.default_rng(0).integers(0, 256, (*LATENCY_IMAGE, plain.in_channels), dtype=np.uint8)
+    x = plain._to_batch([image])
+    calls = [lambda p=p: p.predict([image]) for p in predictors] + [lambda: plain._run(x)]
+    ms = _interleaved_ms(calls, repeats)
+    extra = {"ensemble_plain_ms": ms[2], "ensemble_flip_ms": ms[3]} if len(stems) > 1 else {}
+    return Latency(plain_ms=ms[0], flip_ms=ms[1], network_ms=ms[-1], backend=backend, **extra)
 
 
 def _ensemble_ms(members: Sequence[tuple[Latency, int]], flip: bool) -> float:
@@ -149,7 +164,8 @@ def find_best(
     latencies: dict[str, Latency] | None = None,
 ) -> dict[str, Any]:
     """Score every candidate on OOF, attach latencies, and choose the best OOF per-image Dice within the budget (ties
-    go to more networks, then to the faster one); writes ``find_best.json`` and ``find_best.md`` into ``out`` when given.
+    go to more networks, then to the faster one); writes ``find_best.json`` and ``find_best.md`` into ``out`` when
+    given.
 
     Args:
         latencies: measured latencies by folder (tests); else measured when ``measure``.
@@ -190,6 +206,9 @@ def find_best(
                     Candidate(f"{Path(m).name} fold 0{tag}", "single", [m], flip, per_image, global_, steps, ms)
                 )
                 ms = _ensemble_ms([(lat[m], oofs[m]["folds"])], flip) if m in lat else None
+                measured = m in lat and lat[m].ensemble_plain_ms is not None
+                if measured:
+                    ms = lat[m].ensemble_flip_ms if flip else lat[m].ensemble_plain_ms
                 candidates.append(
                     Candidate(
                         f"{Path(m).name} {oofs[m]['folds']}-fold ensemble{tag}",
@@ -200,7 +219,7 @@ def find_best(
                         global_,
                         steps,
                         ms,
-                        True,
+                        not measured,
                     )
                 )
             else:
@@ -272,7 +291,7 @@ def _table(result: dict[str, Any], candidates: list[Candidate], choice: Candidat
     else:
         lines.append(
             f"Chosen: **{choice.name}** (OOF Dice per-image {100 * choice.dice_per_image:.2f}). A fold ensemble shares "
-            "its single model's OOF estimate (one OOF prediction per case); that estimate is the fold ensemble's, as "
-            "in nnU-Net, so the tie goes to the ensemble where it fits the budget."
+            "its single model's OOF estimate (one OOF prediction per case, which the ensemble is expected to match or beat); ties go "
+            "to more networks, as nnU-Net predicts with its folds' ensemble."
         )
     return "\n".join(lines) + "\n"
