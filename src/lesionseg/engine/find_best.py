@@ -5,8 +5,8 @@ per-case mean of their probabilities), each with and without flip TTA. All are s
 predictions of ``fold_<i>/oof.npz`` at the working size: threshold 0.5, then the post-processing
 :func:`~lesionseg.inference.postprocess.select_postprocessing` chooses on the same OOF masks. On OOF each case has one
 prediction (from the fold model that did not see it), so a single model and its fold ensemble share the pooled OOF
-estimate (a single fold model's performance, which its ensemble is expected to match or beat). nnU-Net scores a configuration by it
-and predicts with the ensemble of its folds: a tie goes to the candidate with more networks, then to the faster one.
+estimate (a single fold model's performance, which its ensemble is expected to match or beat). nnU-Net scores a
+configuration by it and predicts with the ensemble of its folds: a tie goes to the candidate with more networks, then to the faster one.
 The ensemble's own gain shows on OOF only between configurations trained twice on the same folds (two seeds): the
 mixed ensemble of the two folders averages two networks per case, neither of which saw it.
 
@@ -291,7 +291,7 @@ def _table(result: dict[str, Any], candidates: list[Candidate], choice: Candidat
     else:
         lines.append(
             f"Chosen: **{choice.name}** (OOF Dice per-image {100 * choice.dice_per_image:.2f}). A fold ensemble shares "
-            "its single model's OOF estimate (one OOF prediction per case, which the ensemble is expected to match or beat); ties go "
-            "to more networks, as nnU-Net predicts with its folds' ensemble."
+            "its single model's OOF estimate (one OOF prediction per case, which the ensemble is expected to match or "
+            "beat); ties go to more networks, as nnU-Net predicts with its folds' ensemble."
         )
     return "\n".join(lines) + "\n"
