@@ -6,9 +6,9 @@ predictions of ``fold_<i>/oof.npz`` at the working size: threshold 0.5, then the
 :func:`~lesionseg.inference.postprocess.select_postprocessing` chooses on the same OOF masks. On OOF each case has one
 prediction (from the fold model that did not see it), so a single model and its fold ensemble share the pooled OOF
 estimate (a single fold model's performance, which its ensemble is expected to match or beat). nnU-Net scores a
-configuration by it and predicts with the ensemble of its folds: a tie goes to the candidate with more networks, then to the faster one.
-The ensemble's own gain shows on OOF only between configurations trained twice on the same folds (two seeds): the
-mixed ensemble of the two folders averages two networks per case, neither of which saw it.
+configuration by it and predicts with the ensemble of its folds: a tie goes to the candidate with more networks,
+then to the faster one. The ensemble's own gain shows on OOF only between configurations trained twice on the same
+folds (two seeds): the mixed ensemble of the two folders averages two networks per case, neither of which saw it.
 
 Latency is a warm end-to-end :meth:`~lesionseg.inference.predictor.Predictor.predict` of a 768x576 image on the CPU,
 measured for the single models and for a folder's fold ensemble where ``<cv_dir>/ensemble.json`` exists; other
