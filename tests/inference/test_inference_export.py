@@ -44,3 +44,21 @@ def test_onnx_matches_eager(name, tmp_path):
         assert out.shape == ref.shape == (batch, 1, size, size)
         scale = max(1.0, float(np.abs(ref).max()))
         assert np.abs(out - ref).max() <= TOLERANCE.get(name, DEFAULT_TOLERANCE) * scale
+
+
+def test_compact_float16_halves_exact_weights_and_changes_no_output(tmp_path):
+    from lesionseg.inference.export import compact_float16
+
+    torch.manual_seed(0)
+    model = create_model("unet_small").eval()
+    with torch.no_grad():  # weights as the package stores them: float16, cast back to float32
+        for t in [*model.parameters(), *model.buffers()]:
+            if t.is_floating_point():
+                t.copy_(t.half().float())
+    path = export_onnx(model, tmp_path / "m.onnx", (64, 64))
+    x = np.random.default_rng(0).normal(size=(1, 3, 64, 64)).astype(np.float32)
+    (before_out,) = onnx_session(path, reuse_optimized=False).run(None, {"image": x})
+    before, after = compact_float16(path)
+    assert after < before and path.stat().st_size == after  # folded batch norms stay float32
+    (after_out,) = onnx_session(path, reuse_optimized=False).run(None, {"image": x})
+    np.testing.assert_array_equal(after_out, before_out)
