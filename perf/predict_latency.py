@@ -165,20 +165,19 @@ def side_by_side(args: argparse.Namespace, path: Path) -> None:
     """0. The models of ``--model`` and ``--versus`` as `lesionseg predict` runs them by default (onnxruntime where
     installed, trust estimates on), one pass and with ``--tta``, in the same interleaved rounds."""
     models = [args.model, *args.versus]
-    calls = {}
+    calls, backends = {}, {}
     for model in models:
         for tta in (False, True):
             p = Predictor.from_checkpoint(model, backend="auto", tta=tta)
             calls[(model, tta)] = lambda p=p: with_trust(p, path)
-            calls[(model, tta, "backend")] = p.backend
-    backends = {k: calls.pop(k) for k in list(calls) if len(k) == 3}
+            backends[model] = p.backend
     t = interleaved(calls, args.repeats, warmup=3)
     print(f"\n0. models side by side: warm end to end as `lesionseg predict` runs them, {args.cores} core(s)")
     print(f"{'model':44s} {'backend':>12s} {'1 pass ms (median / p90 / best)':>34s} {'--tta ms (median / best)':>26s}")
     for model in models:
         one, tta = t[(model, False)], t[(model, True)]
         cells = f"{ms(one.median)} / {ms(one.p90)} / {ms(one.best)}"
-        print(f"{model:44s} {backends[(model, False, 'backend')]:>12s} {cells}   {ms(tta.median)} / {ms(tta.best)}")
+        print(f"{model:44s} {backends[model]:>12s} {cells}   {ms(tta.median)} / {ms(tta.best)}")
 
 
 def warm(args: argparse.Namespace, path: Path) -> Predictor:

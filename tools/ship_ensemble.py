@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 from refit_trust import _MODE_FIGURES, trust_card_section  # the same directory
 from safetensors.torch import load_file, save_file
-from ship_pretrained import latency_ms, pct
+from ship_pretrained import latency_ms, pct, use_and_limits
 
 from lesionseg.data import load_split, scan_cases
 from lesionseg.engine import evaluate_checkpoint
@@ -241,11 +241,12 @@ def latency_ms_tta(stem: Path, threads: int, repeats: int = 15) -> float:
     return statistics.median(times)
 
 
-def _section(path: Path | None, drop_title: bool = True) -> str:
+def _section(path: Path | None) -> str:
+    """A Markdown file's text without its title line, or "(not given)"."""
     if path is None or not path.is_file():
         return "(not given)"
     lines = path.read_text().splitlines()
-    if drop_title and lines and lines[0].startswith("# "):
+    if lines and lines[0].startswith("# "):
         lines = lines[1:]
     return "\n".join(lines).strip()
 
@@ -273,9 +274,9 @@ def write_card(args, stem, record, evaluations, params, macs, member_stems, lat,
         )
     table = "\n".join(rows)
     members = "\n".join(
-        f"- `{p.parent.name}/{p.name}`: `{first.model}` trained on fold split "
-        f"`{load_record(p).dataset.split}` (epoch {load_record(p).epoch} chosen on its fold)"
-        for p in member_stems
+        f"- `{p.parent.name}/{p.name}`: `{r.model}` trained on fold split `{r.dataset.split}` (epoch {r.epoch} chosen "
+        "on its fold)"
+        for p, r in ((p, load_record(p)) for p in member_stems)
     )
     return f"""# `{args.tag}`: {args.title}
 
@@ -285,20 +286,7 @@ An ensemble of {n} `{first.model}` networks ({params / 1e6:.3f}M parameters in a
 `Predictor.from_pretrained("{args.tag}")` or `load_pretrained("{args.tag}")` (an `EnsembleModel`); one member alone
 with `load_model(pretrained_stem("{args.tag}").parent / "{args.tag}" / "fold_0")`.
 
-## Intended use
-{args.intended}
-
-**Research and education only. Not a medical device**: it has not been validated clinically and must not be used to
-diagnose, to triage or to decide any treatment.
-
-## Limits
-{args.limits}
-Its test set is small (the numbers below carry a few points of uncertainty), and a model trained on one
-acquisition device will do worse on images from other devices, populations, resolutions or framings.
-
-## Why this architecture
-{args.why}
-
+{use_and_limits(args)}
 ## Data, folds and members
 {record.pretrained.dataset}. The {n_train} training ids of the package split `{record.dataset.split}` were dealt
 into {n} folds stratified by diagnosis (`lesionseg train --folds {n}`); each member trained on {n - 1} folds and

@@ -58,6 +58,24 @@ def latency_ms(stem: Path, backend: str, threads: int, repeats: int = 30) -> flo
     return statistics.median(times)
 
 
+def use_and_limits(args: argparse.Namespace) -> str:
+    """The card's intended use, limits and choice of architecture (every shipped card has them, worded alike)."""
+    return f"""## Intended use
+{args.intended}
+
+**Research and education only. Not a medical device**: it has not been validated clinically and must not be used to
+diagnose, to triage or to decide any treatment.
+
+## Limits
+{args.limits}
+Its test set is small (the numbers below carry a few points of uncertainty), and a model trained on one
+acquisition device will do worse on images from other devices, populations, resolutions or framings.
+
+## Why this architecture
+{args.why}
+"""
+
+
 def pct(x: float) -> str:
     return f"{100 * x:.2f}"
 
@@ -165,20 +183,7 @@ Model `{record.model}` ({params / 1e6:.3f}M parameters, {macs / 1e9:.3f} GMACs a
 by `lesionseg train` on real data. Load it with `lesionseg predict IMAGE --model {args.tag}`,
 `Predictor.from_pretrained("{args.tag}")` or `create_model("{record.model}", pretrained="{args.tag}")`.
 
-## Intended use
-{args.intended}
-
-**Research and education only. Not a medical device**: it has not been validated clinically and must not be used to
-diagnose, to triage or to decide any treatment.
-
-## Limits
-{args.limits}
-Its test set is small (the numbers below carry a few points of uncertainty), and a model trained on one
-acquisition device will do worse on images from other devices, populations, resolutions or framings.
-
-## Why this architecture
-{args.why}
-
+{use_and_limits(args)}
 ## Data and split
 {shipped.dataset}; the split is shipped in the package
 (`lesionseg/splits/{trained.split}.json`, seed 0). Trained on the training ids only; the checkpoint

@@ -414,6 +414,22 @@ class FileChecksums(_RecordPart):
                 raise ValueError(f"{name}: not a sha256 hex digest: {value!r}")
 
 
+def _check_input(record: ModelRecord | EnsembleRecord, finite: bool) -> None:
+    """The working size and normalisation a record (model or ensemble) feeds its network, checked alike."""
+    if len(record.image_size) != 2 or any(not 8 <= s <= MAX_IMAGE_SIDE for s in record.image_size):
+        raise ValueError(
+            f"image_size: expected two sizes (H, W) between 8 and {MAX_IMAGE_SIDE}, got {list(record.image_size)}"
+        )
+    for name in ("mean", "std"):
+        values = getattr(record, name)
+        if len(values) != record.in_channels and not (record.in_channels == 1 and values):
+            raise ValueError(f"{name}: {len(values)} values for {record.in_channels} input channels")
+        if finite and not all(math.isfinite(v) for v in values):
+            raise ValueError(f"{name}: must be finite numbers, got {list(values)}")
+    if any(s <= 0 for s in record.std):
+        raise ValueError(f"std: must be positive (it divides the image), got {list(record.std)}")
+
+
 @dataclass(frozen=True, kw_only=True)
 class ModelRecord(_RecordPart):
     """Everything known about a trained model besides its weights: how to build it, feed it and read its output,
@@ -489,18 +505,7 @@ class ModelRecord(_RecordPart):
             raise ValueError(f"in_channels: must be 1 (grayscale) or 3 (RGB), got {self.in_channels}")
         if self.num_classes < 1:
             raise ValueError(f"num_classes: must be at least 1, got {self.num_classes}")
-        if len(self.image_size) != 2 or any(not 8 <= s <= MAX_IMAGE_SIDE for s in self.image_size):
-            raise ValueError(
-                f"image_size: expected two sizes (H, W) between 8 and {MAX_IMAGE_SIDE}, got {list(self.image_size)}"
-            )
-        for name in ("mean", "std"):
-            values = getattr(self, name)
-            if len(values) != self.in_channels and not (self.in_channels == 1 and values):
-                raise ValueError(f"{name}: {len(values)} values for {self.in_channels} input channels")
-            if not all(math.isfinite(v) for v in values):
-                raise ValueError(f"{name}: must be finite numbers, got {list(values)}")
-        if any(s <= 0 for s in self.std):
-            raise ValueError(f"std: must be positive (it divides the image), got {list(self.std)}")
+        _check_input(self, finite=True)
         if not 0 < self.threshold < 1:
             raise ValueError(f"threshold: must be in (0, 1), got {self.threshold}")
         for name in ("epoch", "step"):
@@ -645,16 +650,7 @@ class EnsembleRecord(_RecordPart):
             raise ValueError(f"in_channels: must be 1 (grayscale) or 3 (RGB), got {self.in_channels}")
         if self.num_classes != 1:
             raise ValueError(f"num_classes: ensembles combine one foreground probability, got {self.num_classes}")
-        if len(self.image_size) != 2 or any(not 8 <= s <= MAX_IMAGE_SIDE for s in self.image_size):
-            raise ValueError(
-                f"image_size: expected two sizes (H, W) between 8 and {MAX_IMAGE_SIDE}, got {list(self.image_size)}"
-            )
-        for name in ("mean", "std"):
-            values = getattr(self, name)
-            if len(values) != self.in_channels and not (self.in_channels == 1 and values):
-                raise ValueError(f"{name}: {len(values)} values for {self.in_channels} input channels")
-        if any(s <= 0 for s in self.std):
-            raise ValueError(f"std: must be positive (it divides the image), got {list(self.std)}")
+        _check_input(self, finite=False)
         if not 0 < self.threshold < 1:
             raise ValueError(f"threshold: must be in (0, 1), got {self.threshold}")
         if self.temperature is not None and not (math.isfinite(self.temperature) and self.temperature > 0):
